@@ -1,0 +1,180 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One exception family for the whole engine.
+
+Every error has a stable ``code`` (``vmctl.<area>.<what>``), a message that names the object it is
+about, and a ``hint`` that tells the user what to do next. Front-ends (modules, plugins, CLI) show
+all three and never need to parse the message.
+"""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+
+class VmctlError(Exception):
+    """Base of every engine error."""
+
+    code = "vmctl.error"
+    default_hint = ""
+
+    def __init__(self, message, hint=None, code=None, **details):
+        super(VmctlError, self).__init__(message)
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+        if code is not None:
+            self.code = code
+        self.details = details
+
+    def __str__(self):
+        if self.hint:
+            return "%s (hint: %s)" % (self.message, self.hint)
+        return self.message
+
+    def to_dict(self):
+        """What modules return next to ``msg`` (``error.code``, ``error.hint``, details)."""
+        data = {"code": self.code, "message": self.message, "hint": self.hint}
+        data.update(self.details)
+        return data
+
+
+class InvalidName(VmctlError):
+    code = "vmctl.vm.invalid_name"
+    default_hint = "Use 1-63 characters from A-Z a-z 0-9 . _ - starting with a letter or digit"
+
+
+class VmNotFound(VmctlError):
+    code = "vmctl.vm.not_found"
+    default_hint = "Run 'vmctl list' to see available VMs"
+
+
+class VmExists(VmctlError):
+    code = "vmctl.vm.exists"
+    default_hint = "Destroy the existing VM first, or pick another name"
+
+
+class InvalidState(VmctlError):
+    code = "vmctl.vm.invalid_state"
+
+
+class StoreError(VmctlError):
+    code = "vmctl.store.corrupt"
+    default_hint = "Fix or move the file aside; vmctl never overwrites a registry it cannot read"
+
+
+class ToolMissing(VmctlError):
+    code = "vmctl.host.tool_missing"
+
+
+class SpawnFailed(VmctlError):
+    code = "vmctl.qemu.spawn_failed"
+    default_hint = ("Ensure qemu-system-x86_64 is installed and in PATH; for KVM check /dev/kvm access, "
+                    "or set accel to tcg (VMCTL_ACCEL=tcg)")
+
+
+class QmpError(VmctlError):
+    code = "vmctl.qemu.qmp_command_failed"
+
+
+class QmpConnectFailed(QmpError):
+    code = "vmctl.qemu.qmp_connect_failed"
+    default_hint = "QEMU may have crashed before the QMP socket was ready; check console.log in the work directory"
+
+
+class QmpTimeout(QmpError):
+    code = "vmctl.qemu.qmp_timeout"
+    default_hint = "The QEMU monitor did not answer in time; the process may be hung. Stop it with a timeout or destroy the VM"
+
+
+class OverlayFailed(VmctlError):
+    code = "vmctl.image.overlay_creation_failed"
+    default_hint = "Ensure qemu-img is installed and the base image exists and is readable"
+
+
+class ImageError(VmctlError):
+    code = "vmctl.image.error"
+
+
+class ImageNotFound(ImageError):
+    code = "vmctl.image.not_found"
+    default_hint = "Check the path; relative paths are resolved against the VMFile's directory"
+
+
+class FormatDetectionFailed(ImageError):
+    code = "vmctl.image.format_detection_failed"
+    default_hint = "Ensure qemu-img is installed and the file is a valid disk image"
+
+
+class DownloadFailed(ImageError):
+    code = "vmctl.image.download_failed"
+    default_hint = "Check network connectivity and the URL"
+
+
+class ChecksumMismatch(ImageError):
+    code = "vmctl.image.checksum_mismatch"
+    default_hint = "The download does not match the expected checksum; check the checksum or the URL"
+
+
+class UnsafeImage(ImageError):
+    code = "vmctl.image.unsafe_backing_file"
+    default_hint = "The image refers to another file; flatten it with 'qemu-img convert' or allow backing files explicitly"
+
+
+class ImageInUse(ImageError):
+    code = "vmctl.image.in_use"
+    default_hint = "Destroy the VMs that use it first, or pass force"
+
+
+class CloudInitError(VmctlError):
+    code = "vmctl.cloudinit.iso_failed"
+    default_hint = "Check the cloud-init settings; the seed ISO is built with pycdlib"
+
+
+class InvalidSpec(VmctlError):
+    code = "vmctl.vm.invalid_spec"
+
+
+class KeygenFailed(VmctlError):
+    code = "vmctl.ssh.keygen_failed"
+    default_hint = "Internal error; please report it"
+
+
+class SshError(VmctlError):
+    code = "vmctl.ssh.failed"
+    default_hint = "Check the SSH key, guest reachability, and that sshd runs in the guest (see console.log)"
+
+
+class HostKeyMismatch(SshError):
+    code = "vmctl.ssh.host_key_mismatch"
+    default_hint = ("The guest presented a host key that is not the one vmctl pinned for this VM; "
+                    "if the VM was recreated outside vmctl, destroy and recreate it")
+
+
+class IpDiscoveryTimeout(VmctlError):
+    code = "vmctl.network.ip_discovery_timeout"
+    default_hint = "The guest may not have a DHCP lease; check the bridge, DHCP server and console.log"
+
+
+class BackendNotAvailable(VmctlError):
+    code = "vmctl.backend.not_available"
+    default_hint = "This backend is not supported on this platform"
+
+
+class PropolisUnreachable(VmctlError):
+    code = "vmctl.propolis.unreachable"
+    default_hint = "Ensure propolis-server is running and listening on the expected address"
+
+
+class ProvisionFailed(VmctlError):
+    code = "vmctl.provision.failed"
+    default_hint = "Check the provisioner and the VM's SSH reachability; see provision.log in the work directory"
+
+
+class VmfileNotFound(VmctlError):
+    code = "vmctl.vmfile.not_found"
+    default_hint = "Create VMFile.kdl in the current directory or give its path"
+
+
+class Timeout(VmctlError):
+    code = "vmctl.timeout"

@@ -1,0 +1,46 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""qemu-img: image inspection and copy-on-write overlays."""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+import json
+import os
+
+from ansible_collections.vmctl.core.plugins.module_utils.errors import (
+    FormatDetectionFailed, ImageNotFound, OverlayFailed,
+)
+from ansible_collections.vmctl.core.plugins.module_utils.proc import run
+
+
+def info(path):
+    """``qemu-img info --output=json`` as a dict (format, virtual-size, actual-size, backing-filename…)."""
+    if not os.path.isfile(path):
+        raise ImageNotFound("image %s does not exist" % path, path=path)
+    # -U: read even while a running VM holds the lock on it.
+    out = run(["qemu-img", "info", "-U", "--output=json", path], error=FormatDetectionFailed,
+              what="qemu-img info %s" % path, timeout=60)
+    try:
+        return json.loads(out)
+    except ValueError:
+        raise FormatDetectionFailed("qemu-img info %s printed no JSON" % path, path=path)
+
+
+def detect_format(path):
+    return info(path)["format"]
+
+
+def create_overlay(base, overlay, base_format=None, size_gb=None):
+    """qcow2 overlay on ``base`` (absolute path, explicit ``-F``), grown to ``size_gb`` if given."""
+    base = os.path.abspath(base)
+    if not os.path.isfile(base):
+        raise ImageNotFound("base image %s does not exist" % base, path=base)
+    base_format = base_format or detect_format(base)
+    argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format, "-b", base, overlay]
+    if size_gb:
+        argv.append("%dG" % size_gb)
+    run(argv, error=OverlayFailed, what="qemu-img create overlay %s" % overlay, timeout=120)
+    return overlay

@@ -1,0 +1,227 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The engine's data types: what a VM should be (VmSpec) and what it is (VmHandle).
+
+VmHandle serializes to the JSON layout of vmctl's ``vms.json`` (the user guide's "State Management"
+chapter): ``network`` is ``{"type": "User"}`` / ``{"type": "Tap", "bridge": …}``, the backend is a
+lowercase tag. Fields we added are optional and defaulted, so files written by vmctl load, and
+unknown keys are kept so that nothing written by a newer version is lost on rewrite.
+"""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+import dataclasses
+import re
+
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidName, InvalidSpec
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+BACKENDS = ("qemu", "propolis", "noop")
+ACCELS = ("auto", "kvm", "tcg")
+
+
+class VmState:
+    """Lifecycle states (lowercase strings, as vmctl prints them)."""
+
+    PREPARING = "preparing"
+    PREPARED = "prepared"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    DESTROYED = "destroyed"
+    ALL = (PREPARING, PREPARED, RUNNING, SUSPENDED, STOPPED, FAILED, DESTROYED)
+
+
+def validate_name(name, what="VM name"):
+    """VM names become directory names and QEMU option values: keep them boring."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
+        raise InvalidName("invalid %s %r" % (what, name), name=name)
+    return name
+
+
+@dataclasses.dataclass
+class NetworkConfig:
+    """``user`` (SLIRP + SSH forward), ``tap`` (on ``bridge``), ``vnic`` (illumos, ``name``), ``none``."""
+
+    type: str = "user"
+    bridge: str | None = None
+    name: str | None = None
+
+    TYPES = ("user", "tap", "vnic", "none")
+
+    def __post_init__(self):
+        self.type = (self.type or "user").lower()
+        if self.type not in self.TYPES:
+            raise InvalidSpec("unknown network type %r" % self.type,
+                              hint="Use one of: %s" % ", ".join(self.TYPES))
+        if self.type == "tap" and not self.bridge:
+            self.bridge = "br0"
+        if self.type == "vnic" and not self.name:
+            raise InvalidSpec("network type 'vnic' needs a VNIC name", hint="Set network name, e.g. vnic0")
+
+    def to_json(self):
+        data = {"type": self.type.capitalize()}
+        if self.type == "tap":
+            data["bridge"] = self.bridge
+        if self.type == "vnic":
+            data["name"] = self.name
+        return data
+
+    @classmethod
+    def from_json(cls, data):
+        if data is None:
+            return cls()
+        if isinstance(data, str):  # tolerate a bare "User"
+            return cls(type=data)
+        return cls(type=data.get("type", "user"), bridge=data.get("bridge"), name=data.get("name"))
+
+
+@dataclasses.dataclass
+class CloudInitConfig:
+    """What goes into the NoCloud seed.
+
+    With ``user_data`` set it is passed through untouched. Otherwise vmctl generates a cloud-config
+    for the SSH user with ``ssh_public_keys`` (plus a generated per-VM key when ``generate_key``).
+    """
+
+    hostname: str | None = None
+    ssh_public_keys: list = dataclasses.field(default_factory=list)
+    user_data: str | None = None
+    instance_id: str | None = None
+    generate_key: bool = False
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data):
+        if data is None:
+            return None
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+@dataclasses.dataclass
+class SshConfig:
+    user: str = "vm"
+    private_key_path: str | None = None
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data):
+        if data is None:
+            return None
+        return cls(user=data.get("user") or "vm", private_key_path=data.get("private_key_path"))
+
+
+@dataclasses.dataclass
+class VmSpec:
+    """The desired VM. ``image_path`` is a local file (the image cache resolves URLs before this)."""
+
+    name: str
+    image_path: str
+    vcpus: int = 1
+    memory_mb: int = 1024
+    disk_gb: int | None = None
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
+    cloud_init: CloudInitConfig | None = None
+    ssh: SshConfig | None = None
+    image_format: str | None = None
+    accel: str = "auto"
+    cpu: str | None = None
+    machine: str | None = None
+    backend: str = "qemu"
+    vmfile: str | None = None
+    vnc: bool = True
+
+    def __post_init__(self):
+        validate_name(self.name)
+        for field, low, high in (("vcpus", 1, 255), ("memory_mb", 16, 16 * 1024 * 1024)):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise InvalidSpec("VM %s: %s must be an integer from %d to %d, got %r" % (self.name, field, low, high, value))
+        if self.disk_gb is not None and (isinstance(self.disk_gb, bool) or not isinstance(self.disk_gb, int)
+                                         or not 1 <= self.disk_gb <= 65536):
+            raise InvalidSpec("VM %s: disk_gb must be an integer from 1 to 65536, got %r" % (self.name, self.disk_gb))
+        if self.accel not in ACCELS:
+            raise InvalidSpec("VM %s: unknown accel %r" % (self.name, self.accel), hint="Use one of: %s" % ", ".join(ACCELS))
+        if self.backend not in BACKENDS:
+            raise InvalidSpec("VM %s: unknown backend %r" % (self.name, self.backend), hint="Use one of: %s" % ", ".join(BACKENDS))
+        if isinstance(self.network, dict):
+            self.network = NetworkConfig(**self.network)
+
+
+# Fields of vmctl's own handle, in its order; everything after is ours.
+_HANDLE_PATHS = ("work_dir", "overlay_path", "seed_iso_path", "qmp_socket", "console_socket")
+
+
+@dataclasses.dataclass
+class VmHandle:
+    """A managed VM as recorded in the store."""
+
+    id: str
+    name: str
+    backend: str = "qemu"
+    work_dir: str = ""
+    overlay_path: str | None = None
+    seed_iso_path: str | None = None
+    pid: int | None = None
+    qmp_socket: str | None = None
+    console_socket: str | None = None
+    vnc_addr: str | None = None
+    vcpus: int = 1
+    memory_mb: int = 1024
+    disk_gb: int | None = None
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
+    ssh_host_port: int | None = None
+    mac_addr: str | None = None
+    # --- additions (all optional) ---
+    state: str = VmState.PREPARED
+    image_path: str | None = None
+    image_format: str | None = None
+    accel: str = "auto"
+    cpu: str | None = None
+    machine: str | None = None
+    vnc: bool = True
+    pidfile: str | None = None
+    console_log: str | None = None
+    hostname: str | None = None
+    ssh_user: str | None = None
+    private_key_path: str | None = None
+    known_hosts: str | None = None
+    cloud_init: bool = False
+    vmfile: str | None = None
+    created_at: float | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def to_json(self):
+        data = {}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            data[f.name] = value.to_json() if f.name == "network" else value
+        for key, value in self.extra.items():
+            data.setdefault(key, value)
+        return data
+
+    @classmethod
+    def from_json(cls, data):
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["network"] = NetworkConfig.from_json(data.get("network"))
+        if isinstance(kwargs.get("backend"), str):
+            kwargs["backend"] = kwargs["backend"].lower()
+        handle = cls(**kwargs)
+        handle.extra = {k: v for k, v in data.items() if k not in known}
+        return handle
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
