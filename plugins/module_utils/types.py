@@ -140,6 +140,10 @@ class VmSpec:
     backend: str = "qemu"
     vmfile: str | None = None
     vnc: bool = True
+    # Direct kernel boot (optional): used by the tiny test guest, open for a VMFile `kernel` node.
+    kernel: str | None = None
+    initrd: str | None = None
+    kernel_append: str | None = None
 
     def __post_init__(self):
         validate_name(self.name)
@@ -199,6 +203,9 @@ class VmHandle:
     cloud_init: bool = False
     vmfile: str | None = None
     created_at: float | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    kernel_append: str | None = None
     extra: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self):

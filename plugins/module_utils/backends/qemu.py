@@ -1,0 +1,473 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""QEMU/KVM backend (Linux).
+
+Work directory per VM: overlay.qcow2, seed.iso, qmp.sock, console.sock, console.log, qemu.pid,
+keys and known_hosts. QEMU runs daemonized and holds a lock on its pidfile; we test that lock and
+the process's command line before believing (or signalling) a PID, so a stale pidfile never hits
+an unrelated process.
+"""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+from ansible_collections.vmctl.core.plugins.module_utils import cloudinit, keys, qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils.backends.base import Backend, ConsoleEndpoint
+from ansible_collections.vmctl.core.plugins.module_utils.errors import (
+    InvalidState, IpDiscoveryTimeout, QmpError, SpawnFailed, VmctlError,
+)
+from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
+from ansible_collections.vmctl.core.plugins.module_utils.qmp import QmpClient
+from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
+from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
+
+SSH_PORT_RANGE = (10022, 10122)
+QEMU_BINARY = "qemu-system-x86_64"
+
+
+def qemu_escape(value):
+    """QEMU option values: a comma is written as two."""
+    return str(value).replace(",", ",,")
+
+
+def resolve_accel(requested):
+    """``auto`` → kvm when /dev/kvm is usable, else tcg; ``VMCTL_ACCEL`` overrides ``auto``."""
+    accel = requested or "auto"
+    if accel == "auto":
+        accel = os.environ.get("VMCTL_ACCEL", "auto") or "auto"
+    if accel == "auto":
+        accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
+    if accel not in ("kvm", "tcg"):
+        raise VmctlError("unknown acceleration %r" % accel, hint="Use auto, kvm or tcg", code="vmctl.qemu.invalid_accel")
+    return accel
+
+
+def port_is_free(port, host="127.0.0.1"):
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_ssh_port(name, taken):
+    """Deterministic first choice (hash of the name) in vmctl's range, then the next free one."""
+    low, high = SSH_PORT_RANGE
+    span = high - low + 1
+    first = int(hashlib.sha256(name.encode()).hexdigest(), 16) % span
+    for i in range(span):
+        port = low + (first + i) % span
+        if port not in taken and port_is_free(port):
+            return port
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def random_mac(taken):
+    while True:
+        mac = "52:54:00:%02x:%02x:%02x" % (random.randint(0, 255), random.randint(0, 255), random.randint(0, 255))
+        if mac not in taken:
+            return mac
+
+
+class QemuProcess:
+    """The QEMU process of one VM, identified through its locked pidfile."""
+
+    def __init__(self, pidfile):
+        self.pidfile = pidfile
+
+    def pid(self):
+        """PID of the live QEMU that owns the pidfile, or None (stale file, dead or foreign process)."""
+        try:
+            fd = os.open(self.pidfile, os.O_RDWR)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                locked = True
+            else:
+                locked = False  # nobody holds it: QEMU is gone (our lock is dropped on close)
+            if not locked:
+                return None
+            os.lseek(fd, 0, os.SEEK_SET)
+            content = os.read(fd, 64).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+        if not content.isdigit():
+            return None
+        pid = int(content)
+        return pid if self._is_ours(pid) else None
+
+    def _is_ours(self, pid):
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+            with open("/proc/%d/stat" % pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z" and self.pidfile.encode() in argv
+
+    def wait_gone(self, pid, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._is_ours(pid):
+                return True
+            time.sleep(0.2)
+        return not self._is_ours(pid)
+
+
+class QemuBackend(Backend):
+    tag = "qemu"
+
+    def __init__(self, binary=QEMU_BINARY, qmp_timeout=10.0):
+        self.binary = binary
+        self.qmp_timeout = qmp_timeout
+
+    # --- files ---------------------------------------------------------------------------------
+    @staticmethod
+    def _files(work_dir):
+        j = os.path.join
+        return {
+            "overlay": j(work_dir, "overlay.qcow2"), "seed": j(work_dir, "seed.iso"),
+            "qmp": j(work_dir, "qmp.sock"), "console": j(work_dir, "console.sock"),
+            "console_log": j(work_dir, "console.log"), "pidfile": j(work_dir, "qemu.pid"),
+            "user_key": j(work_dir, "id_ed25519_generated"), "host_key": j(work_dir, "ssh_host_ed25519_key"),
+            "known_hosts": j(work_dir, "known_hosts"),
+        }
+
+    def allocate(self, spec, handle, known):
+        """Pick SSH port and MAC unique among ``known`` handles (called under the store lock)."""
+        others = [h for h in known if h.name != spec.name]
+        changes = {}
+        if not handle.mac_addr:
+            changes["mac_addr"] = random_mac({h.mac_addr for h in others})
+        if spec.network.type == "user" and not handle.ssh_host_port:
+            changes["ssh_host_port"] = pick_ssh_port(spec.name, {h.ssh_host_port for h in others})
+        return handle.replace(**changes) if changes else handle
+
+    def prepare(self, spec, handle):
+        """Create overlay, keys and seed ISO in the work directory. Safe to re-run after a crash."""
+        find_tool(self.binary)
+        files = self._files(handle.work_dir)
+        os.makedirs(handle.work_dir, mode=0o700, exist_ok=True)
+        os.chmod(handle.work_dir, 0o700)
+        image_format = spec.image_format or qemu_img.detect_format(spec.image_path)
+        if spec.disk_gb:
+            virtual = qemu_img.info(spec.image_path).get("virtual-size", 0)
+            if spec.disk_gb * 1024 ** 3 < virtual:
+                raise VmctlError("VM %s: disk %d GB is smaller than the image's %.1f GB" % (spec.name, spec.disk_gb, virtual / 1024.0 ** 3),
+                                 hint="Set disk to at least the image size, or leave it unset", code="vmctl.vm.invalid_spec")
+        if not os.path.exists(files["overlay"]):
+            tmp = files["overlay"] + ".tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            qemu_img.create_overlay(spec.image_path, tmp, image_format, spec.disk_gb)
+            os.replace(tmp, files["overlay"])
+        changes = dict(
+            overlay_path=files["overlay"], qmp_socket=files["qmp"], console_socket=files["console"],
+            console_log=files["console_log"], pidfile=files["pidfile"], image_path=os.path.abspath(spec.image_path),
+            image_format=image_format, state=VmState.PREPARED,
+        )
+        ci = spec.cloud_init
+        if ci is not None:
+            changes.update(self._prepare_cloud_init(spec, handle, files))
+        return handle.replace(**changes)
+
+    def _prepare_cloud_init(self, spec, handle, files):
+        ci = spec.cloud_init
+        ssh = spec.ssh
+        hostname = ci.hostname or spec.name
+        changes = {"cloud_init": True, "hostname": hostname, "seed_iso_path": files["seed"]}
+        if ci.user_data is not None:
+            user_data = ci.user_data  # the user's own cloud-config, untouched; no key is pinned
+        else:
+            user = ssh.user if ssh else "vm"
+            authorized = list(ci.ssh_public_keys)
+            if ci.generate_key:
+                pair = keys.load_or_create(files["user_key"], "vmctl-%s" % spec.name)
+                authorized.insert(0, pair.public_openssh)
+                changes["private_key_path"] = files["user_key"]
+            host_key = keys.load_or_create(files["host_key"], "vmctl-host-%s" % spec.name)
+            user_data = cloudinit.build_user_data(user, authorized, hostname, host_key)
+            changes["known_hosts"] = files["known_hosts"]
+            self._write_known_hosts(handle, files["known_hosts"], host_key.public_openssh)
+        meta_data = cloudinit.build_meta_data(handle.id, hostname)
+        cloudinit.write_seed_iso(files["seed"], user_data, meta_data)
+        return changes
+
+    @staticmethod
+    def _write_known_hosts(handle, path, host_public):
+        lines = []
+        if handle.ssh_host_port:
+            lines.append(keys.known_hosts_line("127.0.0.1", handle.ssh_host_port, host_public))
+        # Any address (TAP guests): the key is what we pin, the address is discovered later.
+        lines.append("* %s\n" % " ".join(host_public.split()[:2]))
+        atomic_write(path, "".join(lines), mode=0o644)
+
+    # --- process -------------------------------------------------------------------------------
+    def _process(self, handle):
+        return QemuProcess(handle.pidfile or self._files(handle.work_dir)["pidfile"])
+
+    def command_line(self, handle):
+        """The argv that starts this VM (daemonized)."""
+        f = self._files(handle.work_dir)
+        accel = resolve_accel(handle.accel)
+        cpu = handle.cpu or ("host" if accel == "kvm" else "max")
+        machine = handle.machine or "q35"
+        argv = [
+            self.binary,
+            "-name", "%s,process=vmctl-%s" % (qemu_escape(handle.name), qemu_escape(handle.name)),
+            "-machine", "%s,accel=%s" % (qemu_escape(machine), accel),
+            "-cpu", qemu_escape(cpu),
+            "-smp", str(handle.vcpus), "-m", str(handle.memory_mb),
+            "-drive", "file=%s,if=virtio,format=qcow2,discard=unmap" % qemu_escape(f["overlay"]),
+            "-device", "virtio-rng-pci",
+            "-chardev", "socket,id=serial0,path=%s,server=on,wait=off,logfile=%s,logappend=on"
+            % (qemu_escape(f["console"]), qemu_escape(f["console_log"])),
+            "-serial", "chardev:serial0",
+            "-qmp", "unix:%s,server=on,wait=off" % qemu_escape(f["qmp"]),
+            "-display", "none",
+            "-pidfile", f["pidfile"],
+            "-daemonize",
+        ]
+        if handle.seed_iso_path:
+            argv += ["-drive", "file=%s,if=virtio,format=raw,readonly=on" % qemu_escape(handle.seed_iso_path)]
+        argv += self._network_args(handle)
+        if handle.vnc:
+            argv += ["-vnc", "127.0.0.1:0,to=99"]
+        if handle.kernel:
+            argv += ["-kernel", handle.kernel]
+            if handle.initrd:
+                argv += ["-initrd", handle.initrd]
+            if handle.kernel_append:
+                argv += ["-append", handle.kernel_append]
+        return argv
+
+    @staticmethod
+    def _network_args(handle):
+        net = handle.network
+        mac = handle.mac_addr
+        if net.type == "user":
+            return ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22" % handle.ssh_host_port,
+                    "-device", "virtio-net-pci,netdev=net0,mac=%s" % mac]
+        if net.type == "tap":
+            # qemu-bridge-helper creates the tap and attaches it to the bridge (allowed in /etc/qemu/bridge.conf).
+            return ["-netdev", "bridge,id=net0,br=%s" % qemu_escape(net.bridge),
+                    "-device", "virtio-net-pci,netdev=net0,mac=%s" % mac]
+        if net.type == "none":
+            return ["-nic", "none"]
+        raise InvalidState("VM %s: network type %r is not available on QEMU" % (handle.name, net.type),
+                           hint="vnic networking needs the propolis backend on illumos; use user, tap or none")
+
+    def start(self, handle):
+        current = self.state(handle)
+        if current in (VmState.RUNNING, VmState.SUSPENDED):
+            return handle.replace(state=current, pid=self._process(handle).pid())
+        find_tool(self.binary)
+        f = self._files(handle.work_dir)
+        if not os.path.exists(f["overlay"]):
+            raise InvalidState("VM %s has no disk overlay %s" % (handle.name, f["overlay"]),
+                               hint="The work directory was removed; destroy and recreate the VM")
+        for stale in (f["qmp"], f["console"], f["pidfile"]):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
+        if handle.network.type == "user" and not port_is_free(handle.ssh_host_port):
+            raise SpawnFailed("VM %s: SSH forward port 127.0.0.1:%d is in use by another program" % (handle.name, handle.ssh_host_port),
+                              hint="Free the port, or destroy and recreate the VM to get another one",
+                              code="vmctl.qemu.port_in_use")
+        argv = self.command_line(handle)
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
+                                    stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise SpawnFailed("VM %s: QEMU did not finish starting within 120s" % handle.name)
+        if result.returncode != 0:
+            raise SpawnFailed("VM %s: QEMU failed to start (exit %d): %s" % (handle.name, result.returncode, result.stderr.strip()),
+                              argv=argv)
+        pid = self._process(handle).pid()
+        if pid is None:
+            raise SpawnFailed("VM %s: QEMU exited right after starting; see %s" % (handle.name, f["console_log"]))
+        vnc_addr = None
+        with self._qmp(handle) as qmp:
+            if handle.vnc:
+                vnc = qmp.query_vnc() or {}
+                if vnc.get("enabled"):
+                    vnc_addr = "%s:%s" % (vnc.get("host"), vnc.get("service"))
+        return handle.replace(state=VmState.RUNNING, pid=pid, vnc_addr=vnc_addr)
+
+    def _qmp(self, handle, timeout=None):
+        client = QmpClient(handle.qmp_socket or self._files(handle.work_dir)["qmp"], timeout or self.qmp_timeout)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return client.connect()
+            except QmpError:
+                if time.monotonic() > deadline or self._process(handle).pid() is None:
+                    raise
+                time.sleep(0.1)
+
+    def state(self, handle):
+        pid = self._process(handle).pid()
+        if pid is None:
+            if handle.state in (VmState.PREPARING, VmState.PREPARED, VmState.FAILED):
+                return handle.state
+            return VmState.STOPPED
+        with self._qmp(handle) as qmp:
+            status = (qmp.query_status() or {}).get("status")
+        if status == "running":
+            return VmState.RUNNING
+        if status in ("paused", "suspended"):
+            return VmState.SUSPENDED
+        if status in ("inmigrate", "prelaunch"):
+            return VmState.PREPARING
+        if status in ("shutdown", "guest-panicked", "internal-error", "io-error"):
+            return VmState.FAILED
+        return VmState.RUNNING
+
+    def suspend(self, handle):
+        current = self.state(handle)
+        if current == VmState.SUSPENDED:
+            return handle.replace(state=current)
+        if current != VmState.RUNNING:
+            raise InvalidState("VM %s is %s; only a running VM can be suspended" % (handle.name, current),
+                               hint="Start it first")
+        with self._qmp(handle) as qmp:
+            qmp.stop()
+        return handle.replace(state=VmState.SUSPENDED)
+
+    def resume(self, handle):
+        current = self.state(handle)
+        if current == VmState.RUNNING:
+            return handle.replace(state=current)
+        if current != VmState.SUSPENDED:
+            raise InvalidState("VM %s is %s; only a suspended VM can be resumed" % (handle.name, current),
+                               hint="Use start for a stopped VM")
+        with self._qmp(handle) as qmp:
+            qmp.cont()
+        return handle.replace(state=VmState.RUNNING)
+
+    def stop(self, handle, timeout=30):
+        """ACPI power-down, wait up to ``timeout``; then SIGTERM, then SIGKILL; verify the process is gone."""
+        proc = self._process(handle)
+        pid = proc.pid()
+        if pid is None:
+            return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None)
+        method = "acpi"
+        if timeout > 0:
+            try:
+                with self._qmp(handle) as qmp:
+                    if (qmp.query_status() or {}).get("status") in ("paused", "suspended"):
+                        qmp.cont()  # a paused guest cannot see the power button
+                    qmp.system_powerdown()
+            except QmpError:
+                pass  # monitor unusable: fall through to signals
+            gone = proc.wait_gone(pid, timeout)
+        else:
+            gone = False
+        if not gone:
+            method = "sigterm"
+            self._signal(pid, signal.SIGTERM)
+            if not proc.wait_gone(pid, 10):
+                method = "sigkill"
+                self._signal(pid, signal.SIGKILL)
+                if not proc.wait_gone(pid, 10):
+                    raise VmctlError("VM %s: QEMU process %d survived SIGKILL" % (handle.name, pid),
+                                     code="vmctl.qemu.stop_failed", hint="Check the process state with ps; it may be stuck in the kernel")
+        return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None, extra=dict(handle.extra, last_stop=method))
+
+    @staticmethod
+    def _signal(pid, sig):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+    def destroy(self, handle):
+        """Kill QEMU (the disk is discarded anyway) and remove the work directory."""
+        proc = self._process(handle)
+        pid = proc.pid()
+        if pid is not None:
+            try:
+                with self._qmp(handle, timeout=3) as qmp:
+                    qmp.execute("quit")
+            except QmpError:
+                pass
+            if not proc.wait_gone(pid, 5):
+                self.stop(handle, timeout=0)
+        shutil.rmtree(handle.work_dir, ignore_errors=True)
+        if os.path.exists(handle.work_dir):
+            raise VmctlError("VM %s: could not remove %s" % (handle.name, handle.work_dir), code="vmctl.io")
+
+    # --- network & console -----------------------------------------------------------------------
+    def guest_ip(self, handle, timeout=0):
+        net = handle.network.type
+        if net == "user":
+            return "127.0.0.1"
+        if net == "tap":
+            deadline = time.monotonic() + timeout
+            while True:
+                ip = find_ip_by_mac(handle.mac_addr)
+                if ip or time.monotonic() >= deadline:
+                    break
+                time.sleep(1)
+            if not ip:
+                raise IpDiscoveryTimeout("VM %s: no IP address found for MAC %s on bridge %s"
+                                         % (handle.name, handle.mac_addr, handle.network.bridge))
+            return ip
+        raise InvalidState("VM %s has network %r: no guest IP" % (handle.name, net), hint="Use user or tap networking")
+
+    def console_endpoint(self, handle):
+        return ConsoleEndpoint("unix", handle.console_socket or self._files(handle.work_dir)["console"])
+
+
+_LEASE_DIRS = ("/var/lib/misc", "/var/lib/dnsmasq")
+
+
+def find_ip_by_mac(mac, neigh_output=None, lease_files=None):
+    """IPv4 address for ``mac`` from ``ip neigh`` (ARP) or dnsmasq lease files, or None."""
+    mac = mac.lower()
+    if neigh_output is None:
+        try:
+            neigh_output = subprocess.run(["ip", "-4", "neigh", "show"], capture_output=True, text=True,
+                                          timeout=10, check=False).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            neigh_output = ""
+    for line in neigh_output.splitlines():
+        m = re.match(r"^(\d+\.\d+\.\d+\.\d+)\s.*\blladdr\s+([0-9a-fA-F:]{17})\b(?!.*\bFAILED\b)", line)
+        if m and m.group(2).lower() == mac:
+            return m.group(1)
+    if lease_files is None:
+        lease_files = [os.path.join(d, n) for d in _LEASE_DIRS if os.path.isdir(d)
+                       for n in os.listdir(d) if n.endswith(".leases")]
+    for path in lease_files:
+        with contextlib.suppress(OSError), open(path) as f:
+            for line in f:
+                parts = line.split()  # expiry mac ip hostname client-id
+                if len(parts) >= 3 and parts[1].lower() == mac:
+                    return parts[2]
+    return None
+
+
+def new_vm_id():
+    return uuid.uuid4().hex[:12]

@@ -1,0 +1,149 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""VmManager: the VM lifecycle over the store and the backends — what modules and the CLI call.
+
+Operations on one VM are serialized by a per-VM lock; the store lock is held only for the short
+read-modify-write, so different VMs start and stop in parallel. A crash during ``create`` leaves
+the entry in ``preparing``; the next ``create`` of the same spec finishes it.
+"""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+import contextlib
+import os
+import shutil
+import time
+
+from ansible_collections.vmctl.core.plugins.module_utils import paths
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import new_vm_id
+from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
+from ansible_collections.vmctl.core.plugins.module_utils.errors import VmExists, VmNotFound
+from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, file_lock
+from ansible_collections.vmctl.core.plugins.module_utils.types import VmHandle, VmState, validate_name
+
+
+class VmManager:
+    def __init__(self, store=None, backend_factory=backend_for):
+        self.store = store or VmStore()
+        self.backend_factory = backend_factory
+
+    @contextlib.contextmanager
+    def vm_lock(self, name):
+        validate_name(name)
+        lock_dir = paths.ensure_private_dir(os.path.join(os.path.dirname(self.store.path), "locks"))
+        with file_lock(os.path.join(lock_dir, name + ".lock")):
+            yield
+
+    def backend(self, handle_or_spec):
+        return self.backend_factory(handle_or_spec.backend)
+
+    # --- queries -------------------------------------------------------------------------------
+    def get(self, name):
+        validate_name(name)
+        return self.store.get(name)
+
+    def find(self, name):
+        validate_name(name)
+        return self.store.find(name)
+
+    def list(self):
+        return self.store.list()
+
+    def refresh(self, name):
+        """The handle with its live state (and the store updated if it changed)."""
+        handle = self.get(name)
+        live = self.backend(handle).state(handle)
+        if live != handle.state:
+            handle = self._save(handle.replace(state=live, pid=handle.pid if live in (VmState.RUNNING, VmState.SUSPENDED) else None))
+        return handle
+
+    def state(self, name):
+        return self.refresh(name).state
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def create(self, spec):
+        """Prepare the VM if it does not exist; returns ``(handle, created)``."""
+        backend = self.backend(spec)
+        with self.vm_lock(spec.name):
+            with self.store.transaction() as vms:
+                existing = vms.get(spec.name)
+                if existing is not None:
+                    if existing.vmfile and spec.vmfile and os.path.abspath(existing.vmfile) != os.path.abspath(spec.vmfile):
+                        raise VmExists("VM %r already exists, created from %s (not %s)" % (spec.name, existing.vmfile, spec.vmfile),
+                                       hint="Rename the VM in one of the VMFiles, or destroy the other one first",
+                                       name=spec.name, vmfile=existing.vmfile)
+                    if existing.state != VmState.PREPARING:
+                        return existing, False
+                handle = existing or self._new_handle(spec)
+                handle = backend.allocate(spec, handle, list(vms.values()))
+                vms[spec.name] = handle
+            try:
+                handle = backend.prepare(spec, handle)
+            except BaseException:
+                if existing is None:  # leave nothing half-made behind a failed create
+                    self.store.remove(spec.name)
+                    shutil.rmtree(handle.work_dir, ignore_errors=True)
+                raise
+            return self._save(handle), True
+
+    @staticmethod
+    def _new_handle(spec):
+        return VmHandle(
+            id=new_vm_id(), name=spec.name, backend=spec.backend, work_dir=paths.vm_dir(spec.name),
+            vcpus=spec.vcpus, memory_mb=spec.memory_mb, disk_gb=spec.disk_gb, network=spec.network,
+            state=VmState.PREPARING, accel=spec.accel, cpu=spec.cpu, machine=spec.machine, vnc=spec.vnc,
+            ssh_user=spec.ssh.user if spec.ssh else None,
+            private_key_path=spec.ssh.private_key_path if spec.ssh else None,
+            vmfile=os.path.abspath(spec.vmfile) if spec.vmfile else None, created_at=time.time(),
+            kernel=spec.kernel, initrd=spec.initrd, kernel_append=spec.kernel_append,
+        )
+
+    def _save(self, handle):
+        """Write ``handle`` back unless the VM was destroyed meanwhile."""
+        with self.store.transaction() as vms:
+            if handle.name not in vms:
+                raise VmNotFound("VM %r disappeared from the store while it was being changed" % handle.name, name=handle.name)
+            vms[handle.name] = handle
+        return handle
+
+    def _operate(self, name, operation):
+        with self.vm_lock(name):
+            handle = self.get(name)
+            before = self.backend(handle).state(handle)
+            updated = operation(self.backend(handle), handle.replace(state=before))
+            return self._save(updated), before
+
+    def start(self, name):
+        """Boot the VM; returns ``(handle, previous_state)``. A running VM is left alone."""
+        return self._operate(name, lambda b, h: b.start(h))
+
+    def stop(self, name, timeout=30):
+        return self._operate(name, lambda b, h: b.stop(h, timeout))
+
+    def suspend(self, name):
+        return self._operate(name, lambda b, h: b.suspend(h))
+
+    def resume(self, name):
+        return self._operate(name, lambda b, h: b.resume(h))
+
+    def destroy(self, name):
+        """Stop and remove everything; returns the old handle, or None when there was no such VM."""
+        with self.vm_lock(name):
+            handle = self.find(name)
+            if handle is None:
+                shutil.rmtree(paths.vm_dir(name), ignore_errors=True)  # leftovers of a crashed create
+                return None
+            self.backend(handle).destroy(handle)
+            self.store.remove(name)
+            return handle
+
+    def guest_ip(self, name, timeout=0):
+        handle = self.get(name)
+        return self.backend(handle).guest_ip(handle, timeout)
+
+    def console_endpoint(self, name):
+        handle = self.get(name)
+        return self.backend(handle).console_endpoint(handle)
