@@ -1,0 +1,80 @@
+"""Helpers for tests that boot real QEMU guests (importable: ``from guests import ...``)."""
+
+import os
+import subprocess
+import time
+
+from ansible_collections.vmctl.core.plugins.module_utils import qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils.types import CloudInitConfig, SshConfig, VmSpec
+
+
+def tiny_spec(images, tmp_path, name="tiny", **overrides):
+    """A VmSpec for the busybox guest: direct kernel boot, a scratch disk, no cloud-init."""
+    disk = str(tmp_path / ("%s-disk.qcow2" % name))
+    if not os.path.exists(disk):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
+    tiny = images["tiny"]
+    values = dict(name=name, image_path=disk, memory_mb=256, kernel=tiny["kernel"], initrd=tiny["initrd"],
+                  kernel_append="console=ttyS0", vnc=False)
+    values.update(overrides)
+    return VmSpec(**values)
+
+
+def debian_spec(images, name="deb", hostname=None, **overrides):
+    values = dict(name=name, image_path=images["debian"]["path"], vcpus=2, memory_mb=1024,
+                  cloud_init=CloudInitConfig(hostname=hostname, generate_key=True), ssh=SshConfig(user="vm"))
+    values.update(overrides)
+    return VmSpec(**values)
+
+
+def wait_for_console(handle, marker, timeout=120, start_offset=0):
+    """Wait until ``marker`` appears in the VM's console.log after ``start_offset``; return seconds waited."""
+    begin = time.monotonic()
+    while time.monotonic() - begin < timeout:
+        try:
+            with open(handle.console_log, "rb") as f:
+                f.seek(start_offset)
+                if marker.encode() in f.read():
+                    return time.monotonic() - begin
+        except FileNotFoundError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("%r not seen on %s's console within %ss" % (marker, handle.name, timeout))
+
+
+def console_size(handle):
+    try:
+        return os.path.getsize(handle.console_log)
+    except OSError:
+        return 0
+
+
+def ssh_argv(handle, command):
+    """OpenSSH with the VM's key, pinned known_hosts and StrictHostKeyChecking=yes."""
+    return ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=%s" % handle.known_hosts,
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "IdentitiesOnly=yes",
+            "-i", handle.private_key_path, "-p", str(handle.ssh_host_port),
+            "%s@127.0.0.1" % (handle.ssh_user or "vm"), command]
+
+
+def wait_for_ssh(handle, timeout=240):
+    """Retry an SSH login until it works; return seconds waited."""
+    begin = time.monotonic()
+    last = None
+    while time.monotonic() - begin < timeout:
+        result = subprocess.run(ssh_argv(handle, "true"), capture_output=True, text=True, timeout=30)
+        if result.returncode == 0:
+            return time.monotonic() - begin
+        last = result.stderr
+        time.sleep(2)
+    raise AssertionError("no SSH to %s within %ss: %s" % (handle.name, timeout, last))
+
+
+def ssh(handle, command):
+    result = subprocess.run(ssh_argv(handle, command), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def overlay_backing(handle):
+    return qemu_img.info(handle.overlay_path).get("full-backing-filename")

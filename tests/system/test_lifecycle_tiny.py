@@ -1,0 +1,130 @@
+"""QEMU backend lifecycle on the busybox guest (boots in seconds, powers off on ACPI)."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from guests import console_size, tiny_spec, wait_for_console
+
+from ansible_collections.vmctl.core.plugins.module_utils.errors import SpawnFailed
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
+from ansible_collections.vmctl.core.plugins.module_utils.qmp import QmpClient
+from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
+
+pytestmark = pytest.mark.slow
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_full_lifecycle(test_images, tmp_path):
+    manager = VmManager()
+    marker = test_images["tiny"]["ready_marker"]
+    handle, created = manager.create(tiny_spec(test_images, tmp_path))
+    assert created and handle.state == VmState.PREPARED
+    assert manager.create(tiny_spec(test_images, tmp_path))[1] is False  # idempotent
+    assert oct(os.stat(handle.work_dir).st_mode & 0o777) == "0o700"
+
+    handle, before = manager.start("tiny")
+    assert before == VmState.PREPARED and handle.state == VmState.RUNNING and alive(handle.pid)
+    wait_for_console(handle, marker, timeout=60)
+    pid = handle.pid
+
+    manager.suspend("tiny")
+    with QmpClient(handle.qmp_socket) as qmp:
+        assert qmp.query_status()["status"] == "paused"
+    assert manager.state("tiny") == VmState.SUSPENDED
+    manager.resume("tiny")
+    assert manager.state("tiny") == VmState.RUNNING
+
+    begin = time.monotonic()
+    handle, _ = manager.stop("tiny", timeout=20)
+    assert handle.state == VmState.STOPPED and handle.extra["last_stop"] == "acpi"
+    assert time.monotonic() - begin < 20 and not alive(pid)
+    assert manager.state("tiny") == VmState.STOPPED
+    assert manager.stop("tiny")[0].state == VmState.STOPPED  # stopping a stopped VM is fine
+
+    offset = console_size(handle)
+    handle, before = manager.start("tiny")
+    assert before == VmState.STOPPED and handle.state == VmState.RUNNING
+    wait_for_console(handle, marker, timeout=60, start_offset=offset)
+    assert console_size(handle) > offset  # console.log kept across restarts, appended
+
+    pid, work_dir = handle.pid, handle.work_dir
+    manager.destroy("tiny")
+    assert not alive(pid)
+    assert not os.path.exists(work_dir)
+    assert manager.find("tiny") is None
+
+
+def test_stale_pidfile_never_signals_another_process(test_images, tmp_path):
+    manager = VmManager()
+    handle, _ = manager.create(tiny_spec(test_images, tmp_path))
+    bystander = subprocess.Popen(["sleep", "300"])
+    try:
+        with open(handle.pidfile, "w") as f:
+            f.write("%d\n" % bystander.pid)
+        store_handle = manager.get("tiny")
+        manager.store.put(store_handle.replace(state=VmState.RUNNING, pid=bystander.pid))
+        assert manager.state("tiny") == VmState.STOPPED
+        manager.stop("tiny", timeout=1)
+        manager.destroy("tiny")
+        assert bystander.poll() is None, "vmctl signalled a process that was not its QEMU"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_crashed_qemu_reads_as_stopped_and_start_recovers(test_images, tmp_path):
+    manager = VmManager()
+    manager.create(tiny_spec(test_images, tmp_path))
+    handle, _ = manager.start("tiny")
+    os.kill(handle.pid, signal.SIGKILL)
+    for _ in range(50):
+        if not alive(handle.pid):
+            break
+        time.sleep(0.1)
+    assert manager.state("tiny") == VmState.STOPPED
+    assert os.path.exists(handle.qmp_socket)  # stale socket left by the crash
+    handle, _ = manager.start("tiny")
+    assert handle.state == VmState.RUNNING
+    wait_for_console(handle, test_images["tiny"]["ready_marker"], timeout=60)
+    manager.destroy("tiny")
+
+
+def test_unresponsive_guest_is_terminated_after_the_timeout(test_images, tmp_path):
+    """A guest that ignores the power button (no kernel: SeaBIOS spinning) gets SIGTERM."""
+    manager = VmManager()
+    manager.create(tiny_spec(test_images, tmp_path, kernel=None, initrd=None, kernel_append=None))
+    handle, _ = manager.start("tiny")
+    begin = time.monotonic()
+    handle, _ = manager.stop("tiny", timeout=2)
+    assert handle.extra["last_stop"] in ("sigterm", "sigkill")
+    assert 2 <= time.monotonic() - begin < 20
+    manager.destroy("tiny")
+
+
+def test_vms_get_distinct_ports_and_macs_and_port_conflict_is_clear(test_images, tmp_path):
+    manager = VmManager()
+    a, _ = manager.create(tiny_spec(test_images, tmp_path, name="a"))
+    b, _ = manager.create(tiny_spec(test_images, tmp_path, name="b"))
+    assert a.ssh_host_port != b.ssh_host_port and a.mac_addr != b.mac_addr
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", a.ssh_host_port))
+    blocker.listen(1)
+    try:
+        with pytest.raises(SpawnFailed) as exc:
+            manager.start("a")
+        assert str(a.ssh_host_port) in str(exc.value) and exc.value.code == "vmctl.qemu.port_in_use"
+    finally:
+        blocker.close()
+    manager.destroy("a")
+    manager.destroy("b")
