@@ -58,11 +58,16 @@ def ssh_argv(handle, command):
 
 
 def wait_for_ssh(handle, timeout=240):
-    """Retry an SSH login until it works; return seconds waited."""
+    """Retry until an SSH login works and cloud-init has finished; return seconds waited.
+
+    cloud-init restarts sshd while it configures it (ssh_pwauth), so the first successful login
+    is not yet "ready": ``cloud-init status --wait`` over SSH is.
+    """
     begin = time.monotonic()
     last = None
     while time.monotonic() - begin < timeout:
-        result = subprocess.run(ssh_argv(handle, "true"), capture_output=True, text=True, timeout=30)
+        result = subprocess.run(ssh_argv(handle, "cloud-init status --wait >/dev/null; true"),
+                                capture_output=True, text=True, timeout=timeout)
         if result.returncode == 0:
             return time.monotonic() - begin
         last = result.stderr

@@ -33,7 +33,7 @@ def test_boot_ssh_suspend_resume_stop_start_destroy(test_images, tmp_path, capsy
     # the host key the guest presents is the one we generated and pinned
     with open(handle.known_hosts) as f:
         pinned = f.readline().split()[2]
-    assert ssh(handle, "cut -d' ' -f2 /etc/ssh/ssh_host_ed25519_key.pub").strip() == pinned
+    assert ssh(handle, "sudo cut -d' ' -f2 /etc/ssh/ssh_host_ed25519_key.pub").strip() == pinned
 
     # a different known_hosts entry makes strict checking fail: we really pin
     bad = tmp_path / "bad_known_hosts"
