@@ -49,12 +49,12 @@ def console_size(handle):
         return 0
 
 
-def ssh_argv(handle, command):
+def ssh_argv(handle, command, host="127.0.0.1", port=None):
     """OpenSSH with the VM's key, pinned known_hosts and StrictHostKeyChecking=yes."""
     return ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=%s" % handle.known_hosts,
             "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "IdentitiesOnly=yes",
-            "-i", handle.private_key_path, "-p", str(handle.ssh_host_port),
-            "%s@127.0.0.1" % (handle.ssh_user or "vm"), command]
+            "-i", handle.private_key_path, "-p", str(port or handle.ssh_host_port),
+            "%s@%s" % (handle.ssh_user or "vm", host), command]
 
 
 def wait_for_ssh(handle, timeout=240):

@@ -1,0 +1,86 @@
+"""TAP networking on a real Linux bridge: QEMU's bridge helper attaches the VM, dnsmasq hands out
+an address, the engine finds the guest's IP by the VM's MAC, and SSH reaches it on port 22."""
+
+import contextlib
+import os
+import subprocess
+
+import pytest
+from guests import debian_spec, ssh_argv
+
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
+from ansible_collections.vmctl.core.plugins.module_utils.types import NetworkConfig
+
+pytestmark = [pytest.mark.slow, pytest.mark.guest]
+
+BRIDGE_CONF = "/etc/qemu/bridge.conf"
+
+
+def sh(*argv):
+    subprocess.run(argv, check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def bridge(tmp_path):
+    """A bridge with 10.213.77.1/24, allowed for qemu-bridge-helper, with dnsmasq serving DHCP on it."""
+    name = "vmctlbr%d" % (os.getpid() % 10000)
+    sh("ip", "link", "add", "name", name, "type", "bridge")
+    saved_conf = None
+    dnsmasq = None
+    leases = "/var/lib/misc/vmctl-test-%s.leases" % name
+    try:
+        sh("ip", "addr", "add", "10.213.77.1/24", "dev", name)
+        sh("ip", "link", "set", name, "up")
+        if os.path.exists(BRIDGE_CONF):
+            with open(BRIDGE_CONF) as f:
+                saved_conf = f.read()
+        os.makedirs(os.path.dirname(BRIDGE_CONF), exist_ok=True)
+        with open(BRIDGE_CONF, "a") as f:
+            f.write("allow %s\n" % name)
+        os.makedirs(os.path.dirname(leases), exist_ok=True)
+        dnsmasq = subprocess.Popen(
+            ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--bind-interfaces",
+             "--interface=%s" % name, "--except-interface=lo", "--dhcp-range=10.213.77.50,10.213.77.99,1h",
+             "--dhcp-leasefile=%s" % leases, "--pid-file=%s" % (tmp_path / "dnsmasq.pid")],
+            stderr=open(tmp_path / "dnsmasq.log", "w"))
+        yield name
+    finally:
+        if dnsmasq:
+            dnsmasq.terminate()
+            dnsmasq.wait(10)
+        with contextlib.suppress(OSError):
+            os.unlink(leases)
+        if saved_conf is None:
+            with contextlib.suppress(OSError):
+                os.unlink(BRIDGE_CONF)
+        else:
+            with open(BRIDGE_CONF, "w") as f:
+                f.write(saved_conf)
+        subprocess.run(["ip", "link", "del", name], check=False)
+
+
+def test_tap_vm_gets_an_address_found_by_its_mac(test_images, bridge):
+    manager = VmManager()
+    spec = debian_spec(test_images, name="tapvm", hostname="tapvm", network=NetworkConfig(type="tap", bridge=bridge))
+    handle, _ = manager.create(spec)
+    assert handle.ssh_host_port is None  # no SLIRP forward on a bridged VM
+    try:
+        handle, _ = manager.start("tapvm")
+        # the tap device QEMU's helper made is a port of our bridge
+        ports = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True).stdout
+        assert "tap" in ports
+        ip = manager.guest_ip("tapvm", timeout=240)
+        assert ip.startswith("10.213.77.")
+        out = None
+        for _ in range(60):  # sshd may still be starting when DHCP is done
+            result = subprocess.run(ssh_argv(handle, "cloud-init status --wait >/dev/null; cat /sys/class/net/*/address; hostname",
+                                             host=ip, port=22), capture_output=True, text=True, timeout=300)
+            if result.returncode == 0:
+                out = result.stdout
+                break
+            subprocess.run(["sleep", "3"])
+        assert out is not None, result.stderr
+        assert handle.mac_addr.lower() in out.lower().split()
+        assert out.split()[-1] == "tapvm"
+    finally:
+        manager.destroy("tapvm")
