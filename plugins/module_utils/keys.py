@@ -67,3 +67,22 @@ def known_hosts_line(host, port, public_openssh):
     key_type, key_b64 = public_openssh.split()[:2]
     name = host if int(port) == 22 else "[%s]:%d" % (host, int(port))
     return "%s %s %s\n" % (name, key_type, key_b64)
+
+
+def public_openssh_of(private_path):
+    """``type base64`` of the public half of an OpenSSH/PEM private key (``<key>.pub`` is not trusted to match)."""
+    if not HAS_CRYPTOGRAPHY:
+        raise KeygenFailed("cannot read keys: the Python 'cryptography' package is missing",
+                           hint="Install it: pip install cryptography")
+    try:
+        with open(private_path, "rb") as f:
+            data = f.read()
+        if b"OPENSSH PRIVATE KEY" in data:
+            key = serialization.load_ssh_private_key(data, password=None)
+        else:
+            key = serialization.load_pem_private_key(data, password=None)
+    except (OSError, ValueError, TypeError) as err:
+        raise KeygenFailed("cannot read the private key %s: %s" % (private_path, err), path=private_path,
+                           hint="Use an unencrypted OpenSSH or PEM private key (ssh-keygen -t ed25519 -N '')")
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                         serialization.PublicFormat.OpenSSH).decode("ascii")

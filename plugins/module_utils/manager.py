@@ -17,10 +17,11 @@ import os
 import shutil
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils import paths
-from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import new_vm_id
+from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import new_vm_id, pick_ssh_port, port_is_free
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
-from ansible_collections.vmctl.core.plugins.module_utils.errors import VmExists, VmNotFound
+from ansible_collections.vmctl.core.plugins.module_utils.desired import cloud_init_digest
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, VmExists, VmNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, file_lock
 from ansible_collections.vmctl.core.plugins.module_utils.types import VmHandle, VmState, validate_name
 
@@ -60,6 +61,32 @@ class VmManager:
             handle = self._save(handle.replace(state=live, pid=handle.pid if live in (VmState.RUNNING, VmState.SUSPENDED) else None))
         return handle
 
+    def live(self, name):
+        """The handle with its live state, without writing anything (for info and planning)."""
+        handle = self.get(name)
+        return handle.replace(state=self.backend(handle).state(handle))
+
+    def ssh_endpoint(self, handle):
+        """``{host, port, user, private_key, known_hosts}`` to log in to the VM, or None without SSH settings."""
+        if not handle.ssh_user or handle.network.type not in ("user", "tap"):
+            return None
+        if handle.network.type == "user":
+            host, port = "127.0.0.1", handle.ssh_host_port
+        else:
+            with contextlib.suppress(Exception):  # an address not yet leased is simply unknown
+                host = None
+                host = self.backend(handle).guest_ip(handle, 0)
+            port = 22
+        return {"host": host, "port": port, "user": handle.ssh_user,
+                "private_key": handle.private_key_path, "known_hosts": handle.known_hosts}
+
+    def describe(self, name):
+        """Everything ``vmctl status`` shows, with the live state and how to log in."""
+        handle = self.live(name)
+        info = handle.to_json()
+        info["ssh"] = self.ssh_endpoint(handle)
+        return info
+
     def state(self, name):
         return self.refresh(name).state
 
@@ -71,10 +98,7 @@ class VmManager:
             with self.store.transaction() as vms:
                 existing = vms.get(spec.name)
                 if existing is not None:
-                    if existing.vmfile and spec.vmfile and os.path.abspath(existing.vmfile) != os.path.abspath(spec.vmfile):
-                        raise VmExists("VM %r already exists, created from %s (not %s)" % (spec.name, existing.vmfile, spec.vmfile),
-                                       hint="Rename the VM in one of the VMFiles, or destroy the other one first",
-                                       name=spec.name, vmfile=existing.vmfile)
+                    self.check_owner(existing, spec)
                     if existing.state != VmState.PREPARING:
                         return existing, False
                 handle = existing or self._new_handle(spec)
@@ -82,12 +106,33 @@ class VmManager:
                 vms[spec.name] = handle
             try:
                 handle = backend.prepare(spec, handle)
+                handle.extra["cloud_init_digest"] = cloud_init_digest(spec)
             except BaseException:
                 if existing is None:  # leave nothing half-made behind a failed create
                     self.store.remove(spec.name)
                     shutil.rmtree(handle.work_dir, ignore_errors=True)
                 raise
             return self._save(handle), True
+
+    @staticmethod
+    def check_owner(existing, spec):
+        """A VM made from one VMFile is not silently taken over by another with the same VM name."""
+        if existing.vmfile and spec.vmfile and os.path.abspath(existing.vmfile) != os.path.abspath(spec.vmfile):
+            raise VmExists("VM %r already exists, created from %s (not %s)" % (spec.name, existing.vmfile, spec.vmfile),
+                           hint="Rename the VM in one of the VMFiles, or destroy the other one first",
+                           name=spec.name, vmfile=existing.vmfile)
+
+    def reconfigure(self, name, settings, disk_gb=None):
+        """Change boot settings (vcpus, memory_mb, ...) and grow the disk of a VM that is not running."""
+        def change(backend, handle):
+            if handle.state in (VmState.RUNNING, VmState.SUSPENDED):
+                raise InvalidState("VM %s is %s; stop it before changing %s" % (name, handle.state, ", ".join(sorted(settings))),
+                                   hint="Stop it first (vmctl.core.vm_state state=stopped)", name=name)
+            if disk_gb is not None:
+                qemu_img.resize(handle.overlay_path, disk_gb)
+                settings["disk_gb"] = disk_gb
+            return handle.replace(**settings)
+        return self._operate(name, change)[0]
 
     @staticmethod
     def _new_handle(spec):
@@ -117,8 +162,26 @@ class VmManager:
             return self._save(updated), before
 
     def start(self, name):
-        """Boot the VM; returns ``(handle, previous_state)``. A running VM is left alone."""
-        return self._operate(name, lambda b, h: b.start(h))
+        """Boot the VM; returns ``(handle, previous_state)``. A running VM is left alone.
+
+        When another program took the VM's SSH forward port since it was created, the VM moves to
+        a free port (recorded in the store; the pinned host key does not depend on the port).
+        """
+        def boot(backend, handle):
+            if handle.state not in (VmState.RUNNING, VmState.SUSPENDED) and handle.network.type == "user" \
+                    and handle.ssh_host_port and not port_is_free(handle.ssh_host_port):
+                handle = self._move_port(handle)
+            return backend.start(handle)
+        return self._operate(name, boot)
+
+    def _move_port(self, handle):
+        with self.store.transaction() as vms:
+            taken = {h.ssh_host_port for h in vms.values()}
+            port = pick_ssh_port(handle.name, taken)
+            extra = dict(handle.extra, port_moved_from=handle.ssh_host_port)
+            handle = handle.replace(ssh_host_port=port, extra=extra)
+            vms[handle.name] = handle
+        return handle
 
     def stop(self, name, timeout=30):
         return self._operate(name, lambda b, h: b.stop(h, timeout))

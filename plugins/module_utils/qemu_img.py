@@ -44,3 +44,10 @@ def create_overlay(base, overlay, base_format=None, size_gb=None):
         argv.append("%dG" % size_gb)
     run(argv, error=OverlayFailed, what="qemu-img create overlay %s" % overlay, timeout=120)
     return overlay
+
+
+def resize(path, size_gb):
+    """Grow ``path`` to ``size_gb`` GiB (the guest's cloud-init grows its partition on next boot)."""
+    run(["qemu-img", "resize", "-q", path, "%dG" % size_gb], error=OverlayFailed,
+        what="qemu-img resize %s" % path, timeout=120)
+    return path

@@ -9,7 +9,6 @@ import time
 import pytest
 from guests import console_size, tiny_spec, wait_for_console
 
-from ansible_collections.vmctl.core.plugins.module_utils.errors import SpawnFailed
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.qmp import QmpClient
 from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
@@ -112,7 +111,7 @@ def test_unresponsive_guest_is_terminated_after_the_timeout(test_images, tmp_pat
     manager.destroy("tiny")
 
 
-def test_vms_get_distinct_ports_and_macs_and_port_conflict_is_clear(test_images, tmp_path):
+def test_vms_get_distinct_ports_and_macs_and_a_taken_port_moves(test_images, tmp_path):
     manager = VmManager()
     a, _ = manager.create(tiny_spec(test_images, tmp_path, name="a"))
     b, _ = manager.create(tiny_spec(test_images, tmp_path, name="b"))
@@ -121,9 +120,11 @@ def test_vms_get_distinct_ports_and_macs_and_port_conflict_is_clear(test_images,
     blocker.bind(("127.0.0.1", a.ssh_host_port))
     blocker.listen(1)
     try:
-        with pytest.raises(SpawnFailed) as exc:
-            manager.start("a")
-        assert str(a.ssh_host_port) in str(exc.value) and exc.value.code == "vmctl.qemu.port_in_use"
+        started, _ = manager.start("a")
+        assert started.ssh_host_port not in (a.ssh_host_port, b.ssh_host_port)
+        assert started.extra["port_moved_from"] == a.ssh_host_port
+        assert manager.get("a").ssh_host_port == started.ssh_host_port
+        assert "hostfwd=tcp:127.0.0.1:%d-:22" % started.ssh_host_port in open("/proc/%d/cmdline" % started.pid).read()
     finally:
         blocker.close()
     manager.destroy("a")

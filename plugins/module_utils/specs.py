@@ -1,0 +1,91 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One VM description (a VMFile record or the ``vm`` module's options) turned into a VmSpec.
+
+The record shape is the one the ``vmfile`` module returns and the ``vm`` module accepts:
+``name, image, vcpus, memory, disk, network{type,bridge,name}, cloud_init{hostname,ssh_key,
+user_data,generate_key}, ssh{user,private_key}, accel, cpu, machine, backend, vmfile``.
+"""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+import os
+
+from ansible_collections.vmctl.core.plugins.module_utils import keys
+from ansible_collections.vmctl.core.plugins.module_utils.backends.router import default_backend_tag
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec
+from ansible_collections.vmctl.core.plugins.module_utils.types import CloudInitConfig, NetworkConfig, SshConfig, VmSpec
+
+
+def _read(path, what, vm):
+    try:
+        with open(os.path.expanduser(path)) as f:
+            return f.read()
+    except OSError as err:
+        raise InvalidSpec("VM %s: cannot read %s %s: %s" % (vm, what, path, err.strerror),
+                          hint="Check the path (relative paths are relative to the VMFile's directory)", path=path)
+
+
+def cloud_init_config(record):
+    """The CloudInitConfig for a record, resolving which key the guest trusts.
+
+    Without ``ssh_key`` and ``user_data``, the guest trusts the key the ``ssh`` block logs in with
+    (its public half), or a key vmctl generates when there is none — never one key injected and
+    another used to log in.
+    """
+    ci = record.get("cloud_init")
+    if ci is None:
+        return None
+    name = record["name"]
+    config = CloudInitConfig(hostname=ci.get("hostname"))
+    private_key = (record.get("ssh") or {}).get("private_key")
+    if ci.get("user_data"):
+        config.user_data = _read(ci["user_data"], "user-data", name)
+    elif ci.get("ssh_key"):
+        config.ssh_public_keys = [_read(ci["ssh_key"], "ssh-key", name).strip()]
+    elif private_key:
+        config.ssh_public_keys = [keys.public_openssh_of(os.path.expanduser(private_key))]
+    else:
+        config.generate_key = ci.get("generate_key", True) is not False
+    return config
+
+
+def spec_from_record(record, image_path, image_format=None):
+    """A VmSpec for ``record`` booting ``image_path`` (a local file; URLs go through the image cache first)."""
+    ssh = record.get("ssh")
+    network = record.get("network") or {}
+    backend = record.get("backend") or "auto"
+    return VmSpec(
+        name=record["name"], image_path=image_path, image_format=image_format,
+        vcpus=record.get("vcpus") or 1, memory_mb=record.get("memory") or 1024, disk_gb=record.get("disk"),
+        network=NetworkConfig(type=network.get("type") or "user", bridge=network.get("bridge"), name=network.get("name")),
+        cloud_init=cloud_init_config(record),
+        ssh=SshConfig(user=ssh.get("user") or "vm",
+                      private_key_path=os.path.expanduser(ssh["private_key"]) if ssh.get("private_key") else None)
+        if ssh is not None else None,
+        accel=record.get("accel") or "auto", cpu=record.get("cpu"), machine=record.get("machine"),
+        backend=default_backend_tag() if backend == "auto" else backend,
+        vmfile=record.get("vmfile"), vnc=record.get("vnc", True) is not False,
+        kernel=record.get("kernel"), initrd=record.get("initrd"), kernel_append=record.get("kernel_append"),
+    )
+
+
+def resolve_image(image=None, image_url=None, checksum=None, validate_certs=True, check_mode=False):
+    """``{"path", "format", ...}`` of a local image, or of ``image_url`` pulled into the image cache.
+
+    In check mode an image that is not cached yet is not downloaded: its future path is returned
+    with ``would_download: true``.
+    """
+    from ansible_collections.vmctl.core.plugins.module_utils import images
+    cache = images.ImageCache()
+    if image:
+        return cache.local_image(image).to_json()
+    if check_mode:
+        cached = cache.lookup(image_url)
+        if cached is None:
+            return {"path": cache.entry_path(image_url), "format": None, "url": image_url, "would_download": True}
+        return cached.to_json()
+    return cache.pull(image_url, checksum=checksum, validate_certs=validate_certs).to_json()

@@ -1,0 +1,281 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: vm
+short_description: Create or destroy a vmctl virtual machine
+version_added: 0.1.0
+description:
+  - Makes sure a VM exists with the given image and resources, like C(vmctl create), or that it
+    does not exist, like C(vmctl destroy).
+  - C(state=present) prepares the VM without starting it - copy-on-write overlay on the image,
+    cloud-init seed ISO, SSH keys, SSH port and MAC address, store entry. Use
+    M(vmctl.core.vm_state) to start it.
+  - Changes that can be applied to an existing VM (vCPUs, memory, acceleration, CPU model, a bigger
+    disk) are applied while it is stopped; changes that need a new disk (image, network,
+    cloud-init, a smaller disk) are refused unless O(recreate=true).
+author:
+  - vmctl.core developers
+options:
+  name:
+    description: VM name (letters, digits, C(.), C(_), C(-); at most 63 characters).
+    type: str
+    required: true
+  state:
+    description: V(present) creates the VM if needed; V(absent) stops and destroys it with its disk.
+    type: str
+    choices: [present, absent]
+    default: present
+  image:
+    description: Local disk image (qcow2 or raw) the VM's overlay is based on. Mutually exclusive with O(image_url).
+    type: path
+  image_url:
+    description: URL of the image, downloaded once into the image cache (see M(vmctl.core.vm_image)).
+    type: str
+  image_checksum:
+    description: C(sha256:<hex>), C(sha512:<hex>) or the URL of a C(SHA256SUMS) file, verified before the image is used.
+    type: str
+  vcpus:
+    description: Number of virtual CPUs (1-255).
+    type: int
+    default: 1
+  memory:
+    description: Memory in MB.
+    type: int
+    default: 1024
+  disk:
+    description: Disk size in GB; the overlay is grown to it. Defaults to the image's size.
+    type: int
+  network:
+    description: How the VM is connected.
+    type: dict
+    suboptions:
+      type:
+        description:
+          - V(user) is user-mode networking with SSH forwarded from a free port on 127.0.0.1.
+          - V(tap) attaches to the Linux bridge O(network.bridge) (it must be allowed in C(/etc/qemu/bridge.conf)).
+          - V(vnic) is an illumos VNIC for the Propolis backend; V(none) has no network.
+        type: str
+        choices: [user, tap, vnic, none]
+        default: user
+      bridge:
+        description: Bridge for V(tap) networking.
+        type: str
+      name:
+        description: VNIC name for V(vnic) networking.
+        type: str
+  cloud_init:
+    description:
+      - Build a NoCloud seed. Without O(cloud_init.ssh_key) and O(cloud_init.user_data) the guest
+        trusts the public half of O(ssh.private_key), or a key generated for this VM.
+      - Omit it for images without cloud-init.
+    type: dict
+    suboptions:
+      hostname:
+        description: Guest hostname (defaults to the VM name).
+        type: str
+      ssh_key:
+        description: Public key file to authorize for the SSH user.
+        type: path
+      user_data:
+        description: Your own cloud-config file, passed to the guest untouched.
+        type: path
+      generate_key:
+        description: Generate an Ed25519 key for this VM when no other key is given.
+        type: bool
+        default: true
+  ssh:
+    description: How to log in to the guest (needed by M(vmctl.core.vm_state) O(vmctl.core.vm_state#module:wait_for_ssh) and by provisioning).
+    type: dict
+    suboptions:
+      user:
+        description: Login user (created by cloud-init with passwordless sudo).
+        type: str
+        default: vm
+      private_key:
+        description: Private key to log in with; defaults to the generated one.
+        type: path
+  backend:
+    description: Hypervisor backend. V(auto) is QEMU on Linux and Propolis on illumos.
+    type: str
+    choices: [auto, qemu, propolis, noop]
+    default: auto
+  accel:
+    description: QEMU acceleration. V(auto) uses KVM when C(/dev/kvm) is usable, else TCG; the environment variable C(VMCTL_ACCEL) overrides V(auto).
+    type: str
+    choices: [auto, kvm, tcg]
+    default: auto
+  cpu:
+    description: QEMU CPU model (default C(host) with KVM, C(max) with TCG).
+    type: str
+  machine:
+    description: QEMU machine type (default C(q35)).
+    type: str
+  vnc:
+    description: Offer a VNC display on 127.0.0.1.
+    type: bool
+    default: true
+  kernel:
+    description: Boot this Linux kernel directly instead of the disk's boot loader.
+    type: path
+  initrd:
+    description: Initial ramdisk for O(kernel).
+    type: path
+  kernel_append:
+    description: Kernel command line for O(kernel), for example C(console=ttyS0 root=/dev/vda1).
+    type: str
+  vmfile:
+    description: The VMFile this VM is defined in; another VMFile cannot take over a VM of the same name.
+    type: path
+  recreate:
+    description: Destroy and create the VM again when a change needs a new disk (its data is lost).
+    type: bool
+    default: false
+  validate_certs:
+    description: Verify TLS certificates when downloading O(image_url).
+    type: bool
+    default: true
+notes:
+  - Supports check mode (reports what would change, touches nothing) and diff mode.
+  - The VM store is C($XDG_DATA_HOME/vmctl/vms.json); per-VM files live in C($XDG_DATA_HOME/vmctl/vms/<name>/).
+seealso:
+  - module: vmctl.core.vm_state
+  - module: vmctl.core.vm_info
+  - module: vmctl.core.vm_image
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: A Debian VM from a cloud image, with a generated key
+  vmctl.core.vm:
+    name: web
+    image_url: https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2
+    vcpus: 2
+    memory: 2048
+    disk: 20
+    cloud_init:
+      hostname: web
+    ssh:
+      user: admin
+
+- name: From a local image on a bridge
+  vmctl.core.vm:
+    name: db
+    image: /var/lib/images/debian-12.qcow2
+    network:
+      type: tap
+      bridge: br0
+
+- name: Remove it and its disk
+  vmctl.core.vm:
+    name: web
+    state: absent
+"""
+
+RETURN = r"""
+vm:
+  description: The VM as recorded in the store (absent when it does not exist).
+  returned: success
+  type: dict
+  sample: {"name": "web", "state": "prepared", "vcpus": 2, "memory_mb": 2048, "ssh_host_port": 10041,
+           "mac_addr": "52:54:00:12:34:56", "work_dir": "/root/.local/share/vmctl/vms/web"}
+actions:
+  description: What was done (or, in check mode, would be done).
+  returned: always
+  type: list
+  elements: str
+  sample: ["create"]
+image:
+  description: The image the VM is based on (path, format, and for O(image_url) the cache details).
+  returned: when O(state=present)
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.vmctl.core.plugins.module_utils import desired
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
+from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
+from ansible_collections.vmctl.core.plugins.module_utils.specs import resolve_image, spec_from_record
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            image=dict(type="path"),
+            image_url=dict(type="str"),
+            image_checksum=dict(type="str"),
+            vcpus=dict(type="int", default=1),
+            memory=dict(type="int", default=1024),
+            disk=dict(type="int"),
+            network=dict(type="dict", options=dict(
+                type=dict(type="str", choices=["user", "tap", "vnic", "none"], default="user"),
+                bridge=dict(type="str"),
+                name=dict(type="str"),
+            )),
+            cloud_init=dict(type="dict", options=dict(
+                hostname=dict(type="str"),
+                ssh_key=dict(type="path"),
+                user_data=dict(type="path"),
+                generate_key=dict(type="bool", default=True),
+            )),
+            ssh=dict(type="dict", options=dict(
+                user=dict(type="str", default="vm"),
+                private_key=dict(type="path", no_log=False),
+            )),
+            backend=dict(type="str", choices=["auto", "qemu", "propolis", "noop"], default="auto"),
+            accel=dict(type="str", choices=["auto", "kvm", "tcg"], default="auto"),
+            cpu=dict(type="str"),
+            machine=dict(type="str"),
+            vnc=dict(type="bool", default=True),
+            kernel=dict(type="path"),
+            initrd=dict(type="path"),
+            kernel_append=dict(type="str"),
+            vmfile=dict(type="path"),
+            recreate=dict(type="bool", default=False),
+            validate_certs=dict(type="bool", default=True),
+        ),
+        mutually_exclusive=[("image", "image_url")],
+        required_if=[("state", "present", ("image", "image_url"), True)],
+        required_by={"image_checksum": "image_url", "initrd": "kernel", "kernel_append": "kernel"},
+        supports_check_mode=True,
+    )
+    run_module(module, _run)
+
+
+def _run(module):
+    p = module.params
+    manager = VmManager()
+    if p["state"] == "absent":
+        outcome = desired.ensure_absent(manager, p["name"], check_mode=module.check_mode)
+        return _result(outcome, module)
+    image = resolve_image(p["image"], p["image_url"], p["image_checksum"], validate_certs=p["validate_certs"],
+                           check_mode=module.check_mode)
+    outcome = desired.ensure_present(manager, spec_from_record(p, image["path"], image.get("format")),
+                                     recreate=p["recreate"], check_mode=module.check_mode)
+    return _result(outcome, module, image=image)
+
+
+def _result(outcome, module, **extra):
+    result = dict(changed=outcome.changed, actions=outcome.actions, **extra)
+    if outcome.handle is not None:
+        result["vm"] = outcome.handle.to_json()
+    if module._diff:
+        result["diff"] = outcome.diff
+    return result
+
+
+if __name__ == "__main__":
+    main()

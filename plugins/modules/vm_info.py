@@ -1,0 +1,101 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: vm_info
+short_description: Show vmctl virtual machines
+version_added: 0.1.0
+description:
+  - Everything C(vmctl list) and C(vmctl status) show about one or all VMs, with the live state
+    read from the hypervisor and the details needed to reach each VM over SSH.
+author:
+  - vmctl.core developers
+options:
+  name:
+    description: Only this VM (an error if it does not exist). All VMs when omitted.
+    type: str
+notes:
+  - Read-only; check mode is supported and changes nothing.
+seealso:
+  - module: vmctl.core.vm
+  - module: vmctl.core.vm_state
+attributes:
+  check_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: All VMs
+  vmctl.core.vm_info:
+  register: vms
+
+- name: How to reach one
+  vmctl.core.vm_info:
+    name: web
+  register: web
+
+- ansible.builtin.debug:
+    msg: "ssh -i {{ web.vms[0].ssh.private_key }} -p {{ web.vms[0].ssh.port }} {{ web.vms[0].ssh.user }}@{{ web.vms[0].ssh.host }}"
+"""
+
+RETURN = r"""
+vms:
+  description: One entry per VM, sorted by name.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: VM name.
+      type: str
+    state:
+      description: Live state (preparing, prepared, running, suspended, stopped, failed).
+      type: str
+    backend:
+      description: Hypervisor backend.
+      type: str
+    vcpus:
+      description: Virtual CPUs.
+      type: int
+    memory_mb:
+      description: Memory in MB.
+      type: int
+    network:
+      description: Network type and its bridge or VNIC.
+      type: dict
+    ssh:
+      description: C(host), C(port), C(user), C(private_key) and C(known_hosts) to log in (null without SSH settings).
+      type: dict
+    console_log:
+      description: File with everything the guest printed on its serial console.
+      type: str
+    work_dir:
+      description: The VM's directory (overlay, seed ISO, keys, sockets, logs).
+      type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
+from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(name=dict(type="str")), supports_check_mode=True)
+    run_module(module, _run)
+
+
+def _run(module):
+    manager = VmManager()
+    names = [module.params["name"]] if module.params["name"] else [h.name for h in manager.list()]
+    return dict(changed=False, vms=[manager.describe(name) for name in sorted(names)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: vm_state
+short_description: Start, stop, suspend or restart a vmctl virtual machine
+version_added: 0.1.0
+description:
+  - Brings an existing VM (see M(vmctl.core.vm)) to a runtime state, like C(vmctl start),
+    C(vmctl stop), C(vmctl suspend) and C(vmctl resume).
+  - Returns only when the VM really is in that state - a stop waits until the guest is off
+    (ACPI power button, then SIGTERM, then SIGKILL after O(stop_timeout)), and a start waits until
+    SSH answers when O(wait_for_ssh) is set.
+author:
+  - vmctl.core developers
+options:
+  name:
+    description: VM name.
+    type: str
+    required: true
+  state:
+    description:
+      - V(running) starts a prepared or stopped VM and resumes a suspended one.
+      - V(stopped) shuts the guest down; a stopped or never started VM is left alone.
+      - V(suspended) pauses the vCPUs of a running VM.
+      - V(restarted) stops a running VM and starts it again (always a change).
+    type: str
+    choices: [running, stopped, suspended, restarted]
+    required: true
+  stop_timeout:
+    description: Seconds the guest gets to power off after the ACPI power button before it is terminated.
+    type: int
+    default: 30
+  wait_for_ssh:
+    description:
+      - After V(running) or V(restarted), wait until the guest accepts an SSH login with the VM's key and
+        cloud-init has finished. Defaults to true when the VM has SSH settings.
+    type: bool
+  wait_timeout:
+    description: Seconds to wait for SSH.
+    type: int
+    default: 120
+notes:
+  - Supports check mode (reports what would change, touches nothing and waits for nothing) and diff mode.
+seealso:
+  - module: vmctl.core.vm
+  - module: vmctl.core.vm_info
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Boot the VM and wait until it can be reached over SSH
+  vmctl.core.vm_state:
+    name: web
+    state: running
+
+- name: Shut it down, giving the guest a minute
+  vmctl.core.vm_state:
+    name: web
+    state: stopped
+    stop_timeout: 60
+"""
+
+RETURN = r"""
+state:
+  description: The VM's state after the task.
+  returned: success
+  type: str
+  sample: running
+previous_state:
+  description: The VM's state before the task.
+  returned: success
+  type: str
+  sample: stopped
+actions:
+  description: What was done (or, in check mode, would be done), in order.
+  returned: always
+  type: list
+  elements: str
+  sample: ["start", "wait_for_ssh"]
+ssh_wait:
+  description: Seconds waited for SSH.
+  returned: when SSH was waited for
+  type: float
+vm:
+  description: The VM as recorded in the store.
+  returned: success
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.vmctl.core.plugins.module_utils import desired
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
+from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            state=dict(type="str", choices=list(desired.RUNTIME_STATES), required=True),
+            stop_timeout=dict(type="int", default=30),
+            wait_for_ssh=dict(type="bool"),
+            wait_timeout=dict(type="int", default=120),
+        ),
+        supports_check_mode=True,
+    )
+    run_module(module, _run)
+
+
+def _run(module):
+    p = module.params
+    manager = VmManager()
+    outcome = desired.ensure_state(manager, p["name"], p["state"], stop_timeout=p["stop_timeout"],
+                                   check_mode=module.check_mode)
+    result = dict(changed=outcome.changed, actions=list(outcome.actions), state=outcome.diff["after"]["state"],
+                  previous_state=outcome.diff["before"]["state"], vm=outcome.handle.to_json())
+    if p["state"] in ("running", "restarted") and not module.check_mode:
+        waited = desired.wait_for_ssh(outcome.handle, p["wait_for_ssh"], p["wait_timeout"])
+        if waited is not None:
+            result["actions"].append("wait_for_ssh")
+            result["ssh_wait"] = round(waited, 1)
+    if module._diff:
+        result["diff"] = outcome.diff
+    return result
+
+
+if __name__ == "__main__":
+    main()
