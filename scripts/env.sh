@@ -10,4 +10,5 @@ export VMCTL_ROOT VMCTL_DEV_CACHE VMCTL_VENV
 export ANSIBLE_COLLECTIONS_PATH=$VMCTL_COLLECTIONS
 export PYTHONPATH=$VMCTL_COLLECTIONS${PYTHONPATH:+:$PYTHONPATH}
 export PATH=$VMCTL_VENV/bin:$PATH
-export ANSIBLE_PYTHON_INTERPRETER=${ANSIBLE_PYTHON_INTERPRETER:-$VMCTL_VENV/bin/python}
+# No ANSIBLE_PYTHON_INTERPRETER here: implicit localhost runs modules with the venv's python (ansible's own
+# interpreter), and guests must discover their own python.
