@@ -99,7 +99,7 @@ def ensure_present(manager, spec, recreate=False, check_mode=False):
     if existing is None or existing.state == VmState.PREPARING:
         if check_mode:
             return Outcome(existing, True, ["create"], diff)
-        handle, _ = manager.create(spec)
+        handle = manager.create(spec)[0]
         return Outcome(handle, True, ["create"], diff)
     manager.check_owner(existing, spec)
     live = manager.live(spec.name)
@@ -113,7 +113,7 @@ def ensure_present(manager, spec, recreate=False, check_mode=False):
         if check_mode:
             return Outcome(live, True, actions, diff)
         manager.destroy(spec.name)
-        handle, _ = manager.create(spec)
+        handle = manager.create(spec)[0]
         return Outcome(handle, True, actions, diff)
     if not boot and grow is None:
         return Outcome(live, False, [], diff)
@@ -167,9 +167,9 @@ def ensure_state(manager, name, state, stop_timeout=30, check_mode=False):
     handle = live
     for action in actions:
         if action == "stop":
-            handle, _ = manager.stop(name, stop_timeout)
+            handle = manager.stop(name, stop_timeout)[0]
         else:
-            handle, _ = getattr(manager, action)(name)
+            handle = getattr(manager, action)(name)[0]
     return Outcome(handle, True, actions, diff)
 
 

@@ -21,7 +21,7 @@ description:
     disk) are applied while it is stopped; changes that need a new disk (image, network,
     cloud-init, a smaller disk) are refused unless O(recreate=true).
 author:
-  - vmctl.core developers
+  - vmctl.core developers (@vmctl)
 options:
   name:
     description: VM name (letters, digits, C(.), C(_), C(-); at most 63 characters).
@@ -150,8 +150,10 @@ seealso:
   - module: vmctl.core.vm_image
 attributes:
   check_mode:
+    description: Reports what would be created, changed or destroyed, and touches nothing.
     support: full
   diff_mode:
+    description: Shows the VM's settings before and after.
     support: full
 """
 
@@ -261,8 +263,8 @@ def _run(module):
     if p["state"] == "absent":
         outcome = desired.ensure_absent(manager, p["name"], check_mode=module.check_mode)
         return _result(outcome, module)
-    image = resolve_image(p["image"], p["image_url"], p["image_checksum"], validate_certs=p["validate_certs"],
-                           check_mode=module.check_mode)
+    image = resolve_image(p["image"], p["image_url"], p["image_checksum"],
+                          validate_certs=p["validate_certs"], check_mode=module.check_mode)
     outcome = desired.ensure_present(manager, spec_from_record(p, image["path"], image.get("format")),
                                      recreate=p["recreate"], check_mode=module.check_mode)
     return _result(outcome, module, image=image)

@@ -15,7 +15,7 @@ description:
   - Everything C(vmctl list) and C(vmctl status) show about one or all VMs, with the live state
     read from the hypervisor and the details needed to reach each VM over SSH.
 author:
-  - vmctl.core developers
+  - vmctl.core developers (@vmctl)
 options:
   name:
     description: Only this VM (an error if it does not exist). All VMs when omitted.
@@ -27,6 +27,7 @@ seealso:
   - module: vmctl.core.vm_state
 attributes:
   check_mode:
+    description: Read-only; runs the same in check mode.
     support: full
 """
 

@@ -18,7 +18,7 @@ description:
     (ACPI power button, then SIGTERM, then SIGKILL after O(stop_timeout)), and a start waits until
     SSH answers when O(wait_for_ssh) is set.
 author:
-  - vmctl.core developers
+  - vmctl.core developers (@vmctl)
 options:
   name:
     description: VM name.
@@ -53,8 +53,10 @@ seealso:
   - module: vmctl.core.vm_info
 attributes:
   check_mode:
+    description: Reports which transitions would happen; starts, stops and waits for nothing.
     support: full
   diff_mode:
+    description: Shows the state before and after.
     support: full
 """
 

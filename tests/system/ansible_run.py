@@ -18,7 +18,7 @@ def module(name, args, check=False, diff=False, env=None, timeout=600):
     argv = ["ansible", "localhost", "-c", "local", "-m", "vmctl.core." + name, "-a", json.dumps(args)]
     argv += ["--check"] if check else []
     argv += ["--diff"] if diff else []
-    proc = subprocess.run(argv, capture_output=True, text=True, env=_env(env), timeout=timeout)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=_env(env), timeout=timeout, check=False)
     head, sep, body = proc.stdout.partition(" => ")
     if not sep:
         raise AssertionError("no module result from %s:\n%s\n%s" % (" ".join(argv), proc.stdout, proc.stderr))
@@ -30,4 +30,4 @@ def module(name, args, check=False, diff=False, env=None, timeout=600):
 def playbook(path, *args, env=None, timeout=1800, cwd=None):
     """``ansible-playbook path args...``; returns the CompletedProcess (stdout and stderr as text)."""
     return subprocess.run(["ansible-playbook", str(path)] + list(args), capture_output=True, text=True,
-                          env=_env(env), timeout=timeout, cwd=cwd)
+                          env=_env(env), timeout=timeout, cwd=cwd, check=False)

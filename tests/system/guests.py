@@ -67,7 +67,7 @@ def wait_for_ssh(handle, timeout=240):
     last = None
     while time.monotonic() - begin < timeout:
         result = subprocess.run(ssh_argv(handle, "cloud-init status --wait >/dev/null; true"),
-                                capture_output=True, text=True, timeout=timeout)
+                                capture_output=True, text=True, timeout=timeout, check=False)
         if result.returncode == 0:
             return time.monotonic() - begin
         last = result.stderr
@@ -76,7 +76,7 @@ def wait_for_ssh(handle, timeout=240):
 
 
 def ssh(handle, command):
-    result = subprocess.run(ssh_argv(handle, command), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(ssh_argv(handle, command), capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -45,7 +45,7 @@ def test_full_lifecycle(test_images, tmp_path):
     assert manager.state("tiny") == VmState.RUNNING
 
     begin = time.monotonic()
-    handle, _ = manager.stop("tiny", timeout=20)
+    handle = manager.stop("tiny", timeout=20)[0]
     assert handle.state == VmState.STOPPED and handle.extra["last_stop"] == "acpi"
     assert time.monotonic() - begin < 20 and not alive(pid)
     assert manager.state("tiny") == VmState.STOPPED
@@ -66,7 +66,7 @@ def test_full_lifecycle(test_images, tmp_path):
 
 def test_stale_pidfile_never_signals_another_process(test_images, tmp_path):
     manager = VmManager()
-    handle, _ = manager.create(tiny_spec(test_images, tmp_path))
+    handle = manager.create(tiny_spec(test_images, tmp_path))[0]
     bystander = subprocess.Popen(["sleep", "300"])
     try:
         with open(handle.pidfile, "w") as f:
@@ -85,15 +85,15 @@ def test_stale_pidfile_never_signals_another_process(test_images, tmp_path):
 def test_crashed_qemu_reads_as_stopped_and_start_recovers(test_images, tmp_path):
     manager = VmManager()
     manager.create(tiny_spec(test_images, tmp_path))
-    handle, _ = manager.start("tiny")
+    handle = manager.start("tiny")[0]
     os.kill(handle.pid, signal.SIGKILL)
-    for _ in range(50):
+    for _attempt in range(50):
         if not alive(handle.pid):
             break
         time.sleep(0.1)
     assert manager.state("tiny") == VmState.STOPPED
     assert os.path.exists(handle.qmp_socket)  # stale socket left by the crash
-    handle, _ = manager.start("tiny")
+    handle = manager.start("tiny")[0]
     assert handle.state == VmState.RUNNING
     wait_for_console(handle, test_images["tiny"]["ready_marker"], timeout=60)
     manager.destroy("tiny")
@@ -103,9 +103,9 @@ def test_unresponsive_guest_is_terminated_after_the_timeout(test_images, tmp_pat
     """A guest that ignores the power button (no kernel: SeaBIOS spinning) gets SIGTERM."""
     manager = VmManager()
     manager.create(tiny_spec(test_images, tmp_path, kernel=None, initrd=None, kernel_append=None))
-    handle, _ = manager.start("tiny")
+    handle = manager.start("tiny")[0]
     begin = time.monotonic()
-    handle, _ = manager.stop("tiny", timeout=2)
+    handle = manager.stop("tiny", timeout=2)[0]
     assert handle.extra["last_stop"] in ("sigterm", "sigkill")
     assert 2 <= time.monotonic() - begin < 20
     manager.destroy("tiny")
@@ -113,14 +113,14 @@ def test_unresponsive_guest_is_terminated_after_the_timeout(test_images, tmp_pat
 
 def test_vms_get_distinct_ports_and_macs_and_a_taken_port_moves(test_images, tmp_path):
     manager = VmManager()
-    a, _ = manager.create(tiny_spec(test_images, tmp_path, name="a"))
-    b, _ = manager.create(tiny_spec(test_images, tmp_path, name="b"))
+    a = manager.create(tiny_spec(test_images, tmp_path, name="a"))[0]
+    b = manager.create(tiny_spec(test_images, tmp_path, name="b"))[0]
     assert a.ssh_host_port != b.ssh_host_port and a.mac_addr != b.mac_addr
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", a.ssh_host_port))
     blocker.listen(1)
     try:
-        started, _ = manager.start("a")
+        started = manager.start("a")[0]
         assert started.ssh_host_port not in (a.ssh_host_port, b.ssh_host_port)
         assert started.extra["port_moved_from"] == a.ssh_host_port
         assert manager.get("a").ssh_host_port == started.ssh_host_port

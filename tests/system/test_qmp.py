@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def running(test_images, tmp_path):
     manager = VmManager()
     manager.create(tiny_spec(test_images, tmp_path))
-    handle, _ = manager.start("tiny")
+    handle = manager.start("tiny")[0]
     yield handle
     if handle.pid:
         os.kill(handle.pid, signal.SIGCONT)

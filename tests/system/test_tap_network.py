@@ -4,6 +4,7 @@ an address, the engine finds the guest's IP by the VM's MAC, and SSH reaches it 
 import contextlib
 import os
 import subprocess
+import time
 
 import pytest
 from guests import debian_spec, ssh_argv
@@ -62,23 +63,23 @@ def bridge(tmp_path):
 def test_tap_vm_gets_an_address_found_by_its_mac(test_images, bridge):
     manager = VmManager()
     spec = debian_spec(test_images, name="tapvm", hostname="tapvm", network=NetworkConfig(type="tap", bridge=bridge))
-    handle, _ = manager.create(spec)
+    handle = manager.create(spec)[0]
     assert handle.ssh_host_port is None  # no SLIRP forward on a bridged VM
     try:
-        handle, _ = manager.start("tapvm")
+        handle = manager.start("tapvm")[0]
         # the tap device QEMU's helper made is a port of our bridge
-        ports = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True).stdout
+        ports = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True, check=False).stdout
         assert "tap" in ports
         ip = manager.guest_ip("tapvm", timeout=240)
         assert ip.startswith("10.213.77.")
         out = None
-        for _ in range(60):  # sshd may still be starting when DHCP is done
+        for _attempt in range(60):  # sshd may still be starting when DHCP is done
             result = subprocess.run(ssh_argv(handle, "cloud-init status --wait >/dev/null; cat /sys/class/net/*/address; hostname",
-                                             host=ip, port=22), capture_output=True, text=True, timeout=300)
+                                             host=ip, port=22), capture_output=True, text=True, timeout=300, check=False)
             if result.returncode == 0:
                 out = result.stdout
                 break
-            subprocess.run(["sleep", "3"])
+            time.sleep(3)
         assert out is not None, result.stderr
         assert handle.mac_addr.lower() in out.lower().split()
         assert out.split()[-1] == "tapvm"

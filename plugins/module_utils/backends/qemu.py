@@ -394,7 +394,7 @@ class QemuBackend(Backend):
                 method = "sigkill"
                 self._signal(pid, signal.SIGKILL)
                 if not proc.wait_gone(pid, 10):
-                    raise VmctlError("VM %s: QEMU process %d survived SIGKILL" % (handle.name, pid),
+                    raise VmctlError("VM %s: QEMU process %s survived SIGKILL" % (handle.name, pid),
                                      code="vmctl.qemu.stop_failed", hint="Check the process state with ps; it may be stuck in the kernel")
         return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None, extra=dict(handle.extra, last_stop=method))
 
