@@ -14,7 +14,7 @@ def ssh(handle, command):
     argv = ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=" + handle.known_hosts,
             "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "IdentitiesOnly=yes", "-i", handle.private_key_path,
             "-p", str(handle.ssh_host_port), "%s@127.0.0.1" % handle.ssh_user, command]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
 def main(manifest):
@@ -27,7 +27,7 @@ def main(manifest):
     manager.create(spec)
     try:
         begin = time.monotonic()
-        handle, _ = manager.start("demo")
+        handle = manager.start("demo")[0]
         print("demo: QEMU pid %d, SSH on 127.0.0.1:%d, waiting for the guest..." % (handle.pid, handle.ssh_host_port))
         while True:
             result = ssh(handle, "echo hostname: $(hostname); echo kernel: $(uname -sr)")
@@ -38,7 +38,7 @@ def main(manifest):
             time.sleep(2)
         print("demo: SSH up after %.1fs (host key pinned, StrictHostKeyChecking=yes)" % (time.monotonic() - begin))
         sys.stdout.write(result.stdout)
-        handle, _ = manager.stop("demo", timeout=60)
+        handle = manager.stop("demo", timeout=60)[0]
         print("demo: stopped (%s)" % handle.extra.get("last_stop"))
     finally:
         manager.destroy("demo")
