@@ -67,7 +67,7 @@ step:
   returned: success
   type: int
 description:
-  description: What ran, e.g. C(shell: apt-get install -y nginx).
+  description: "What ran, for example C(shell: apt-get install -y nginx)."
   returned: success
   type: str
 rc:
