@@ -9,6 +9,7 @@ import time
 import pytest
 from guests import console_size, tiny_spec, wait_for_console
 
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import kvm_usable
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.qmp import QmpClient
 from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
@@ -129,3 +130,15 @@ def test_vms_get_distinct_ports_and_macs_and_a_taken_port_moves(test_images, tmp
         blocker.close()
     manager.destroy("a")
     manager.destroy("b")
+
+
+def test_auto_acceleration_picks_one_that_boots(test_images, tmp_path, monkeypatch):
+    """``accel: auto`` probes KVM (nested KVM may exist yet abort QEMU) and falls back to TCG."""
+    monkeypatch.delenv("VMCTL_ACCEL", raising=False)
+    manager = VmManager()
+    manager.create(tiny_spec(test_images, tmp_path, accel="auto"))
+    handle = manager.start("tiny")[0]
+    expected = "kvm" if kvm_usable() else "tcg"
+    assert "accel=%s" % expected in open("/proc/%d/cmdline" % handle.pid).read()
+    wait_for_console(handle, test_images["tiny"]["ready_marker"], timeout=60)
+    manager.destroy("tiny")

@@ -46,16 +46,41 @@ def qemu_escape(value):
     return str(value).replace(",", ",,")
 
 
-def resolve_accel(requested):
-    """``auto`` → kvm when /dev/kvm is usable, else tcg; ``VMCTL_ACCEL`` overrides ``auto``."""
+def resolve_accel(requested, binary="qemu-system-x86_64"):
+    """``auto`` → kvm when KVM really works here, else tcg; ``VMCTL_ACCEL`` overrides ``auto``."""
     accel = requested or "auto"
     if accel == "auto":
         accel = os.environ.get("VMCTL_ACCEL", "auto") or "auto"
     if accel == "auto":
-        accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
+        accel = "kvm" if kvm_usable(binary) else "tcg"
     if accel not in ("kvm", "tcg"):
         raise VmctlError("unknown acceleration %r" % accel, hint="Use auto, kvm or tcg", code="vmctl.qemu.invalid_accel")
     return accel
+
+
+_KVM_PROBE = {}
+
+
+def kvm_usable(binary="qemu-system-x86_64"):
+    """Whether QEMU can start a KVM vCPU with ``-cpu host`` (cached per process).
+
+    An accessible /dev/kvm is not enough: under nested virtualization QEMU may abort at vCPU setup
+    ("failed to set MSR"). A paused QEMU that is still alive after a second has passed that point.
+    """
+    if binary in _KVM_PROBE:
+        return _KVM_PROBE[binary]
+    usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    if usable:
+        argv = [binary, "-machine", "q35,accel=kvm", "-cpu", "host", "-nodefaults", "-display", "none",
+                "-S", "-monitor", "none", "-serial", "none"]
+        try:
+            usable = subprocess.run(argv, capture_output=True, timeout=1.0, check=False).returncode == 0
+        except subprocess.TimeoutExpired:
+            usable = True  # still running, paused: KVM works
+        except OSError:
+            usable = False
+    _KVM_PROBE[binary] = usable
+    return usable
 
 
 def port_is_free(port, host="127.0.0.1"):
@@ -234,7 +259,7 @@ class QemuBackend(Backend):
     def command_line(self, handle):
         """The argv that starts this VM (daemonized)."""
         f = self._files(handle.work_dir)
-        accel = resolve_accel(handle.accel)
+        accel = resolve_accel(handle.accel, self.binary)
         cpu = handle.cpu or ("host" if accel == "kvm" else "max")
         machine = handle.machine or "q35"
         argv = [
