@@ -5,9 +5,9 @@
 
 Private helper of ``images.py``: compression detection (magic bytes, then file suffix), streaming
 decoders for zstd, xz and gzip that never hold more than one output chunk (a 32 KB zstd frame can
-expand to 1 GB of zeros), detection of streams cut short (including a zstd stream cut at a frame
-boundary, which the zstd library itself accepts silently), a sparse hashing writer, and a worker
-thread so decompression overlaps the download.
+expand to 1 GB of zeros), detection of streams cut short (a truncated zstd stream is accepted
+silently by the zstd library itself), a sparse hashing writer, and pipeline stages (threads) so
+decompression and hashing overlap the download.
 """
 
 from __future__ import annotations
@@ -28,13 +28,16 @@ except ImportError:  # only needed for zstd images; reported when one is met
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import CorruptImage, ToolMissing
 
-READ_CHUNK = 1 << 20     # network and file reads
+READ_CHUNK = 4 << 20     # network and file reads
 OUT_CHUNK = 1 << 20      # most decompressed bytes held at once
 SPARSE_BLOCK = 64 << 10  # granularity of hole detection (a qcow2 cluster)
-QUEUE_DEPTH = 16         # chunks in flight between threads: bounds memory to ~16 MB
+DECODE_STEP = 256 << 10  # compressed bytes per call into zstd (which holds the GIL meanwhile)
+WRITEBACK_STEP = 32 << 20  # start writeback of the image every 32 MB written
+QUEUE_DEPTH = 4          # chunks waiting between two threads: bounds memory (4 x 4 MB, 4 x 1 MB)
 
 _ZEROS = bytes(OUT_CHUNK)
 _ZERO_BLOCK = bytes(SPARSE_BLOCK)
+_ZERO_PAGE = bytes(4096)
 
 
 def _is_zero(data):
@@ -71,6 +74,7 @@ class ImageWriter:
         self.f = f
         self.pos = f.tell()
         self._file_pos = self.pos  # where the OS file offset really is
+        self._synced = self.pos    # below this, writeback has been started
         self.sha256 = hashlib.sha256() if hash else None
 
     def write(self, data):
@@ -79,16 +83,21 @@ class ImageWriter:
         if self.sha256 is not None:
             self.sha256.update(data)
         n = len(data)
-        if _is_zero(data):
+        if data.find(_ZERO_PAGE) < 0:  # no zero page at all: common, and found fast (the search skips)
+            self._write_at(self.pos, data)
             self.pos += n
             return n
-        start = 0  # beginning of a run of non-zero blocks not yet written
-        for i in range(0, n, SPARSE_BLOCK):
-            block = data[i:i + SPARSE_BLOCK]
-            if _is_zero(block):
+        # Blocks aligned to the file offset, so holes cover whole filesystem blocks.
+        start = 0  # beginning of the data not yet written or skipped
+        edge = SPARSE_BLOCK - self.pos % SPARSE_BLOCK
+        i = 0
+        while i < n:
+            end = min(edge, n)
+            if _is_zero(data[i:end]):
                 if i > start:
                     self._write_at(self.pos + start, data[start:i])
-                start = i + len(block)
+                start = end
+            i, edge = end, edge + SPARSE_BLOCK
         if start < n:
             self._write_at(self.pos + start, data[start:])
         self.pos += n
@@ -99,6 +108,17 @@ class ImageWriter:
             self.f.seek(offset)
         self.f.write(data)
         self._file_pos = offset + len(data)
+        if self._file_pos - self._synced >= WRITEBACK_STEP:
+            self._start_writeback()
+
+    def _start_writeback(self):
+        # Start writing what we wrote to disk now, in the background, so that the fsync in finish()
+        # has little left to do (DONTNEED starts writeback of dirty pages; it also keeps a large
+        # image from pushing everything else out of the page cache).
+        self.f.flush()
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.f.fileno(), self._synced, self._file_pos - self._synced, os.POSIX_FADV_DONTNEED)
+        self._synced = self._file_pos
 
     def finish(self):
         """Size the file to everything written (a trailing hole included) and make it durable."""
@@ -185,8 +205,12 @@ class _ZstdDecoder:
 
     def feed(self, data):
         self._frames.feed(data)
+        view = memoryview(data)
         try:
-            self._writer.write(data)
+            # In small steps: python-zstandard holds the GIL while it decompresses, and the other
+            # threads (receiving, hashing, writing) need it briefly between their GIL-free calls.
+            for i in range(0, len(view), DECODE_STEP):
+                self._writer.write(view[i:i + DECODE_STEP])
         except zstandard.ZstdError as err:
             raise CorruptImage("zstd data is corrupt: %s" % err)
 
@@ -279,16 +303,21 @@ _END = object()
 _ABORT = object()
 
 
-class DecodeWorker(threading.Thread):
-    """Runs a decoder in its own thread, so decompression, hashing and writing overlap the download.
+class Stage(threading.Thread):
+    """One step of the download pipeline in its own thread: ``put(item)`` queues an item and the
+    thread calls ``consume(item)``; ``finish()`` lets it drain, calls ``done()`` there and re-raises
+    any error. With stages for decompression and for hashing+writing, the three CPU-heavy parts of
+    a pull (receive+hash, decompress, hash+write) run in parallel (zstd, hashlib and file writes
+    release the GIL).
 
-    ``put(chunk)`` blocks when ``QUEUE_DEPTH`` chunks are waiting; an error in the worker is re-raised
-    in the producer at its next ``put`` or at ``finish``.
+    ``put`` blocks while ``QUEUE_DEPTH`` items wait, which bounds memory; an error in the stage is
+    re-raised in the producer at its next ``put``.
     """
 
-    def __init__(self, decoder):
-        super(DecodeWorker, self).__init__(name="vmctl-image-decode", daemon=True)
-        self.decoder = decoder
+    def __init__(self, name, consume, done=None):
+        super(Stage, self).__init__(name=name, daemon=True)
+        self.consume = consume
+        self.done = done
         self.error = None
         self._queue = queue.Queue(maxsize=QUEUE_DEPTH)
 
@@ -299,22 +328,28 @@ class DecodeWorker(threading.Thread):
                 if item is _ABORT:
                     return
                 if item is _END:
-                    self.decoder.finish()
+                    if self.done is not None:
+                        self.done()
                     return
-                self.decoder.feed(item)
+                self.consume(item)
         except BaseException as err:  # handed to the producer thread
             self.error = err
 
-    def put(self, data):
+    def put(self, item):
         while True:
             if self.error is not None:
                 raise self.error
             try:
-                self._queue.put(data, timeout=0.5)
+                self._queue.put(item, timeout=0.5)
                 return
             except queue.Full:
                 if not self.is_alive():
-                    raise CorruptImage("decompression stopped unexpectedly")
+                    raise CorruptImage("the %s thread stopped unexpectedly" % self.name)
+
+    def write(self, data):
+        """File-like: lets a stage be the sink of a decoder."""
+        self.put(data)
+        return len(data)
 
     def finish(self):
         self.put(_END)
@@ -334,3 +369,4 @@ class DecodeWorker(threading.Thread):
                 except queue.Empty:
                     pass
         self.join(timeout=10)
+

@@ -59,7 +59,7 @@ except ImportError:
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils._image_stream import (
-    MAGIC_LEN, READ_CHUNK, DecodeWorker, ImageWriter, compression_from_suffix, detect_compression,
+    MAGIC_LEN, READ_CHUNK, ImageWriter, Stage, compression_from_suffix, detect_compression,
     make_decoder,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
@@ -788,8 +788,8 @@ class ImageCache:
         """Stream the body into ``.part`` (and, when compressed, through the decoder into ``.tmp``),
         verifying length, stream end and checksum. Returns (image file, codec, source digests, size,
         sha256 of the image)."""
-        hashes = dict((a, hashlib.new(a)) for a in sorted({"sha256"} | ({digest[0]} if digest else set())))
-        out = worker = None
+        out = None
+        stages = []  # when compressed: decode, then hash and write the image
         with open(part, "r+b" if offset else "w+b") as f:
             first, head = [], f.read(MAGIC_LEN)
             if not offset:  # learn the compression from the first bytes of the body
@@ -799,12 +799,19 @@ class ImageCache:
                     if len(head) >= MAGIC_LEN:
                         break
             codec = detect_compression(head, _url_file_name(url))
+            # The published bytes are hashed for the checksum, and when they are the image itself; the
+            # sha256 of a compressed download is not computed unless asked for (it costs ~20% of a pull).
+            algorithms = set([digest[0]] if digest else []) | (set() if codec else {"sha256"})
+            hashes = dict((a, hashlib.new(a)) for a in sorted(algorithms))
             try:
                 if codec:
                     out = open(tmp, "wb")
                     image = ImageWriter(out)
-                    worker = DecodeWorker(make_decoder(codec, image))
-                    worker.start()
+                    writer = Stage("vmctl-image-write", image.write)
+                    decoder = make_decoder(codec, writer)
+                    stages = [Stage("vmctl-image-decode", decoder.feed, decoder.finish), writer]
+                    for stage in stages:
+                        stage.start()
                 # On resume, the bytes already in .part go through the hashes (and the decoder) first.
                 f.seek(0)
                 remaining = offset
@@ -815,12 +822,12 @@ class ImageCache:
                     remaining -= len(chunk)
                     for h in hashes.values():
                         h.update(chunk)
-                    if worker:
-                        worker.put(chunk)
+                    if stages:
+                        stages[0].put(chunk)
                 if codec:
                     def store(chunk):
                         f.write(chunk)
-                        worker.put(chunk)
+                        stages[0].put(chunk)
                 else:
                     image = ImageWriter(f, hash=False)  # the published file is the image: hashed once, above
                     store = image.write
@@ -834,7 +841,8 @@ class ImageCache:
                                        url=url, received=meter.done, total=meter.total)
                 if codec:
                     f.flush()  # .part needs no fsync: it is deleted once the image is committed
-                    worker.finish()
+                    for stage in stages:
+                        stage.finish()
                     size = image.finish()
                     sha256 = image.sha256.hexdigest()
                 else:
@@ -843,8 +851,9 @@ class ImageCache:
             except CorruptImage as err:
                 raise CorruptImage("%s: %s" % (url, err.message), url=url, compression=codec)
             finally:
-                if worker is not None and worker.is_alive():
-                    worker.abort()
+                for stage in stages:
+                    if stage.is_alive():
+                        stage.abort()
                 if out is not None:
                     out.close()
         digests = dict((a, h.hexdigest()) for a, h in hashes.items())
