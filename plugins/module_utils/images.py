@@ -299,12 +299,14 @@ class _Interrupted(DownloadFailed):
 
 
 def _body_chunks(resp, url, meter):
-    """The raw (not content-decoded) body in ``READ_CHUNK`` pieces; network failures become
+    """The raw (not content-decoded) body in pieces of up to ``READ_CHUNK``: whatever has arrived
+    (``read1``), so progress and Ctrl-C stay responsive on slow links; network failures become
     ``_Interrupted`` naming how far the download got."""
     raw = resp.raw
+    read = raw.read1 if hasattr(raw, "read1") else raw.read  # read1: urllib3 >= 2
     while True:
         try:
-            chunk = raw.read(READ_CHUNK, decode_content=False)
+            chunk = read(READ_CHUNK, decode_content=False)
         except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as err:
             raise _Interrupted("download of %s was interrupted after %s: %s" % (url, _progress_text(meter), err),
                                url=url, received=meter.done, total=meter.total)
