@@ -178,3 +178,19 @@ class VmfileNotFound(VmctlError):
 
 class Timeout(VmctlError):
     code = "vmctl.timeout"
+
+
+class InvalidChecksum(ImageError):
+    code = "vmctl.image.invalid_checksum"
+    default_hint = ("Give 'sha256:<64 hex digits>', 'sha512:<128 hex digits>', or the URL of a checksum file "
+                    "(SHA256SUMS format), optionally prefixed with 'sha256:' or 'sha512:'")
+
+
+class InvalidImageUrl(ImageError):
+    code = "vmctl.image.invalid_url"
+    default_hint = "Use an http:// or https:// URL, or a local path with 'image' instead of 'image-url'"
+
+
+class CorruptImage(ImageError):
+    code = "vmctl.image.corrupt"
+    default_hint = "The published file is damaged or not what its name says; check the URL, or ask its publisher"

@@ -2,3 +2,5 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+from nginx_server import http_files, nginx  # noqa: E402,F401  (fixtures: a real nginx for download tests)

@@ -1,0 +1,372 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Turning a published byte stream into a disk image file, in bounded memory.
+
+Private helper of ``images.py``: compression detection (magic bytes, then file suffix), streaming
+decoders for zstd, xz and gzip that never hold more than one output chunk (a 32 KB zstd frame can
+expand to 1 GB of zeros), detection of streams cut short (a truncated zstd stream is accepted
+silently by the zstd library itself), a sparse hashing writer, and pipeline stages (threads) so
+decompression and hashing overlap the download.
+"""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+import hashlib
+import lzma
+import os
+import queue
+import threading
+import zlib
+
+try:
+    import zstandard
+except ImportError:  # only needed for zstd images; reported when one is met
+    zstandard = None
+
+from ansible_collections.vmctl.core.plugins.module_utils.errors import CorruptImage, ToolMissing
+
+READ_CHUNK = 4 << 20     # network and file reads
+OUT_CHUNK = 1 << 20      # most decompressed bytes held at once
+SPARSE_BLOCK = 64 << 10  # granularity of hole detection (a qcow2 cluster)
+DECODE_STEP = 256 << 10  # compressed bytes per call into zstd (which holds the GIL meanwhile)
+WRITEBACK_STEP = 32 << 20  # start writeback of the image every 32 MB written
+QUEUE_DEPTH = 4          # chunks waiting between two threads: bounds memory (4 x 4 MB, 4 x 1 MB)
+
+_ZEROS = bytes(OUT_CHUNK)
+_ZERO_BLOCK = bytes(SPARSE_BLOCK)
+_ZERO_PAGE = bytes(4096)
+
+
+def _is_zero(data):
+    n = len(data)
+    # Comparing bytes objects is a memcmp; memoryview comparison is 30x slower.
+    return data == (_ZEROS if n == OUT_CHUNK else _ZERO_BLOCK if n == SPARSE_BLOCK else bytes(n))
+
+MAGIC = ((b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b", "gzip"))
+SUFFIXES = ((".zst", "zstd"), (".zstd", "zstd"), (".xz", "xz"), (".gz", "gzip"))
+MAGIC_LEN = 6
+
+
+def compression_from_suffix(name):
+    lower = name.lower()
+    for suffix, codec in SUFFIXES:
+        if lower.endswith(suffix):
+            return codec, name[:-len(suffix)]
+    return None, name
+
+
+def detect_compression(head, name):
+    """Codec of a stream from its first bytes, else from the file name's suffix, else ``None``."""
+    for magic, codec in MAGIC:
+        if head.startswith(magic):
+            return codec
+    return compression_from_suffix(name)[0]
+
+
+class ImageWriter:
+    """Writes image bytes at the file's current position, seeking over all-zero blocks (holes), and
+    hashes them with sha256 unless ``hash=False``. ``finish()`` sets the final size and fsyncs."""
+
+    def __init__(self, f, hash=True):
+        self.f = f
+        self.pos = f.tell()
+        self._file_pos = self.pos  # where the OS file offset really is
+        self._synced = self.pos    # below this, writeback has been started
+        self.sha256 = hashlib.sha256() if hash else None
+
+    def write(self, data):
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        if self.sha256 is not None:
+            self.sha256.update(data)
+        n = len(data)
+        if data.find(_ZERO_PAGE) < 0:  # no zero page at all: common, and found fast (the search skips)
+            self._write_at(self.pos, data)
+            self.pos += n
+            return n
+        # Blocks aligned to the file offset, so holes cover whole filesystem blocks.
+        start = 0  # beginning of the data not yet written or skipped
+        edge = SPARSE_BLOCK - self.pos % SPARSE_BLOCK
+        i = 0
+        while i < n:
+            end = min(edge, n)
+            if _is_zero(data[i:end]):
+                if i > start:
+                    self._write_at(self.pos + start, data[start:i])
+                start = end
+            i, edge = end, edge + SPARSE_BLOCK
+        if start < n:
+            self._write_at(self.pos + start, data[start:])
+        self.pos += n
+        return n
+
+    def _write_at(self, offset, data):
+        if offset != self._file_pos:
+            self.f.seek(offset)
+        self.f.write(data)
+        self._file_pos = offset + len(data)
+        if self._file_pos - self._synced >= WRITEBACK_STEP:
+            self._start_writeback()
+
+    def _start_writeback(self):
+        # Start writing what we wrote to disk now, in the background, so that the fsync in finish()
+        # has little left to do (DONTNEED starts writeback of dirty pages; it also keeps a large
+        # image from pushing everything else out of the page cache).
+        self.f.flush()
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.f.fileno(), self._synced, self._file_pos - self._synced, os.POSIX_FADV_DONTNEED)
+        self._synced = self._file_pos
+
+    def finish(self):
+        """Size the file to everything written (a trailing hole included) and make it durable."""
+        self.f.flush()
+        if os.fstat(self.f.fileno()).st_size != self.pos:
+            self.f.truncate(self.pos)
+        os.fsync(self.f.fileno())
+        return self.pos
+
+
+class _ZstdFrames:
+    """Follows zstd frame and block headers (RFC 8878) to tell whether a stream ends at the end of a
+    frame. python-zstandard's streaming APIs accept a stream cut anywhere without complaint."""
+
+    def __init__(self):
+        self._state = "magic"
+        self._buf = b""
+        self._need = 4
+        self._skip = 0
+        self._checksum = False
+        self.frames = 0
+
+    def feed(self, data):
+        pos, n = 0, len(data)
+        while pos < n:
+            if self._skip:
+                step = min(self._skip, n - pos)
+                self._skip -= step
+                pos += step
+                continue
+            take = min(self._need - len(self._buf), n - pos)
+            self._buf += data[pos:pos + take]
+            pos += take
+            if len(self._buf) == self._need:
+                header, self._buf = self._buf, b""
+                self._advance(header)
+
+    def _advance(self, header):
+        state = self._state
+        if state == "magic":
+            magic = int.from_bytes(header, "little")
+            if magic == 0xFD2FB528:
+                self._state, self._need = "descriptor", 1
+            elif 0x184D2A50 <= magic <= 0x184D2A5F:
+                self._state, self._need = "skippable", 4
+            else:
+                raise CorruptImage("not a zstd frame (magic %08x)" % magic)
+        elif state == "skippable":
+            self._skip = int.from_bytes(header, "little")
+            self._state, self._need = "magic", 4
+        elif state == "descriptor":
+            fhd = header[0]
+            if fhd & 0x08:
+                raise CorruptImage("zstd frame header has its reserved bit set")
+            single = (fhd >> 5) & 1
+            self._checksum = bool((fhd >> 2) & 1)
+            content_size_len = ((1 if single else 0), 2, 4, 8)[fhd >> 6]
+            self._skip = (0 if single else 1) + (0, 1, 2, 4)[fhd & 3] + content_size_len
+            self._state, self._need = "block", 3
+        else:  # block header: last-block bit, type, size
+            value = int.from_bytes(header, "little")
+            kind = (value >> 1) & 3
+            if kind == 3:
+                raise CorruptImage("zstd block of reserved type")
+            self._skip = 1 if kind == 1 else value >> 3
+            if value & 1:
+                self._skip += 4 if self._checksum else 0
+                self.frames += 1
+                self._state, self._need = "magic", 4
+
+    @property
+    def complete(self):
+        return self.frames > 0 and self._state == "magic" and not self._buf and not self._skip
+
+
+class _ZstdDecoder:
+    def __init__(self, sink):
+        if zstandard is None:
+            raise ToolMissing("the Python package 'zstandard' is needed to decompress zstd images",
+                              hint="Install it on the host that pulls the image (pip install zstandard)")
+        self._frames = _ZstdFrames()
+        self._writer = zstandard.ZstdDecompressor().stream_writer(
+            sink, write_size=OUT_CHUNK, write_return_read=True, closefd=False)
+
+    def feed(self, data):
+        self._frames.feed(data)
+        view = memoryview(data)
+        try:
+            # In small steps: python-zstandard holds the GIL while it decompresses, and the other
+            # threads (receiving, hashing, writing) need it briefly between their GIL-free calls.
+            for i in range(0, len(view), DECODE_STEP):
+                self._writer.write(view[i:i + DECODE_STEP])
+        except zstandard.ZstdError as err:
+            raise CorruptImage("zstd data is corrupt: %s" % err)
+
+    def finish(self):
+        self._writer.flush()
+        if not self._frames.complete:
+            raise CorruptImage("zstd stream ends in the middle of a frame (the file is truncated)")
+
+
+class _MemberDecoder:
+    """xz and gzip, whose files may hold several concatenated streams (members), optionally followed
+    by zero padding. Output is produced at most ``OUT_CHUNK`` bytes at a time."""
+
+    def __init__(self, codec, sink):
+        self.codec = codec
+        self.sink = sink
+        self.magic = dict((c, m) for m, c in MAGIC)[codec]
+        self._d = None
+        self._pending = b""  # bytes after a finished member, not yet known to start another
+        self._members = 0
+
+    def _new(self):
+        if self.codec == "xz":
+            return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+
+    def feed(self, data):
+        try:
+            self._feed(data)
+        except (lzma.LZMAError, zlib.error) as err:
+            raise CorruptImage("%s data is corrupt: %s" % (self.codec, err))
+
+    def _feed(self, data):
+        while data:
+            if self._d is None:
+                data = self._pending + data
+                self._pending = b""
+                # Zero padding is allowed between and after members, not before the first.
+                stripped = data.lstrip(b"\0") if self._members else data
+                if not stripped:
+                    self._pending = data
+                    return
+                if len(stripped) < len(self.magic) and self.magic.startswith(stripped):
+                    self._pending = data
+                    return
+                if not stripped.startswith(self.magic):
+                    if self._members:
+                        raise CorruptImage("unexpected data after the end of the %s stream" % self.codec)
+                    raise CorruptImage("not %s data (no %s header)" % (self.codec, self.codec))
+                data = stripped
+                self._d = self._new()
+            data = self._decode(data)
+
+    def _decode(self, data):
+        d = self._d
+        if self.codec == "xz":
+            out = d.decompress(data, OUT_CHUNK)
+            while True:
+                self.sink.write(out)
+                if d.eof or d.needs_input:
+                    break
+                out = d.decompress(b"", OUT_CHUNK)
+        else:
+            while True:
+                out = d.decompress(data, OUT_CHUNK)
+                self.sink.write(out)
+                data = d.unconsumed_tail
+                if d.eof or not data:
+                    break
+        if d.eof:
+            self._members += 1
+            self._d = None
+            return d.unused_data
+        return b""
+
+    def finish(self):
+        if self._d is not None or self._members == 0 or self._pending.strip(b"\0"):
+            raise CorruptImage("%s stream ends before its end marker (the file is truncated)" % self.codec)
+
+
+def make_decoder(codec, sink):
+    if codec == "zstd":
+        return _ZstdDecoder(sink)
+    if codec in ("xz", "gzip"):
+        return _MemberDecoder(codec, sink)
+    raise ValueError("unknown compression %r" % codec)
+
+
+_END = object()
+_ABORT = object()
+
+
+class Stage(threading.Thread):
+    """One step of the download pipeline in its own thread: ``put(item)`` queues an item and the
+    thread calls ``consume(item)``; ``finish()`` lets it drain, calls ``done()`` there and re-raises
+    any error. With stages for decompression and for hashing+writing, the three CPU-heavy parts of
+    a pull (receive+hash, decompress, hash+write) run in parallel (zstd, hashlib and file writes
+    release the GIL).
+
+    ``put`` blocks while ``QUEUE_DEPTH`` items wait, which bounds memory; an error in the stage is
+    re-raised in the producer at its next ``put``.
+    """
+
+    def __init__(self, name, consume, done=None):
+        super(Stage, self).__init__(name=name, daemon=True)
+        self.consume = consume
+        self.done = done
+        self.error = None
+        self._queue = queue.Queue(maxsize=QUEUE_DEPTH)
+
+    def run(self):
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _ABORT:
+                    return
+                if item is _END:
+                    if self.done is not None:
+                        self.done()
+                    return
+                self.consume(item)
+        except BaseException as err:  # handed to the producer thread
+            self.error = err
+
+    def put(self, item):
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if not self.is_alive():
+                    raise CorruptImage("the %s thread stopped unexpectedly" % self.name)
+
+    def write(self, data):
+        """File-like: lets a stage be the sink of a decoder."""
+        self.put(data)
+        return len(data)
+
+    def finish(self):
+        self.put(_END)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self):
+        """Stop without finishing (the download failed); waits briefly for the thread."""
+        while self.is_alive():
+            try:
+                self._queue.put(_ABORT, timeout=0.1)
+                break
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    pass
+        self.join(timeout=10)
+
