@@ -82,10 +82,11 @@ def resolve_image(image=None, image_url=None, checksum=None, validate_certs=True
     from ansible_collections.vmctl.core.plugins.module_utils import images
     cache = images.ImageCache()
     if image:
-        return cache.local_image(image).to_json()
+        return cache.local_image(image).to_dict()
     if check_mode:
         cached = cache.lookup(image_url)
         if cached is None:
-            return {"path": cache.entry_path(image_url), "format": None, "url": image_url, "would_download": True}
-        return cached.to_json()
-    return cache.pull(image_url, checksum=checksum, validate_certs=validate_certs).to_json()
+            return {"path": os.path.join(cache.root, images.cache_file_name(image_url)), "format": None,
+                    "url": image_url, "would_download": True}
+        return cached.to_dict()
+    return cache.pull(image_url, checksum=checksum, validate_certs=validate_certs).to_dict()

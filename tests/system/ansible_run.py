@@ -15,7 +15,7 @@ def _env(extra=None):
 
 def module(name, args, check=False, diff=False, env=None, timeout=600):
     """``ansible localhost -m vmctl.core.<name> -a <json>``: returns the module's result dict (``failed`` set on failure)."""
-    argv = ["ansible", "localhost", "-c", "local", "-m", "vmctl.core." + name, "-a", json.dumps(args)]
+    argv = ["ansible", "localhost", "-c", "local", "-m", "vmctl.core." + name] + (["-a", json.dumps(args)] if args else [])
     argv += ["--check"] if check else []
     argv += ["--diff"] if diff else []
     proc = subprocess.run(argv, capture_output=True, text=True, env=_env(env), timeout=timeout, check=False)
@@ -24,6 +24,7 @@ def module(name, args, check=False, diff=False, env=None, timeout=600):
         raise AssertionError("no module result from %s:\n%s\n%s" % (" ".join(argv), proc.stdout, proc.stderr))
     result = json.loads(body)
     result.setdefault("failed", proc.returncode != 0)
+    result["_stdout"] = proc.stdout  # diffs are printed, not part of the result
     return result
 
 

@@ -8,6 +8,15 @@ from ansible_collections.vmctl.core.plugins.module_utils import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.types import CloudInitConfig, SshConfig, VmSpec
 
 
+def alive(pid):
+    """The process exists and is not a zombie (a daemonized QEMU is reaped by init, maybe later)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def tiny_spec(images, tmp_path, name="tiny", **overrides):
     """A VmSpec for the busybox guest: direct kernel boot, a scratch disk, no cloud-init."""
     disk = str(tmp_path / ("%s-disk.qcow2" % name))

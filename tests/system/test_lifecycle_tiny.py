@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from guests import console_size, tiny_spec, wait_for_console
+from guests import alive, console_size, tiny_spec, wait_for_console
 
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import kvm_usable
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
@@ -15,14 +15,6 @@ from ansible_collections.vmctl.core.plugins.module_utils.qmp import QmpClient
 from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
 
 pytestmark = pytest.mark.slow
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_full_lifecycle(test_images, tmp_path):

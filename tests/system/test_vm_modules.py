@@ -6,6 +6,9 @@ import subprocess
 
 import pytest
 from ansible_run import module
+from guests import alive, wait_for_console
+
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 
 pytestmark = pytest.mark.slow
 
@@ -17,6 +20,10 @@ def tiny_args(test_images, tmp_path):
     tiny = test_images["tiny"]
     return dict(name="mod", image=str(disk), memory=256, kernel=tiny["kernel"], initrd=tiny["initrd"],
                 kernel_append="console=ttyS0", vnc=False)
+
+
+def manager_handle(name):
+    return VmManager().get(name)
 
 
 def store_bytes(data_home):
@@ -40,7 +47,7 @@ def test_vm_present_is_idempotent_and_check_mode_touches_nothing(tiny_args, vmct
     planned = module("vm", bigger, check=True, diff=True)
     assert planned["changed"] and store_bytes(vmctl_data_home) == before
     assert sorted(planned["actions"]) == ["set memory_mb 256 -> 384", "set vcpus 1 -> 2"]
-    assert planned["diff"]["before"]["vcpus"] == 1 and planned["diff"]["after"]["vcpus"] == 2
+    assert '-    "vcpus": 1,' in planned["_stdout"] and '+    "vcpus": 2,' in planned["_stdout"]
     applied = module("vm", bigger)
     assert applied["changed"] and applied["vm"]["vcpus"] == 2 and applied["vm"]["memory_mb"] == 384
     assert module("vm", bigger)["changed"] is False
@@ -75,7 +82,8 @@ def test_vm_state_waits_for_each_state(tiny_args, vmctl_data_home):
     assert started["changed"] and started["state"] == "running" and started["previous_state"] == "prepared"
     assert "wait_for_ssh" not in started["actions"]  # no ssh settings: nothing to wait for
     pid = started["vm"]["pid"]
-    assert os.path.exists("/proc/%d" % pid)
+    assert alive(pid)
+    wait_for_console(manager_handle("mod"), "VMCTL-TINY-READY")
     assert module("vm_state", {"name": "mod", "state": "running"})["changed"] is False
 
     # changing vcpus of a running VM is refused with what to do
@@ -89,7 +97,7 @@ def test_vm_state_waits_for_each_state(tiny_args, vmctl_data_home):
 
     stopped = module("vm_state", {"name": "mod", "state": "stopped", "stop_timeout": 20})
     # a stop returns only when QEMU is gone (the guest powers off on the ACPI button)
-    assert stopped["changed"] and stopped["state"] == "stopped" and not os.path.exists("/proc/%d" % pid)
+    assert stopped["changed"] and stopped["state"] == "stopped" and not alive(pid)
     assert stopped["vm"]["last_stop"] == "acpi"
     assert module("vm_state", {"name": "mod", "state": "stopped"})["changed"] is False
     bad = module("vm_state", {"name": "mod", "state": "suspended"})
@@ -100,7 +108,7 @@ def test_vm_state_waits_for_each_state(tiny_args, vmctl_data_home):
     again = module("vm_state", {"name": "mod", "state": "restarted"})
     assert again["actions"] == ["stop", "start"] and again["vm"]["pid"] != restarted["vm"]["pid"]
     module("vm", {"name": "mod", "state": "absent"})
-    assert not os.path.exists("/proc/%d" % again["vm"]["pid"])
+    assert not alive(again["vm"]["pid"])
 
 
 def test_errors_name_the_vm_and_say_what_to_do(vmctl_data_home):

@@ -46,6 +46,9 @@ def qemu_escape(value):
     return str(value).replace(",", ",,")
 
 
+POWER_BUTTON_REPEAT = 5  # seconds between ACPI power button presses during a graceful stop
+
+
 def resolve_accel(requested, binary="qemu-system-x86_64"):
     """``auto`` → kvm when KVM really works here, else tcg; ``VMCTL_ACCEL`` overrides ``auto``."""
     accel = requested or "auto"
@@ -401,17 +404,21 @@ class QemuBackend(Backend):
         if pid is None:
             return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None)
         method = "acpi"
-        if timeout > 0:
+        gone = False
+        deadline = time.monotonic() + max(timeout, 0)
+        first = True
+        while timeout > 0 and not gone and time.monotonic() < deadline:
+            # Pressed again every few seconds: a guest still booting may not have its ACPI handler yet.
             try:
                 with self._qmp(handle) as qmp:
-                    if (qmp.query_status() or {}).get("status") in ("paused", "suspended"):
+                    if first and (qmp.query_status() or {}).get("status") in ("paused", "suspended"):
                         qmp.cont()  # a paused guest cannot see the power button
                     qmp.system_powerdown()
             except QmpError:
-                pass  # monitor unusable: fall through to signals
-            gone = proc.wait_gone(pid, timeout)
-        else:
-            gone = False
+                gone = proc.wait_gone(pid, 1)  # it may have just powered off; else fall through to signals
+                break
+            first = False
+            gone = proc.wait_gone(pid, min(POWER_BUTTON_REPEAT, max(deadline - time.monotonic(), 0)))
         if not gone:
             method = "sigterm"
             self._signal(pid, signal.SIGTERM)
