@@ -1,0 +1,435 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""VMFile.kdl: read, check every node against the schema, resolve paths, and return one record per VM.
+
+Every mistake becomes a ``Problem`` with ``file:line:col``, the offending line with a caret, and a
+hint; all problems of a file are collected and raised together as one ``VmfileError``. The schema
+is a table (``VM_NODES``), so new nodes are new rows.
+"""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+import difflib
+import os
+import re
+
+from ansible_collections.vmctl.core.plugins.module_utils import _kdl
+from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError, VmfileNotFound
+from ansible_collections.vmctl.core.plugins.module_utils.types import ACCELS, NAME_RE
+
+DEFAULT_NAME = "VMFile.kdl"
+TAP_DEFAULT_BRIDGE = "br0"
+NETWORK_TYPES = ("user", "tap", "vnic", "none")
+PROVISION_TYPES = ("shell", "file")
+_CHECKSUM = re.compile(r"^(sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128}|https?://\S+)$")
+_URL = re.compile(r"^(https?|file)://\S+$")
+
+
+class Problem:
+    """One mistake: where (file, line, col, or the node path when no position is known), what, and what to do."""
+
+    def __init__(self, file, line, col, message, hint=None, node_path=None):
+        self.file, self.line, self.col = file, line, col
+        self.message, self.hint, self.node_path = message, hint, node_path
+        self.source_line = None
+
+    def to_dict(self):
+        return {"file": self.file, "line": self.line, "col": self.col, "message": self.message,
+                "hint": self.hint, "node_path": self.node_path, "source_line": self.source_line}
+
+    def render(self):
+        where = "%s:%s:%s" % (self.file, self.line, self.col) if self.line else "%s: %s" % (self.file, self.node_path)
+        text = "%s: error: %s" % (where, self.message)
+        if self.source_line is not None:
+            text += "\n    %s\n    %s^" % (self.source_line, " " * (max(self.col, 1) - 1))
+        if self.hint:
+            text += "\n  hint: %s" % self.hint
+        return text
+
+
+class VmfileError(VmctlError):
+    code = "vmctl.vmfile.invalid"
+
+    def __init__(self, problems):
+        self.problems = problems
+        count = "%d problem%s" % (len(problems), "" if len(problems) == 1 else "s")
+        super().__init__("%s\n%s" % (count, "\n".join(p.render() for p in problems)),
+                         hint=problems[0].hint if len(problems) == 1 else "Fix each problem listed; all were found in one pass",
+                         problems=[p.to_dict() for p in problems])
+
+    def __str__(self):
+        return self.message
+
+
+# --- the schema ------------------------------------------------------------------------------------
+# kind: str, path (a local file, must exist), url, int (with range), choice, block (children), multi.
+
+class Field:
+    def __init__(self, kind, low=None, high=None, choices=None, must_exist=False, multi=False, children=None,
+                 arg=None, props=None, hint=None):
+        self.kind, self.low, self.high, self.choices = kind, low, high, choices
+        self.must_exist, self.multi, self.children = must_exist, multi, children
+        self.arg, self.props, self.hint = arg, props or {}, hint
+
+
+NETWORK_NODES = {"bridge": Field("str"), "name": Field("str")}
+CLOUD_INIT_NODES = {"hostname": Field("str"), "ssh-key": Field("path", must_exist=True),
+                    "user-data": Field("path", must_exist=True)}
+SSH_NODES = {"user": Field("str"), "private-key": Field("path", must_exist=True)}
+PROVISION_NODES = {"inline": Field("str"), "script": Field("path", must_exist=True),
+                   "source": Field("path", must_exist=True), "destination": Field("str")}
+VM_NODES = {
+    "image": Field("path", must_exist=True, hint='image "path/to/disk.qcow2"'),
+    "image-url": Field("url", hint='image-url "https://…/image.qcow2"'),
+    "image-checksum": Field("checksum", hint='image-checksum "sha256:<64 hex digits>"'),
+    "vcpus": Field("int", 1, 255),
+    "memory": Field("int", 16, 16 * 1024 * 1024),
+    "disk": Field("int", 1, 65536),
+    "network": Field("block", arg=Field("choice", choices=NETWORK_TYPES), children=NETWORK_NODES,
+                     props={"bridge": Field("str"), "name": Field("str")}),
+    "cloud-init": Field("block", children=CLOUD_INIT_NODES),
+    "ssh": Field("block", children=SSH_NODES),
+    "provision": Field("block", multi=True, arg=Field("choice", choices=PROVISION_TYPES), children=PROVISION_NODES),
+    "accel": Field("choice", choices=ACCELS),
+    "cpu": Field("str"),
+    "machine": Field("str"),
+}
+UNITS = {"vcpus": "", "memory": " MB", "disk": " GB"}
+
+
+def _suggest(name, known):
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return ("did you mean `%s`?" % close[0]) if close else "known here: %s" % ", ".join(sorted(known))
+
+
+class _Checker:
+    def __init__(self, path, text):
+        self.path = path
+        self.base_dir = os.path.dirname(os.path.abspath(path))
+        self.lines = text.splitlines()
+        self.problems = []
+
+    def problem(self, where, message, hint=None, node_path=None):
+        line, col = (where.line, where.col) if where is not None else (None, None)
+        p = Problem(self.path, line, col, message, hint, node_path)
+        if line and line <= len(self.lines):
+            p.source_line = self.lines[line - 1].expandtabs(1)
+        self.problems.append(p)
+
+    def resolve_path(self, value):
+        return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(value)))
+
+    # --- values --------------------------------------------------------------------------------
+    def check_value(self, field, value, label, npath):
+        """The checked (and for paths, resolved) value, or None after recording a problem."""
+        v = value.value
+        if field.kind == "int":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or isinstance(v, float) and not v.is_integer():
+                self.problem(value, "%s must be a whole number, got %s" % (label, _show(v)),
+                             "Write it without quotes, e.g. %s %d" % (label, max(field.low, 2)), npath)
+                return None
+            v = int(v)
+            if not field.low <= v <= field.high:
+                unit = UNITS.get(label, "")
+                self.problem(value, "%s must be from %d to %d%s, got %d" % (label, field.low, field.high, unit, v),
+                             "Use at most %d%s (values are never wrapped around)" % (field.high, unit)
+                             if v > field.high else "Use at least %d%s" % (field.low, unit), npath)
+                return None
+            return v
+        if not isinstance(v, str):
+            self.problem(value, "%s must be a string, got %s" % (label, _show(v)), 'Quote it: %s "%s"' % (label, v), npath)
+            return None
+        if field.kind == "choice" and v not in field.choices:
+            self.problem(value, "unknown %s %r" % (label, v), "%s; use one of: %s" % (_suggest(v, field.choices), ", ".join(field.choices)), npath)
+            return None
+        if field.kind == "url" and not _URL.match(v):
+            self.problem(value, "%s must be an http(s):// or file:// URL, got %r" % (label, v),
+                         "For a local file use image \"%s\"" % v, npath)
+            return None
+        if field.kind == "checksum" and not _CHECKSUM.match(v):
+            self.problem(value, "malformed %s %r" % (label, v),
+                         "Write sha256:<64 hex digits>, sha512:<128 hex digits> or the URL of a SHA256SUMS file", npath)
+            return None
+        if field.kind == "path":
+            if not v:
+                self.problem(value, "%s is empty" % label, "Give a file path", npath)
+                return None
+            resolved = self.resolve_path(v)
+            if field.must_exist and not os.path.isfile(resolved):
+                self.problem(value, "%s %s does not exist (looked for %s)" % (label, v, resolved),
+                             "Paths are relative to the VMFile's directory (%s); ~ is your home" % self.base_dir, npath)
+                return None
+            return resolved
+        return v
+
+    def single(self, node, field, npath):
+        """A node holding one value (``vcpus 2``)."""
+        if node.children is not None:
+            self.problem(node.children_pos and _At(*node.children_pos), "%s takes a value, not a { } block" % node.name,
+                         "Write %s <value>" % node.name, npath)
+        for key, (kline, kcol, _value) in node.props.items():
+            self.problem(_At(kline, kcol), "%s takes no properties (found %s=)" % (node.name, key), "Remove %s=…" % key, npath)
+        if len(node.args) != 1:
+            at = node.args[1] if len(node.args) > 1 else _At(node.line, node.col + len(node.name))
+            self.problem(at, "%s takes exactly one value, found %d" % (node.name, len(node.args)),
+                         "Write %s" % (field.hint or "%s <value>" % node.name), npath)
+            return None
+        return self.check_value(field, node.args[0], node.name, npath)
+
+    def block(self, node, schema, npath, props=None, allow_args=0):
+        """Children of a block node, checked: ``{name: (value, node)}`` (lists for multi)."""
+        values = {}
+        for key, (kline, kcol, value) in node.props.items():
+            if props and key in props:
+                checked = self.check_value(props[key], value, key, npath)
+                if checked is not None:
+                    values[key] = (checked, _At(kline, kcol))
+            else:
+                self.problem(_At(kline, kcol), "unknown property %s= on %s" % (key, node.name),
+                             _suggest(key, props or {}) if props else "%s takes no properties" % node.name, npath)
+        for extra in node.args[allow_args:]:
+            self.problem(extra, "unexpected value %s after %s" % (_show(extra.value), node.name),
+                         "Remove it" if allow_args else "%s takes no values; put settings inside { }" % node.name, npath)
+        seen = {}
+        for child in node.children or []:
+            cpath = "%s › %s" % (npath, child.name)
+            field = schema.get(child.name)
+            if field is None:
+                self.problem(child, "unknown node %s in %s" % (child.name, node.name), _suggest(child.name, schema), cpath)
+                continue
+            if child.name in seen and not field.multi:
+                self.problem(child, "%s is given twice in %s" % (child.name, node.name),
+                             "Keep one (the first is on line %d)" % seen[child.name].line, cpath)
+                continue
+            seen.setdefault(child.name, child)
+            value = self.single(child, field, cpath)
+            if value is not None:
+                if child.name in values:  # the same setting as a property and as a child node
+                    self.problem(child, "%s is given both as %s= and as a node" % (child.name, child.name),
+                                 "Keep one of the two forms", cpath)
+                values[child.name] = (value, child.args[0])
+        return values
+
+    # --- the VM ------------------------------------------------------------------------------------
+    def vm(self, node):
+        name_ok = False
+        name = None
+        if not node.args:
+            self.problem(_At(node.line, node.col + 2), "vm needs a name", 'Write vm "name" { … }', "vm")
+        else:
+            name = node.args[0].value
+            if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
+                self.problem(node.args[0], "invalid VM name %s" % _show(name),
+                             "Use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", "vm")
+            else:
+                name_ok = True
+        npath = 'vm "%s"' % name if name_ok else "vm"
+        if node.children is None:
+            self.problem(_At(node.line, node.col), "vm %s has no { } block" % _show(name), "Add { image … } with its settings", npath)
+            return None
+        fields = {}
+        seen = {}
+        provisions = []
+        for child in node.children:
+            cpath = "%s › %s" % (npath, child.name)
+            field = VM_NODES.get(child.name)
+            if field is None:
+                self.problem(child, "unknown node %s in vm %s" % (child.name, _show(name)), _suggest(child.name, VM_NODES), cpath)
+                continue
+            if child.name in seen and not field.multi:
+                self.problem(child, "%s is given twice in vm %s" % (child.name, _show(name)),
+                             "Keep one (the first is on line %d)" % seen[child.name].line, cpath)
+                continue
+            seen.setdefault(child.name, child)
+            if field.kind != "block":
+                value = self.single(child, field, cpath)
+                if value is not None:
+                    fields[child.name] = value
+            elif child.name == "provision":
+                provisions.append(self.provision(child, len(provisions) + 1, cpath))
+            else:
+                fields[child.name] = getattr(self, child.name.replace("-", "_"))(child, field, cpath)
+        record = self.vm_record(node, name, npath, fields, seen, provisions)
+        return record if name_ok else None
+
+    def vm_record(self, node, name, npath, fields, seen, provisions):
+        if "image" in seen and "image-url" in seen:
+            second = max(seen["image"], seen["image-url"], key=lambda n: (n.line, n.col))
+            self.problem(second, "vm %s has both image and image-url" % _show(name),
+                         "Keep one image source: a local image or a URL", npath)
+        elif "image" not in seen and "image-url" not in seen:
+            self.problem(_At(node.line, node.col), "vm %s has no image source" % _show(name),
+                         'Add image "path/to/disk.qcow2" or image-url "https://…"', npath)
+        if "image-checksum" in seen and "image-url" not in seen:
+            self.problem(seen["image-checksum"], "image-checksum without image-url",
+                         "A checksum verifies a download; remove it or add image-url", npath)
+        network = fields.get("network") or {"type": "user", "bridge": None, "name": None}
+        ssh = fields.get("ssh")
+        cloud_init = fields.get("cloud-init")
+        if cloud_init is not None:
+            cloud_init["generate_key"] = not (cloud_init["ssh_key"] or cloud_init["user_data"]
+                                              or (ssh and ssh["private_key"]))
+        return {
+            "name": name, "vmfile": os.path.abspath(self.path), "base_dir": self.base_dir,
+            "image": fields.get("image"), "image_url": fields.get("image-url"),
+            "image_checksum": fields.get("image-checksum"),
+            "vcpus": fields.get("vcpus", 1), "memory": fields.get("memory", 1024), "disk": fields.get("disk"),
+            "network": network, "cloud_init": cloud_init, "ssh": ssh,
+            "accel": fields.get("accel", "auto"), "cpu": fields.get("cpu"), "machine": fields.get("machine"),
+            "provisions": [p for p in provisions if p is not None],
+        }
+
+    def network(self, node, field, npath):
+        values = self.block(node, field.children, npath, props=field.props, allow_args=1)
+        kind = None
+        if not node.args:
+            self.problem(_At(node.line, node.col + len(node.name)), "network needs a type",
+                         'Write network "user", network "tap" { bridge "br0" } or network "none"', npath)
+        else:
+            kind = self.check_value(field.arg, node.args[0], "network type", npath)
+        bridge = values.get("bridge", (None, None))
+        vnic = values.get("name", (None, None))
+        if kind != "tap" and bridge[0] is not None:
+            self.problem(bridge[1], "bridge only applies to tap networking", "Remove it, or use network \"tap\"", npath)
+        if kind != "vnic" and vnic[0] is not None:
+            self.problem(vnic[1], "name only applies to vnic networking", "Remove it, or use network \"vnic\"", npath)
+        if kind == "vnic" and vnic[0] is None:
+            self.problem(node, "vnic networking needs the VNIC's name", 'Write network "vnic" { name "vnic0" }', npath)
+        return {"type": kind or "user", "bridge": (bridge[0] or TAP_DEFAULT_BRIDGE) if kind == "tap" else None,
+                "name": vnic[0] if kind == "vnic" else None}
+
+    def cloud_init(self, node, field, npath):
+        values = self.block(node, field.children, npath)
+        return {"hostname": values.get("hostname", (None,))[0], "ssh_key": values.get("ssh-key", (None,))[0],
+                "user_data": values.get("user-data", (None,))[0]}
+
+    def ssh(self, node, field, npath):
+        values = self.block(node, field.children, npath)
+        return {"user": values.get("user", ("vm",))[0], "private_key": values.get("private-key", (None,))[0]}
+
+    def provision(self, node, step, npath):
+        field = VM_NODES["provision"]
+        npath = "%s #%d" % (npath, step)
+        values = self.block(node, field.children, npath, allow_args=1)
+        if not node.args:
+            self.problem(_At(node.line, node.col + len(node.name)), "provision needs a type",
+                         'Write provision "shell" { inline "…" } or provision "file" { source "…" destination "/…" }', npath)
+            return None
+        kind = self.check_value(field.arg, node.args[0], "provisioner type", npath)
+        if kind is None:
+            return None
+        have = {k: v for k, v in values.items()}
+        record = {"step": step, "type": kind}
+        if kind == "shell":
+            for key in ("source", "destination"):
+                if key in have:
+                    self.problem(have[key][1], "%s belongs to file provisioners" % key, "Use inline or script here", npath)
+            if ("inline" in have) == ("script" in have):
+                where = have["script"][1] if "inline" in have else node
+                self.problem(where, "a shell provisioner needs exactly one of inline and script",
+                             'Write inline "command" or script "path/to/script.sh" (not both)', npath)
+                return None
+            if "inline" in have:
+                record["inline"] = have["inline"][0]
+            else:
+                record["script"] = have["script"][0]
+            return record
+        for key in ("inline", "script"):
+            if key in have:
+                self.problem(have[key][1], "%s belongs to shell provisioners" % key, "Use source and destination here", npath)
+        missing = [k for k in ("source", "destination") if k not in have]
+        if missing:
+            self.problem(node, "a file provisioner needs %s" % " and ".join(missing),
+                         'Write provision "file" { source "local/file" destination "/absolute/path" }', npath)
+            return None
+        if not have["destination"][0].startswith("/"):
+            self.problem(have["destination"][1], "destination must be an absolute path on the guest, got %r" % have["destination"][0],
+                         'Start it with /, e.g. "/tmp/%s"' % os.path.basename(have["destination"][0]), npath)
+            return None
+        record.update(source=have["source"][0], destination=have["destination"][0])
+        return record
+
+
+class _At:
+    """A bare position (for places that are not a node or a value)."""
+
+    def __init__(self, line, col):
+        self.line, self.col = line, col
+
+
+def _show(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"%s"' % value
+    return str(value)
+
+
+# --- entry points ------------------------------------------------------------------------------------
+
+def find(path=None, cwd=None):
+    """The VMFile to use: ``path``, or VMFile.kdl in ``cwd`` (the guide's discovery)."""
+    candidate = path or os.path.join(cwd or os.getcwd(), DEFAULT_NAME)
+    if not os.path.isfile(candidate):
+        raise VmfileNotFound("no VMFile at %s" % candidate, path=candidate,
+                             hint="Create %s, or point to one (vmctl --file PATH, or -e vmfile=PATH)" % DEFAULT_NAME)
+    return candidate
+
+
+def parse_text(text, path=DEFAULT_NAME):
+    """Records of every VM in ``text`` (the VMFile at ``path``); raises VmfileError with every problem."""
+    checker = _Checker(path, text)
+    try:
+        nodes = _kdl.parse(text)
+    except _kdl.KdlSyntaxError as err:
+        checker.problem(_At(err.line, err.col), "KDL syntax: %s" % err.message, err.hint)
+        raise VmfileError(checker.problems)
+    records = []
+    first = {}
+    for node in nodes:
+        if node.name != "vm":
+            checker.problem(node, "unknown top-level node %s" % node.name,
+                            "%s; a VMFile holds vm \"name\" { … } blocks" % _suggest(node.name, ["vm"]), node.name)
+            continue
+        record = checker.vm(node)
+        if record is None:
+            continue
+        if record["name"] in first:
+            checker.problem(node.args[0], "VM %s is defined twice" % record["name"],
+                            "VM names must be unique; the first is on line %d" % first[record["name"]], 'vm "%s"' % record["name"])
+            continue
+        first[record["name"]] = node.line
+        records.append(record)
+    if not nodes:
+        checker.problem(_At(1, 1), "the VMFile defines no VM", 'Add a vm "name" { image … } block')
+    if checker.problems:
+        raise VmfileError(checker.problems)
+    return records
+
+
+def load(path=None, names=None, cwd=None):
+    """Records of the VMs in the VMFile (``names`` selects some); raises VmfileError / VmfileNotFound."""
+    path = find(path, cwd)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise VmfileError([Problem(path, line, col, "the file is not UTF-8 text (byte 0x%02x)" % data[err.start],
+                                   "Save it as UTF-8")])
+    records = parse_text(text, path)
+    if names:
+        known = [r["name"] for r in records]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise VmctlError("no VM named %s in %s" % (", ".join(unknown), path), code="vmctl.vmfile.unknown_vm",
+                             hint="Defined there: %s" % ", ".join(known), names=unknown)
+        records = [r for r in records if r["name"] in names]
+    return records
