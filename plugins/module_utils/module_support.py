@@ -14,6 +14,8 @@ from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlErro
 
 def fail_from_error(module, err, **result):
     """``fail_json`` with the error's message, code and hint (``error`` key) and any partial result."""
+    if "problems" in err.details:  # a VMFile's problems, one per mistake, for playbooks to show
+        result.setdefault("problems", err.details["problems"])
     module.fail_json(msg=str(err), error=err.to_dict(), **result)
 
 

@@ -321,7 +321,7 @@ class _Checker:
         kind = self.check_value(field.arg, node.args[0], "provisioner type", npath)
         if kind is None:
             return None
-        have = {k: v for k, v in values.items()}
+        have = values
         record = {"step": step, "type": kind}
         if kind == "shell":
             for key in ("source", "destination"):

@@ -1,0 +1,125 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: vmfile
+short_description: Read and check a VMFile.kdl
+version_added: 0.1.0
+description:
+  - Parses a C(VMFile.kdl) (KDL v1 or v2 spelling), checks every node against the format described in the
+    collection's C(docs/vmfile.md), resolves paths relative to the VMFile's directory (C(~) expanded) and
+    returns one record per VM, ready for M(vmctl.core.vm) and the C(vmctl.core.vm_up) role.
+  - Every mistake is reported at once, each with C(file:line:col), the offending line with a caret, and a hint.
+author:
+  - vmctl.core developers (@vmctl)
+options:
+  path:
+    description: The VMFile. Defaults to C(VMFile.kdl) in the current directory.
+    type: path
+  name:
+    description: Only these VMs (an error names the ones that are not defined).
+    type: list
+    elements: str
+notes:
+  - Read-only; it never reports a change.
+attributes:
+  check_mode:
+    description: Runs the same in check mode.
+    support: full
+seealso:
+  - module: vmctl.core.vm
+"""
+
+EXAMPLES = r"""
+- name: Read the VMFile next to the playbook
+  vmctl.core.vmfile:
+    path: "{{ playbook_dir }}/VMFile.kdl"
+  register: vmf
+
+- name: One VM only
+  vmctl.core.vmfile:
+    name: [web]
+"""
+
+RETURN = r"""
+path:
+  description: The VMFile read.
+  returned: success
+  type: str
+vms:
+  description: One record per VM, in the file's order.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: VM name.
+      type: str
+    vmfile:
+      description: Absolute path of the VMFile.
+      type: str
+    image:
+      description: Resolved local image path, or null.
+      type: str
+    image_url:
+      description: Image URL, or null.
+      type: str
+    image_checksum:
+      description: Checksum for the image URL, or null.
+      type: str
+    vcpus:
+      description: Virtual CPUs (default 1).
+      type: int
+    memory:
+      description: Memory in MB (default 1024).
+      type: int
+    disk:
+      description: Disk size in GB, or null for the image's size.
+      type: int
+    network:
+      description: C(type) (user, tap, vnic, none), C(bridge), C(name).
+      type: dict
+    cloud_init:
+      description: C(hostname), C(ssh_key), C(user_data), C(generate_key); null without a cloud-init block.
+      type: dict
+    ssh:
+      description: C(user), C(private_key); null without an ssh block.
+      type: dict
+    provisions:
+      description: Steps with C(step) (from 1), C(type), and C(inline), C(script) or C(source) and C(destination).
+      type: list
+      elements: dict
+problems:
+  description: On failure, every problem with C(file), C(line), C(col), C(message), C(hint), C(node_path).
+  returned: failure
+  type: list
+  elements: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.vmctl.core.plugins.module_utils import vmfile
+from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(path=dict(type="path"), name=dict(type="list", elements="str")),
+        supports_check_mode=True,
+    )
+    run_module(module, _run)
+
+
+def _run(module):
+    path = vmfile.find(module.params["path"])
+    return dict(changed=False, path=path, vms=vmfile.load(path, module.params["name"]))
+
+
+if __name__ == "__main__":
+    main()
