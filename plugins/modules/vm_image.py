@@ -80,7 +80,7 @@ attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
     support: full
-    details: Nothing is downloaded or removed; RV(changed) tells whether it would be. A checksum file is fetched.
+    details: Nothing is downloaded or removed; C(changed) tells whether it would be. A checksum file is fetched.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
