@@ -369,4 +369,3 @@ class Stage(threading.Thread):
                 except queue.Empty:
                     pass
         self.join(timeout=10)
-

@@ -150,7 +150,7 @@ def _segments():
 @settings(max_examples=40, deadline=None)
 def test_sparse_writer_reproduces_the_bytes_and_their_sha256(tmp_path_factory, segments, pieces, start):
     rng = random.Random(len(segments) * 7 + pieces)
-    data = b"".join(bytes(n) if kind != "data" else bytes(rng.getrandbits(8) | 1 for _ in range(min(n, 3000))) * (n // 3000 + 1)
+    data = b"".join(bytes(n) if kind != "data" else bytes(rng.getrandbits(8) | 1 for dummy in range(min(n, 3000))) * (n // 3000 + 1)
                     for kind, n in segments)
     path = tmp_path_factory.mktemp("sparse") / "out.img"
     prefix = b"P" * start  # writing may start at an offset (a resumed plain download)
