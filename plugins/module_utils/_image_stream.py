@@ -45,6 +45,7 @@ def _is_zero(data):
     # Comparing bytes objects is a memcmp; memoryview comparison is 30x slower.
     return data == (_ZEROS if n == OUT_CHUNK else _ZERO_BLOCK if n == SPARSE_BLOCK else bytes(n))
 
+
 MAGIC = ((b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b", "gzip"))
 SUFFIXES = ((".zst", "zstd"), (".zstd", "zstd"), (".xz", "xz"), (".gz", "gzip"))
 MAGIC_LEN = 6
