@@ -91,7 +91,7 @@ def run_pull(url, data_home):
     env = dict(os.environ, XDG_DATA_HOME=data_home)
     proc = subprocess.Popen([sys.executable, "-c", CHILD, url], env=env, stdout=subprocess.PIPE)
     out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    status, usage = os.wait4(proc.pid, 0)[1:]
     proc.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status
     if proc.returncode != 0:
         raise SystemExit("pull failed (exit %s)" % proc.returncode)

@@ -59,7 +59,7 @@ except ImportError:
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils._image_stream import (
-    MAGIC_LEN, READ_CHUNK, ImageWriter, Stage, compression_from_suffix, detect_compression,
+    MAGIC_LEN, READ_CHUNK, DirectAppender, ImageWriter, Stage, compression_from_suffix, detect_compression,
     make_decoder,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
@@ -791,6 +791,7 @@ class ImageCache:
         verifying length, stream end and checksum. Returns (image file, codec, source digests, size,
         sha256 of the image)."""
         out = None
+        closers = []
         stages = []  # when compressed: decode, then hash and write the image
         with open(part, "r+b" if offset else "w+b") as f:
             first, head = [], f.read(MAGIC_LEN)
@@ -827,8 +828,11 @@ class ImageCache:
                     if stages:
                         stages[0].put(chunk)
                 if codec:
+                    appender = DirectAppender(part, offset)
+                    closers.append(appender.close)
+
                     def store(chunk):
-                        f.write(chunk)
+                        appender.write(chunk)
                         stages[0].put(chunk)
                 else:
                     image = ImageWriter(f, hash=False)  # the published file is the image: hashed once, above
@@ -842,7 +846,7 @@ class ImageCache:
                     raise _Interrupted("download of %s ended after %s" % (url, _progress_text(meter)),
                                        url=url, received=meter.done, total=meter.total)
                 if codec:
-                    f.flush()  # .part needs no fsync: it is deleted once the image is committed
+                    appender.close()  # .part needs no fsync: it is deleted once the image is committed
                     for stage in stages:
                         stage.finish()
                     size = image.finish()
@@ -853,6 +857,8 @@ class ImageCache:
             except CorruptImage as err:
                 raise CorruptImage("%s: %s" % (url, err.message), url=url, compression=codec)
             finally:
+                for close in closers:
+                    close()  # keeps what arrived in .part, for a resume
                 for stage in stages:
                     if stage.is_alive():
                         stage.abort()

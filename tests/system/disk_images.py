@@ -29,7 +29,7 @@ def make_raw(path, size_mb=8, data_mb=2, seed=0):
     with open(path, "r+b") as f:
         for slot in sorted(slots):
             f.seek(slot * run)
-            f.write(rng.randbytes(run) if hasattr(rng, "randbytes") else bytes(rng.getrandbits(8) for _ in range(run)))
+            f.write(rng.randbytes(run) if hasattr(rng, "randbytes") else bytes(rng.getrandbits(8) for dummy in range(run)))
     return str(path)
 
 

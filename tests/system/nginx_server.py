@@ -195,7 +195,7 @@ class DroppingProxy:
     def _accept(self):
         while not self._closed:
             try:
-                client, _ = self._sock.accept()
+                client = self._sock.accept()[0]
             except OSError:
                 return
             self.connections += 1

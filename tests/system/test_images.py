@@ -38,7 +38,7 @@ def qcow2(tmp_path):
 def cache_files(cache):
     """Everything in the cache directory, hidden work files included (lock files excepted)."""
     found = []
-    for root, _, files in os.walk(cache.root):
+    for root, dummy, files in os.walk(cache.root):
         found += [os.path.relpath(os.path.join(root, f), cache.root) for f in files if not f.endswith(".lock")]
     return sorted(found)
 
@@ -92,7 +92,7 @@ def test_plain_qcow2_pull_then_cache_hit_without_a_request_for_the_body(cache, q
     assert first.downloaded and first.format == "qcow2" and first.url == url
     assert first.sha256 == sha256_file(qcow2) and first.size == os.path.getsize(qcow2)
     assert sha256_file(first.path) == first.sha256
-    assert progress[-1] == (first.size, first.size) and all(a <= b for (a, _), (b, _) in zip(progress, progress[1:]))
+    assert progress[-1] == (first.size, first.size) and all(a[0] <= b[0] for a, b in zip(progress, progress[1:]))
     assert_usable_base(first, tmp_path)
 
     second = cache.pull(url)

@@ -150,7 +150,7 @@ def _segments():
 @settings(max_examples=40, deadline=None)
 def test_sparse_writer_reproduces_the_bytes_and_their_sha256(tmp_path_factory, segments, pieces, start):
     rng = random.Random(len(segments) * 7 + pieces)
-    data = b"".join(bytes(n) if kind != "data" else bytes(rng.getrandbits(8) | 1 for _ in range(min(n, 3000))) * (n // 3000 + 1)
+    data = b"".join(bytes(n) if kind != "data" else bytes(rng.getrandbits(8) | 1 for dummy in range(min(n, 3000))) * (n // 3000 + 1)
                     for kind, n in segments)
     path = tmp_path_factory.mktemp("sparse") / "out.img"
     prefix = b"P" * start  # writing may start at an offset (a resumed plain download)
@@ -222,3 +222,20 @@ def test_io_bytes_type_is_accepted_by_the_writer(tmp_path):
         writer.finish()
     assert (tmp_path / "x").read_bytes() == b"abcdef"
     assert io  # keep the import used for readers of this file: streams are file-like
+
+
+@given(sizes=st.lists(st.integers(1, 3 << 20), min_size=1, max_size=6), resume_at=st.integers(0, 20000))
+@settings(max_examples=15, deadline=None)
+def test_direct_appender_appends_exactly_and_keeps_all_but_a_partial_block_before_close(tmp_path_factory, sizes, resume_at):
+    path = tmp_path_factory.mktemp("direct") / "x.part"
+    existing = os.urandom(resume_at)  # a resumed .part of any (unaligned) length
+    path.write_bytes(existing)
+    appender = stream.DirectAppender(str(path), resume_at)
+    chunks = [os.urandom(n) for n in sizes]
+    for chunk in chunks:
+        appender.write(chunk)
+        on_disk = path.read_bytes()
+        expected = existing + b"".join(chunks[:chunks.index(chunk) + 1])
+        assert expected.startswith(on_disk) and len(expected) - len(on_disk) < stream.DirectAppender.ALIGN
+    appender.close()
+    assert path.read_bytes() == existing + b"".join(chunks)
