@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: ImageCache.pull of a large .zst image from a local nginx, against curl | zstd -d.
 
 Run on demand (not a test):  . scripts/env.sh && python benchmarks/image_pull.py [--runs 3] [--keep DIR]
