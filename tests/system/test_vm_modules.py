@@ -119,3 +119,32 @@ def test_errors_name_the_vm_and_say_what_to_do(vmctl_data_home):
     no_image = module("vm", {"name": "x", "image": "/nonexistent.qcow2"})
     assert no_image["failed"] and "/nonexistent.qcow2" in no_image["msg"]
     assert module("vm_info", {})["vms"] == []
+
+
+@pytest.mark.guest
+def test_running_waits_for_ssh_on_a_real_guest_and_a_wrong_host_key_is_refused(test_images, vmctl_data_home):
+    from ansible_collections.vmctl.core.plugins.module_utils import ssh
+    from ansible_collections.vmctl.core.plugins.module_utils.errors import HostKeyMismatch
+    args = dict(name="web", image=test_images["debian"]["path"], vcpus=2, memory=1024, vnc=False,
+                cloud_init={"hostname": "web-guest"}, ssh={"user": "admin"})
+    assert module("vm", args)["changed"]
+    started = module("vm_state", {"name": "web", "state": "running", "wait_timeout": 300})
+    assert started["actions"] == ["start", "wait_for_ssh"] and started["ssh_wait"] > 0, started
+    handle = manager_handle("web")
+    client = ssh.connect(handle)
+    try:
+        _stdin, stdout, _stderr = client.exec_command("hostname; id -un")
+        assert stdout.read().decode().split() == ["web-guest", "admin"]
+    finally:
+        client.close()
+    info = module("vm_info", {"name": "web"})["vms"][0]
+    assert info["ssh"]["port"] == handle.ssh_host_port and info["ssh"]["user"] == "admin"
+    # a known_hosts that pins another key: refused, naming the VM
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(vmctl_data_home.parent / "other")], check=True)
+    pub = (vmctl_data_home.parent / "other.pub").read_text().split()
+    with open(handle.known_hosts, "w") as f:
+        f.write("[127.0.0.1]:%d %s %s\n" % (handle.ssh_host_port, pub[0], pub[1]))
+    with pytest.raises(HostKeyMismatch) as err:
+        ssh.connect(handle)
+    assert "VM web" in str(err.value)
+    assert module("vm", {"name": "web", "state": "absent"})["changed"]
