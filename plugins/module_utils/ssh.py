@@ -69,8 +69,8 @@ def wait_until_ready(handle, timeout=120, host=None):
             client = connect(handle, host, timeout=10)
             try:
                 if handle.cloud_init:
-                    _stdin, stdout, _stderr = client.exec_command("cloud-init status --wait >/dev/null 2>&1; true",
-                                                                 timeout=max(timeout - (time.monotonic() - begin), 5))
+                    left = max(timeout - (time.monotonic() - begin), 5)
+                    _stdin, stdout, _stderr = client.exec_command("cloud-init status --wait >/dev/null 2>&1; true", timeout=left)
                     stdout.channel.recv_exit_status()
                 return time.monotonic() - begin
             finally:
