@@ -59,7 +59,7 @@ except ImportError:
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils._image_stream import (
-    MAGIC_LEN, READ_CHUNK, DirectAppender, ImageWriter, Stage, compression_from_suffix, detect_compression,
+    MAGIC_LEN, READ_CHUNK, BufferedFile, DirectAppender, ImageWriter, Stage, Tee, compression_from_suffix, detect_compression,
     make_decoder,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
@@ -790,9 +790,8 @@ class ImageCache:
         """Stream the body into ``.part`` (and, when compressed, through the decoder into ``.tmp``),
         verifying length, stream end and checksum. Returns (image file, codec, source digests, size,
         sha256 of the image)."""
-        out = None
         closers = []
-        stages = []  # when compressed: decode, then hash and write the image
+        stages = []  # when compressed: decode, then hash and write the image (in parallel)
         with open(part, "r+b" if offset else "w+b") as f:
             first, head = [], f.read(MAGIC_LEN)
             if not offset:  # learn the compression from the first bytes of the body
@@ -808,11 +807,14 @@ class ImageCache:
             hashes = dict((a, hashlib.new(a)) for a in sorted(algorithms))
             try:
                 if codec:
-                    out = open(tmp, "wb")
-                    image = ImageWriter(out)
+                    out = DirectAppender(tmp, truncate=True)
+                    closers.append(out.close)
+                    image = ImageWriter(out, hash=False)
+                    image_sha256 = hashlib.sha256()
+                    hasher = Stage("vmctl-image-hash", image_sha256.update)
                     writer = Stage("vmctl-image-write", image.write)
-                    decoder = make_decoder(codec, writer)
-                    stages = [Stage("vmctl-image-decode", decoder.feed, decoder.finish), writer]
+                    decoder = make_decoder(codec, Tee(hasher, writer))
+                    stages = [Stage("vmctl-image-decode", decoder.feed, decoder.finish), hasher, writer]
                     for stage in stages:
                         stage.start()
                 # On resume, the bytes already in .part go through the hashes (and the decoder) first.
@@ -828,14 +830,14 @@ class ImageCache:
                     if stages:
                         stages[0].put(chunk)
                 if codec:
-                    appender = DirectAppender(part, offset)
+                    appender = DirectAppender(part, offset, eager=True)
                     closers.append(appender.close)
 
                     def store(chunk):
                         appender.write(chunk)
                         stages[0].put(chunk)
                 else:
-                    image = ImageWriter(f, hash=False)  # the published file is the image: hashed once, above
+                    image = ImageWriter(BufferedFile(f), hash=False)  # the published file is the image: hashed once, above
                     store = image.write
                 for chunk in itertools.chain(first, chunks):
                     for h in hashes.values():
@@ -850,20 +852,18 @@ class ImageCache:
                     for stage in stages:
                         stage.finish()
                     size = image.finish()
-                    sha256 = image.sha256.hexdigest()
+                    sha256 = image_sha256.hexdigest()
                 else:
                     size = image.finish()
                     sha256 = hashes["sha256"].hexdigest()
             except CorruptImage as err:
                 raise CorruptImage("%s: %s" % (url, err.message), url=url, compression=codec)
             finally:
-                for close in closers:
-                    close()  # keeps what arrived in .part, for a resume
                 for stage in stages:
                     if stage.is_alive():
                         stage.abort()
-                if out is not None:
-                    out.close()
+                for close in closers:
+                    close()  # what arrived stays in .part, for a resume
         digests = dict((a, h.hexdigest()) for a, h in hashes.items())
         if digest and digests[digest[0]] != digest[1]:
             raise ChecksumMismatch("checksum mismatch for %s: expected %s:%s, got %s:%s" % (
