@@ -552,10 +552,11 @@ class ImageCache:
             url = url_or_path
         else:
             path = os.path.abspath(os.path.expanduser(url_or_path))
-            if os.path.dirname(path) != self.root:
+            if os.path.realpath(os.path.dirname(path)) != os.path.realpath(self.root):
                 raise ImageError("%s is not in the image cache %s; vmctl only removes images it downloaded" % (path, self.root),
                                  code="vmctl.image.not_cached", path=path,
                                  hint="Give the URL of the image or a path listed by vmctl.core.vm_image_info")
+            path = os.path.join(self.root, os.path.basename(path))
             entry = self._load(path + ".json") if os.path.exists(path + ".json") else None
             if entry is None:
                 return None
