@@ -399,7 +399,7 @@ class ImageCache:
 
     # -- entries --
     def _sidecars(self, key=None):
-        return sorted(glob.glob(os.path.join(self.root, ("*-%s*.json" % key) if key else "*.json")))
+        return sorted(glob.glob(os.path.join(glob.escape(self.root), ("*-%s*.json" % key) if key else "*.json")))
 
     def _load(self, sidecar):
         """The entry of a sidecar file, or ``None`` (with a warning) if it is unreadable or the image
@@ -425,6 +425,13 @@ class ImageCache:
                         entry.path, size, entry.size)
             return None
         return entry
+
+    def _entry_of_path(self, path):
+        """The entry whose image is ``path``, or ``None`` (also for files outside the cache)."""
+        if os.path.realpath(os.path.dirname(path)) != os.path.realpath(self.root):
+            return None
+        sidecar = os.path.join(self.root, os.path.basename(path)) + ".json"
+        return self._load(sidecar) if os.path.exists(sidecar) else None
 
     def _entry(self, key, url):
         for sidecar in self._sidecars(key):
@@ -479,7 +486,7 @@ class ImageCache:
             if expected is not None:
                 digest = self._resolve_checksum(expected, url, timeout, validate_certs)
             if entry is not None and not force:
-                if digest is None or self._entry_matches(entry, digest):
+                if digest is None or self._entry_matches(entry, digest, record=not dry_run):
                     if not dry_run and os.path.exists(self._partial(key, ".part")):
                         self._discard_partial(key)  # left by a crash after the commit
                     return entry
@@ -510,7 +517,7 @@ class ImageCache:
             path = entry.path
         else:
             path = os.path.abspath(os.path.expanduser(path_or_url))
-            entry = self._load(path + ".json") if os.path.exists(path + ".json") else None
+            entry = self._entry_of_path(path)
         info = qemu_img.info(path)
         data = {
             "path": path,
@@ -556,8 +563,7 @@ class ImageCache:
                 raise ImageError("%s is not in the image cache %s; vmctl only removes images it downloaded" % (path, self.root),
                                  code="vmctl.image.not_cached", path=path,
                                  hint="Give the URL of the image or a path listed by vmctl.core.vm_image_info")
-            path = os.path.join(self.root, os.path.basename(path))
-            entry = self._load(path + ".json") if os.path.exists(path + ".json") else None
+            entry = self._entry_of_path(path)
             if entry is None:
                 return None
             url = entry.url
@@ -599,10 +605,11 @@ class ImageCache:
         keys = set()
         for sidecar in self._sidecars():
             keys.add(self._key_of(sidecar[:-len(".json")]))
-        for image in glob.glob(os.path.join(self.root, "*")):
+        root = glob.escape(self.root)
+        for image in glob.glob(os.path.join(root, "*")):
             if not image.endswith(".json"):
                 keys.add(self._key_of(image))
-        for path in glob.glob(os.path.join(self.root, ".partial", "*")) + glob.glob(os.path.join(self.root, ".locks", "*.lock")):
+        for path in glob.glob(os.path.join(root, ".partial", "*")) + glob.glob(os.path.join(root, ".locks", "*.lock")):
             keys.add(os.path.basename(path).split(".", 1)[0])
         keys.discard(None)
 
@@ -620,7 +627,7 @@ class ImageCache:
                         continue
                     drop(image, "unused" if entry is not None else "damaged entry")
                     drop(sidecar, "sidecar")
-                for image in glob.glob(os.path.join(self.root, "*-%s*" % key)):
+                for image in glob.glob(os.path.join(root, "*-%s*" % key)):
                     if not image.endswith(".json") and not os.path.exists(image + ".json") and self._key_of(image) == key:
                         if not users.get(os.path.realpath(image)):
                             drop(image, "no sidecar")
@@ -667,7 +674,7 @@ class ImageCache:
             raise InvalidChecksum("checksum file %s is larger than %s" % (url, _human(CHECKSUM_FILE_LIMIT)), checksum_url=url)
         return data.decode("utf-8", "replace")
 
-    def _entry_matches(self, entry, digest):
+    def _entry_matches(self, entry, digest, record=True):
         algorithm, value = digest
         known = entry.source_digests.get(algorithm)
         if known is None and not entry.compression:
@@ -677,8 +684,9 @@ class ImageCache:
                 for chunk in iter(lambda: f.read(READ_CHUNK), b""):
                     h.update(chunk)
             known = h.hexdigest()
-            entry.source_digests[algorithm] = known
-            atomic_write(entry.path + ".json", json.dumps(entry.sidecar(), indent=2) + "\n", mode=0o644)
+            if record:
+                entry.source_digests[algorithm] = known
+                atomic_write(entry.path + ".json", json.dumps(entry.sidecar(), indent=2) + "\n", mode=0o644)
         return known == value
 
     # -- download --
