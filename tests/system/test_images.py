@@ -505,3 +505,15 @@ def test_inspect_of_a_local_file_ignores_an_unrelated_json_next_to_it(cache, qco
     with open(qcow2 + ".json", "w") as f:
         f.write('{"url": "http://x/y", "file": "disk.qcow2"}')
     assert cache.inspect(qcow2)["cached"] is False
+
+
+def test_progress_is_logged_with_percent_bytes_and_rate(cache, qcow2, http_files, caplog, monkeypatch):
+    import logging
+    from ansible_collections.vmctl.core.plugins.module_utils import images
+    monkeypatch.setattr(images, "LOG_INTERVAL", 0.0)
+    http_files.put("disk.qcow2", qcow2)
+    with caplog.at_level(logging.INFO, logger="vmctl.images"):
+        cache.pull(http_files.url("disk.qcow2", location="slow"))
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pulling ")]
+    assert progress and all("%" in m and " of " in m and "/s" in m for m in progress)
+    assert any(m.startswith("cached ") for m in (r.getMessage() for r in caplog.records))
