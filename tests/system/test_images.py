@@ -513,7 +513,7 @@ def test_progress_is_logged_with_percent_bytes_and_rate(cache, qcow2, http_files
     monkeypatch.setattr(images, "LOG_INTERVAL", 0.0)
     http_files.put("disk.qcow2", qcow2)
     with caplog.at_level(logging.INFO, logger="vmctl.images"):
-        cache.pull(http_files.url("disk.qcow2", location="slow"))
+        cache.pull(http_files.url("disk.qcow2", location="throttled"))
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pulling ")]
     assert progress and all("%" in m and " of " in m and "/s" in m for m in progress)
     assert any(m.startswith("cached ") for m in (r.getMessage() for r in caplog.records))
