@@ -800,7 +800,7 @@ class ImageCache:
         verifying length, stream end and checksum. Returns (image file, codec, source digests, size,
         sha256 of the image)."""
         closers = []
-        stages = []  # when compressed: decode, then hash and write the image (in parallel)
+        stages = []  # when compressed: decode, then hash and write the image; save .part (in parallel)
         with open(part, "r+b" if offset else "w+b") as f:
             first, head = [], f.read(MAGIC_LEN)
             if not offset:  # learn the compression from the first bytes of the body
@@ -839,11 +839,16 @@ class ImageCache:
                     if stages:
                         stages[0].put(chunk)
                 if codec:
+                    # The compressed bytes go to .part in a stage of their own: O_DIRECT writes wait for
+                    # the disk, and receiving should not.
                     appender = DirectAppender(part, offset, eager=True)
                     closers.append(appender.close)
+                    saver = Stage("vmctl-image-part", appender.write)
+                    saver.start()
+                    stages.append(saver)
 
                     def store(chunk):
-                        appender.write(chunk)
+                        saver.put(chunk)
                         stages[0].put(chunk)
                 else:
                     image = ImageWriter(BufferedFile(f), hash=False)  # the published file is the image: hashed once, above
@@ -857,9 +862,9 @@ class ImageCache:
                     raise _Interrupted("download of %s ended after %s" % (url, _progress_text(meter)),
                                        url=url, received=meter.done, total=meter.total)
                 if codec:
-                    appender.close()  # .part needs no fsync: it is deleted once the image is committed
                     for stage in stages:
                         stage.finish()
+                    appender.close()  # .part needs no fsync: it is deleted once the image is committed
                     size = image.finish()
                     sha256 = image_sha256.hexdigest()
                 else:
