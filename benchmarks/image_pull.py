@@ -79,10 +79,14 @@ def build_data(workdir):
 
 
 def timed_shell(cmd):
+    """(wall seconds, CPU seconds of the pipeline's processes)."""
     subprocess.run(["sync"], check=True)
+    before = os.times()
     t0 = time.monotonic()
     subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True)
-    return time.monotonic() - t0
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return time.monotonic() - t0, cpu
 
 
 def run_pull(url, data_home):
@@ -96,6 +100,7 @@ def run_pull(url, data_home):
         raise SystemExit("pull failed (exit %s)" % proc.returncode)
     result = json.loads(out)
     result["maxrss_mb"] = usage.ru_maxrss / 1024.0  # Linux reports kilobytes
+    result["cpu"] = usage.ru_utime + usage.ru_stime  # includes interpreter start-up
     return result
 
 
@@ -125,13 +130,16 @@ def main():
 
         best = {}
         rss = []
+        cpu = {}
+        load_before = os.getloadavg()[0]
         for run in range(args.runs):
             out = os.path.join(workdir, "out")
             shutil.rmtree(out, ignore_errors=True)
             os.makedirs(out)
-            plain = timed_shell("curl -s %s | zstd -d > %s/baseline.raw" % (url, out))
+            plain, plain_cpu = timed_shell("curl -s %s | zstd -d > %s/baseline.raw" % (url, out))
             best["baseline"] = min(best.get("baseline", plain), plain)
-            durable = timed_shell("curl -s %s | zstd -d > %s/durable.raw && sync %s/durable.raw" % (url, out, out))
+            cpu.setdefault("baseline", []).append(plain_cpu)
+            durable = timed_shell("curl -s %s | zstd -d > %s/durable.raw && sync %s/durable.raw" % (url, out, out))[0]
             best["baseline_fsync"] = min(best.get("baseline_fsync", durable), durable)
             os.unlink(os.path.join(out, "baseline.raw"))
             os.unlink(os.path.join(out, "durable.raw"))
@@ -141,6 +149,7 @@ def main():
             best["pull"] = min(best.get("pull", result["seconds"]), result["seconds"])
             best["pull_transfer"] = min(best.get("pull_transfer", result["transfer_seconds"]), result["transfer_seconds"])
             rss.append(result["maxrss_mb"])
+            cpu.setdefault("pull", []).append(result["cpu"])
             print("run %d: baseline %.2fs, baseline+fsync %.2fs, pull %.2fs (last byte at %.2fs), peak RSS %.1f MB"
                   % (run + 1, plain, durable, result["seconds"], result["transfer_seconds"],
                      result["maxrss_mb"]), flush=True)
@@ -158,6 +167,8 @@ def main():
         print("  ratio pull / curl|zstd            %6.2fx   (target >= 0.9x)" % (best["baseline"] / best["pull"]))
         print("  ratio pull / curl|zstd + sync     %6.2fx" % (best["baseline_fsync"] / best["pull"]))
         print("  peak RSS of the pulling process   %6.1f MB (max over runs; target < 100 MB)" % max(rss))
+        print("  CPU seconds (min over runs)       pull %.2f, curl+zstd %.2f; %d cores; load average %.2f before, %.2f after"
+              % (min(cpu["pull"]), min(cpu["baseline"]), os.cpu_count(), load_before, os.getloadavg()[0]))
     finally:
         if server is not None:
             server.stop()

@@ -59,7 +59,7 @@ except ImportError:
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils._image_stream import (
-    MAGIC_LEN, READ_CHUNK, DirectAppender, ImageWriter, Stage, compression_from_suffix, detect_compression,
+    MAGIC_LEN, READ_CHUNK, BufferedFile, DirectAppender, ImageWriter, Stage, Tee, compression_from_suffix, detect_compression,
     make_decoder,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
@@ -399,7 +399,7 @@ class ImageCache:
 
     # -- entries --
     def _sidecars(self, key=None):
-        return sorted(glob.glob(os.path.join(self.root, ("*-%s*.json" % key) if key else "*.json")))
+        return sorted(glob.glob(os.path.join(glob.escape(self.root), ("*-%s*.json" % key) if key else "*.json")))
 
     def _load(self, sidecar):
         """The entry of a sidecar file, or ``None`` (with a warning) if it is unreadable or the image
@@ -425,6 +425,13 @@ class ImageCache:
                         entry.path, size, entry.size)
             return None
         return entry
+
+    def _entry_of_path(self, path):
+        """The entry whose image is ``path``, or ``None`` (also for files outside the cache)."""
+        if os.path.realpath(os.path.dirname(path)) != os.path.realpath(self.root):
+            return None
+        sidecar = os.path.join(self.root, os.path.basename(path)) + ".json"
+        return self._load(sidecar) if os.path.exists(sidecar) else None
 
     def _entry(self, key, url):
         for sidecar in self._sidecars(key):
@@ -479,7 +486,7 @@ class ImageCache:
             if expected is not None:
                 digest = self._resolve_checksum(expected, url, timeout, validate_certs)
             if entry is not None and not force:
-                if digest is None or self._entry_matches(entry, digest):
+                if digest is None or self._entry_matches(entry, digest, record=not dry_run):
                     if not dry_run and os.path.exists(self._partial(key, ".part")):
                         self._discard_partial(key)  # left by a crash after the commit
                     return entry
@@ -510,7 +517,7 @@ class ImageCache:
             path = entry.path
         else:
             path = os.path.abspath(os.path.expanduser(path_or_url))
-            entry = self._load(path + ".json") if os.path.exists(path + ".json") else None
+            entry = self._entry_of_path(path)
         info = qemu_img.info(path)
         data = {
             "path": path,
@@ -552,11 +559,11 @@ class ImageCache:
             url = url_or_path
         else:
             path = os.path.abspath(os.path.expanduser(url_or_path))
-            if os.path.dirname(path) != self.root:
+            if os.path.realpath(os.path.dirname(path)) != os.path.realpath(self.root):
                 raise ImageError("%s is not in the image cache %s; vmctl only removes images it downloaded" % (path, self.root),
                                  code="vmctl.image.not_cached", path=path,
                                  hint="Give the URL of the image or a path listed by vmctl.core.vm_image_info")
-            entry = self._load(path + ".json") if os.path.exists(path + ".json") else None
+            entry = self._entry_of_path(path)
             if entry is None:
                 return None
             url = entry.url
@@ -598,10 +605,11 @@ class ImageCache:
         keys = set()
         for sidecar in self._sidecars():
             keys.add(self._key_of(sidecar[:-len(".json")]))
-        for image in glob.glob(os.path.join(self.root, "*")):
+        root = glob.escape(self.root)
+        for image in glob.glob(os.path.join(root, "*")):
             if not image.endswith(".json"):
                 keys.add(self._key_of(image))
-        for path in glob.glob(os.path.join(self.root, ".partial", "*")) + glob.glob(os.path.join(self.root, ".locks", "*.lock")):
+        for path in glob.glob(os.path.join(root, ".partial", "*")) + glob.glob(os.path.join(root, ".locks", "*.lock")):
             keys.add(os.path.basename(path).split(".", 1)[0])
         keys.discard(None)
 
@@ -619,7 +627,7 @@ class ImageCache:
                         continue
                     drop(image, "unused" if entry is not None else "damaged entry")
                     drop(sidecar, "sidecar")
-                for image in glob.glob(os.path.join(self.root, "*-%s*" % key)):
+                for image in glob.glob(os.path.join(root, "*-%s*" % key)):
                     if not image.endswith(".json") and not os.path.exists(image + ".json") and self._key_of(image) == key:
                         if not users.get(os.path.realpath(image)):
                             drop(image, "no sidecar")
@@ -666,7 +674,7 @@ class ImageCache:
             raise InvalidChecksum("checksum file %s is larger than %s" % (url, _human(CHECKSUM_FILE_LIMIT)), checksum_url=url)
         return data.decode("utf-8", "replace")
 
-    def _entry_matches(self, entry, digest):
+    def _entry_matches(self, entry, digest, record=True):
         algorithm, value = digest
         known = entry.source_digests.get(algorithm)
         if known is None and not entry.compression:
@@ -676,8 +684,9 @@ class ImageCache:
                 for chunk in iter(lambda: f.read(READ_CHUNK), b""):
                     h.update(chunk)
             known = h.hexdigest()
-            entry.source_digests[algorithm] = known
-            atomic_write(entry.path + ".json", json.dumps(entry.sidecar(), indent=2) + "\n", mode=0o644)
+            if record:
+                entry.source_digests[algorithm] = known
+                atomic_write(entry.path + ".json", json.dumps(entry.sidecar(), indent=2) + "\n", mode=0o644)
         return known == value
 
     # -- download --
@@ -790,9 +799,8 @@ class ImageCache:
         """Stream the body into ``.part`` (and, when compressed, through the decoder into ``.tmp``),
         verifying length, stream end and checksum. Returns (image file, codec, source digests, size,
         sha256 of the image)."""
-        out = None
         closers = []
-        stages = []  # when compressed: decode, then hash and write the image
+        stages = []  # when compressed: decode, then hash and write the image; save .part (in parallel)
         with open(part, "r+b" if offset else "w+b") as f:
             first, head = [], f.read(MAGIC_LEN)
             if not offset:  # learn the compression from the first bytes of the body
@@ -808,11 +816,14 @@ class ImageCache:
             hashes = dict((a, hashlib.new(a)) for a in sorted(algorithms))
             try:
                 if codec:
-                    out = open(tmp, "wb")
-                    image = ImageWriter(out)
+                    out = DirectAppender(tmp, truncate=True)
+                    closers.append(out.close)
+                    image = ImageWriter(out, hash=False)
+                    image_sha256 = hashlib.sha256()
+                    hasher = Stage("vmctl-image-hash", image_sha256.update)
                     writer = Stage("vmctl-image-write", image.write)
-                    decoder = make_decoder(codec, writer)
-                    stages = [Stage("vmctl-image-decode", decoder.feed, decoder.finish), writer]
+                    decoder = make_decoder(codec, Tee(hasher, writer))
+                    stages = [Stage("vmctl-image-decode", decoder.feed, decoder.finish), hasher, writer]
                     for stage in stages:
                         stage.start()
                 # On resume, the bytes already in .part go through the hashes (and the decoder) first.
@@ -828,14 +839,19 @@ class ImageCache:
                     if stages:
                         stages[0].put(chunk)
                 if codec:
-                    appender = DirectAppender(part, offset)
+                    # The compressed bytes go to .part in a stage of their own: O_DIRECT writes wait for
+                    # the disk, and receiving should not.
+                    appender = DirectAppender(part, offset, eager=True)
                     closers.append(appender.close)
+                    saver = Stage("vmctl-image-part", appender.write)
+                    saver.start()
+                    stages.append(saver)
 
                     def store(chunk):
-                        appender.write(chunk)
+                        saver.put(chunk)
                         stages[0].put(chunk)
                 else:
-                    image = ImageWriter(f, hash=False)  # the published file is the image: hashed once, above
+                    image = ImageWriter(BufferedFile(f), hash=False)  # the published file is the image: hashed once, above
                     store = image.write
                 for chunk in itertools.chain(first, chunks):
                     for h in hashes.values():
@@ -846,24 +862,22 @@ class ImageCache:
                     raise _Interrupted("download of %s ended after %s" % (url, _progress_text(meter)),
                                        url=url, received=meter.done, total=meter.total)
                 if codec:
-                    appender.close()  # .part needs no fsync: it is deleted once the image is committed
                     for stage in stages:
                         stage.finish()
+                    appender.close()  # .part needs no fsync: it is deleted once the image is committed
                     size = image.finish()
-                    sha256 = image.sha256.hexdigest()
+                    sha256 = image_sha256.hexdigest()
                 else:
                     size = image.finish()
                     sha256 = hashes["sha256"].hexdigest()
             except CorruptImage as err:
                 raise CorruptImage("%s: %s" % (url, err.message), url=url, compression=codec)
             finally:
-                for close in closers:
-                    close()  # keeps what arrived in .part, for a resume
                 for stage in stages:
                     if stage.is_alive():
                         stage.abort()
-                if out is not None:
-                    out.close()
+                for close in closers:
+                    close()  # what arrived stays in .part, for a resume
         digests = dict((a, h.hexdigest()) for a, h in hashes.items())
         if digest and digests[digest[0]] != digest[1]:
             raise ChecksumMismatch("checksum mismatch for %s: expected %s:%s, got %s:%s" % (

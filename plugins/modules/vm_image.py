@@ -52,7 +52,8 @@ options:
       - V(sha256:<hex>) or V(sha512:<hex>); or the URL of a checksum file in C(SHA256SUMS) format (GNU or BSD
         lines, as published next to cloud images), optionally prefixed with V(sha256:) or V(sha512:); the
         line for the image's file name is used.
-      - A cached image that does not match the checksum is downloaded again.
+      - A cached image that does not match the checksum is downloaded again, as is one published compressed
+        and pulled without a checksum before (its compressed bytes were not kept, so cannot be checked).
     type: str
   state:
     description:

@@ -471,3 +471,49 @@ def test_a_damaged_entry_is_never_served(cache, qcow2, http_files):
     assert cache.lookup(url) is None and cache.list() == []
     again = cache.pull(url)
     assert again.downloaded and sha256_file(again.path) == sha256_file(qcow2)
+
+
+def test_a_checksum_given_later_is_checked_without_downloading_when_the_image_was_published_plain(cache, qcow2, http_files):
+    import hashlib
+    http_files.put("disk.qcow2", qcow2)
+    url = http_files.url("disk.qcow2")
+    cache.pull(url)
+    sha512 = hashlib.sha512(open(qcow2, "rb").read()).hexdigest()
+    image = cache.pull(url, checksum="sha512:" + sha512)
+    assert not image.downloaded and image.source_digests["sha512"] == sha512
+    assert cache.lookup(url).source_digests["sha512"] == sha512  # remembered in the sidecar
+    with pytest.raises(ChecksumMismatch):
+        cache.pull(url, checksum="sha512:" + "0" * 128)  # downloads again, and that does not match either
+    assert cache.lookup(url) is not None  # the good entry is kept
+    assert len(http_files.body_gets("disk.qcow2")) == 2
+
+
+def test_a_checksum_given_later_for_a_compressed_image_is_verified_by_downloading_again(cache, qcow2, http_files):
+    import hashlib
+    published = compress(qcow2, "gz")
+    http_files.put("disk.qcow2.gz", published)
+    url = http_files.url("disk.qcow2.gz")
+    cache.pull(url)  # no checksum: the compressed bytes were not hashed
+    digest = hashlib.sha256(open(published, "rb").read()).hexdigest()
+    image = cache.pull(url, checksum="sha256:" + digest)
+    assert image.downloaded and image.source_digests == {"sha256": digest}
+    assert not cache.pull(url, checksum="sha256:" + digest).downloaded
+    assert len(http_files.body_gets("disk.qcow2.gz")) == 2
+
+
+def test_inspect_of_a_local_file_ignores_an_unrelated_json_next_to_it(cache, qcow2):
+    with open(qcow2 + ".json", "w") as f:
+        f.write('{"url": "http://x/y", "file": "disk.qcow2"}')
+    assert cache.inspect(qcow2)["cached"] is False
+
+
+def test_progress_is_logged_with_percent_bytes_and_rate(cache, qcow2, http_files, caplog, monkeypatch):
+    import logging
+    from ansible_collections.vmctl.core.plugins.module_utils import images
+    monkeypatch.setattr(images, "LOG_INTERVAL", 0.0)
+    http_files.put("disk.qcow2", qcow2)
+    with caplog.at_level(logging.INFO, logger="vmctl.images"):
+        cache.pull(http_files.url("disk.qcow2", location="throttled"))
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pulling ")]
+    assert progress and all("%" in m and " of " in m and "/s" in m for m in progress)
+    assert any(m.startswith("cached ") for m in (r.getMessage() for r in caplog.records))
