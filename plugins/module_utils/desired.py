@@ -23,7 +23,6 @@ from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
 
 Outcome = collections.namedtuple("Outcome", "handle changed actions diff")
 
-ACTIVE = (VmState.RUNNING, VmState.SUSPENDED)
 RUNTIME_STATES = ("running", "stopped", "suspended", "restarted")
 
 # Settings read when QEMU starts: applied to a VM that is not running.
@@ -117,7 +116,7 @@ def ensure_present(manager, spec, recreate=False, check_mode=False):
         return Outcome(handle, True, actions, diff)
     if not boot and grow is None:
         return Outcome(live, False, [], diff)
-    if live.state in ACTIVE:
+    if live.state in VmState.ACTIVE:
         raise InvalidState("VM %s is %s; %s can only change while it is stopped"
                            % (spec.name, live.state, ", ".join(sorted(boot) + (["disk_gb"] if grow else []))),
                            hint="Stop it first (vmctl.core.vm_state state=stopped), then apply the change",
@@ -154,14 +153,14 @@ def ensure_state(manager, name, state, stop_timeout=30, check_mode=False):
     if state == "running":
         actions = {VmState.SUSPENDED: ["resume"], VmState.RUNNING: []}.get(current, ["start"])
     elif state == "stopped":
-        actions = ["stop"] if current in ACTIVE else []
+        actions = ["stop"] if current in VmState.ACTIVE else []
     elif state == "suspended":
-        if current not in ACTIVE:
+        if current not in VmState.ACTIVE:
             raise InvalidState("VM %s is %s; only a running VM can be suspended" % (name, current),
                                hint="Start it first (state=running)", name=name)
         actions = ["suspend"] if current == VmState.RUNNING else []
     else:
-        actions = ["stop", "start"] if current in ACTIVE else ["start"]
+        actions = ["stop", "start"] if current in VmState.ACTIVE else ["start"]
     if check_mode or not actions:
         return Outcome(live, bool(actions), actions, diff)
     handle = live

@@ -58,7 +58,7 @@ class VmManager:
         handle = self.get(name)
         live = self.backend(handle).state(handle)
         if live != handle.state:
-            handle = self._save(handle.replace(state=live, pid=handle.pid if live in (VmState.RUNNING, VmState.SUSPENDED) else None))
+            handle = self._save(handle.replace(state=live, pid=handle.pid if live in VmState.ACTIVE else None))
         return handle
 
     def live(self, name):
@@ -70,13 +70,12 @@ class VmManager:
         """``{host, port, user, private_key, known_hosts}`` to log in to the VM, or None without SSH settings."""
         if not handle.ssh_user or handle.network.type not in ("user", "tap"):
             return None
-        if handle.network.type == "user":
-            host, port = "127.0.0.1", handle.ssh_host_port
-        else:
+        from ansible_collections.vmctl.core.plugins.module_utils import ssh  # paramiko only when asked
+        guest_ip = None
+        if handle.network.type == "tap":
             with contextlib.suppress(Exception):  # an address not yet leased is simply unknown
-                host = None
-                host = self.backend(handle).guest_ip(handle, 0)
-            port = 22
+                guest_ip = self.backend(handle).guest_ip(handle, 0)
+        host, port = ssh.endpoint(handle, guest_ip)
         return {"host": host, "port": port, "user": handle.ssh_user,
                 "private_key": handle.private_key_path, "known_hosts": handle.known_hosts}
 
@@ -125,7 +124,7 @@ class VmManager:
     def reconfigure(self, name, settings, disk_gb=None):
         """Change boot settings (vcpus, memory_mb, ...) and grow the disk of a VM that is not running."""
         def change(backend, handle):
-            if handle.state in (VmState.RUNNING, VmState.SUSPENDED):
+            if handle.state in VmState.ACTIVE:
                 raise InvalidState("VM %s is %s; stop it before changing %s" % (name, handle.state, ", ".join(sorted(settings))),
                                    hint="Stop it first (vmctl.core.vm_state state=stopped)", name=name)
             if disk_gb is not None:
@@ -168,7 +167,7 @@ class VmManager:
         a free port (recorded in the store; the pinned host key does not depend on the port).
         """
         def boot(backend, handle):
-            if handle.state not in (VmState.RUNNING, VmState.SUSPENDED) and handle.network.type == "user" \
+            if handle.state not in VmState.ACTIVE and handle.network.type == "user" \
                     and handle.ssh_host_port and not port_is_free(handle.ssh_host_port):
                 handle = self._move_port(handle)
             return backend.start(handle)

@@ -35,6 +35,7 @@ class VmState:
     FAILED = "failed"
     DESTROYED = "destroyed"
     ALL = (PREPARING, PREPARED, RUNNING, SUSPENDED, STOPPED, FAILED, DESTROYED)
+    ACTIVE = (RUNNING, SUSPENDED)  # a QEMU process exists
 
 
 def validate_name(name, what="VM name"):

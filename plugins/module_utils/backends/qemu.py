@@ -312,7 +312,7 @@ class QemuBackend(Backend):
 
     def start(self, handle):
         current = self.state(handle)
-        if current in (VmState.RUNNING, VmState.SUSPENDED):
+        if current in VmState.ACTIVE:
             return handle.replace(state=current, pid=self._process(handle).pid())
         find_tool(self.binary)
         f = self._files(handle.work_dir)
