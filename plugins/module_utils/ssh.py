@@ -174,6 +174,42 @@ def target_for(handle, host=None, port=None, user=None, private_key_path=None, k
         console_log=handle.console_log, cloud_init=handle.cloud_init)
 
 
+def resolve_target(vm_name, host=None, port=None, user=None, private_key_path=None, known_hosts=None, store=None,
+                   guest_ip_timeout=0):
+    """``(target, handle)`` for the VM called ``vm_name`` in the store; given settings override the handle's.
+
+    A name that is not in the store still works when the settings are complete (handle is then None).
+    """
+    from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
+    from ansible_collections.vmctl.core.plugins.module_utils.types import NAME_RE
+    store = store or VmStore()
+    handle = store.find(vm_name) if isinstance(vm_name, str) and NAME_RE.match(vm_name) else None
+    if handle is not None:
+        return target_for(handle, host=host, port=port, user=user, private_key_path=private_key_path,
+                          known_hosts=known_hosts, guest_ip_timeout=guest_ip_timeout), handle
+    if host and user and private_key_path and known_hosts:
+        return SshTarget(vm=vm_name, host=host, port=port or 22, user=user, private_key_path=os.path.expanduser(private_key_path),
+                         known_hosts=os.path.expanduser(known_hosts)), None
+    from ansible_collections.vmctl.core.plugins.module_utils.errors import VmNotFound
+    raise VmNotFound("VM %r is not in the vmctl store %s" % (vm_name, store.path),
+                     hint="Create it (vmctl.core.vm), set vmctl_vm_name to the VM's name, or give remote_addr, "
+                          "remote_user, private_key_file and known_hosts_file", name=vm_name)
+
+
+def require_running(handle):
+    """Fail fast, naming the VM, when its backend says it is not running (SSH would only time out)."""
+    from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
+    from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState
+    from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
+    state = backend_for(handle.backend).state(handle)
+    if state == VmState.RUNNING:
+        return
+    action = "resume it" if state == VmState.SUSPENDED else "start it"
+    raise InvalidState("VM %s is %s: no SSH to it" % (handle.name, state),
+                       hint="%s first, e.g. vmctl.core.vm_state name=%s state=running" % (action.capitalize(), handle.name),
+                       name=handle.name, state=state)
+
+
 # --- pinned host keys --------------------------------------------------------------------------
 
 def fingerprint(key_type, blob):
