@@ -45,6 +45,14 @@ options:
     vars:
       - name: inventory_hostname
       - name: vmctl_vm_name
+  data_dir:
+    description:
+      - vmctl's data directory, whose C(vms.json) is the store the VM is looked up in. Default
+        C($XDG_DATA_HOME/vmctl) (C(~/.local/share/vmctl)). The M(vmctl.core.vms) inventory sets it when
+        its own O(vmctl.core.vms#inventory:data_dir) is set.
+    type: path
+    vars:
+      - name: vmctl_data_dir
   remote_addr:
     description:
       - Address to connect to. Default is the VM's own (C(127.0.0.1) for user-mode networking, the address
@@ -224,6 +232,7 @@ from ansible.utils.display import Display
 from ansible_collections.vmctl.core.plugins.module_utils import ssh
 from ansible_collections.vmctl.core.plugins.module_utils.errors import SshAuthFailed, SshTransferFailed, VmctlError
 from ansible_collections.vmctl.core.plugins.module_utils.ssh_mux import STDOUT, MuxClient
+from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
 
 display = Display()
 
@@ -262,11 +271,13 @@ class Connection(ConnectionBase):
     def _connect(self):
         if self._connected:
             return self
+        data_dir = self.get_option("data_dir")
         try:
             self._target, self._handle = ssh.resolve_target(
                 self.get_option("vmctl_vm_name"), host=self.get_option("remote_addr"), port=self.get_option("port"),
                 user=self.get_option("remote_user"), private_key_path=self.get_option("private_key_file"),
-                known_hosts=self.get_option("known_hosts_file"), guest_ip_timeout=self.get_option("wait_timeout"))
+                known_hosts=self.get_option("known_hosts_file"), guest_ip_timeout=self.get_option("wait_timeout"),
+                store=VmStore(os.path.join(data_dir, "vms.json")) if data_dir else None)
             self._client = MuxClient(
                 self._target, control_dir=self.get_option("control_path_dir"), idle_timeout=self.get_option("idle_timeout"),
                 wait_timeout=self.get_option("wait_timeout"), attempt_timeout=self.get_option("timeout"),

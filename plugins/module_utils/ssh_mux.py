@@ -142,6 +142,7 @@ class MuxServer:
         self.active = 0
         self.last_activity = time.monotonic()
         self.stopping = threading.Event()
+        self.on_stop = None  # the daemon takes its socket off the path here, before it answers "stop"
         self._lock = threading.Lock()
 
     def _begin(self):
@@ -190,8 +191,10 @@ class MuxServer:
                 elif op == "ping":
                     self._send(conn, DONE, json.dumps(self.status()).encode("utf-8"))
                 elif op == "stop":
-                    self._send(conn, DONE, b"{}")
                     self.stopping.set()
+                    if self.on_stop:
+                        self.on_stop()
+                    self._send(conn, DONE, b"{}")
                 else:
                     raise SshError("unknown request %r" % op)
             except (OSError, EOFError):
@@ -308,26 +311,38 @@ class _Daemon:
         return listener
 
     def _serve(self, server, listener):
-        while True:
+        retired = threading.Event()
+
+        def retire():
+            if not retired.is_set() and self._retire(listener, wait=True):
+                retired.set()
+
+        server.on_stop = retire
+        while not retired.is_set():
             try:
                 conn, _ = listener.accept()
                 conn.settimeout(None)
                 threading.Thread(target=server.handle, args=(conn,), name="request", daemon=True).start()
             except socket.timeout:
                 pass
-            idle = False
+            except OSError:
+                if not server.stopping.is_set():
+                    raise
             if server.stopping.is_set():
                 reason = "stop requested"
+                retire()
             elif not server.session.is_active():
                 reason = "SSH transport closed"
+                retire()
             elif server.idle_for() > self.idle_timeout:
-                reason, idle = "idle for %d s" % self.idle_timeout, True
-            else:
-                continue
-            # idle: give way to a starter holding the lock (it is about to use us); otherwise we must go
-            if self._retire(listener, wait=not idle):
-                self.log("exiting: %s" % reason)
-                return
+                # give way to a starter holding the lock: it is about to use us
+                reason = "idle for %d s" % self.idle_timeout
+                if self._retire(listener, wait=False):
+                    retired.set()
+        self.log("exiting: %s" % reason)
+        deadline = time.monotonic() + 10
+        while server.active > (1 if reason == "stop requested" else 0) and time.monotonic() < deadline:
+            time.sleep(0.02)  # let requests already accepted finish
 
     def _retire(self, listener, wait):
         """Take our socket off the path (under the start lock, so no starter sees a half-gone daemon)."""
@@ -441,6 +456,8 @@ class ExecStream:
                 data = self.sock.recv(IO_CHUNK)
             except (BlockingIOError, InterruptedError):
                 data = None
+            except OSError:
+                data = b""
             if data == b"":
                 self.close()
                 raise SessionDaemonFailed("the session daemon closed the connection before the command ended")
