@@ -35,12 +35,12 @@ options:
   data_dir:
     description:
       - vmctl's data directory (the store is C(vms.json) in it). Default C($XDG_DATA_HOME/vmctl), that is
-        C(~/.local/share/vmctl).
-    type: path
+        C(~/.local/share/vmctl). A relative path is relative to the inventory file's directory.
+    type: string
   vmfile:
     description:
-      - Keep only the VMs created from this VMFile (a path relative to the inventory file's directory).
-    type: path
+      - Keep only the VMs created from this VMFile. A relative path is relative to the inventory file's directory.
+    type: string
   states:
     description:
       - Keep only VMs in these (live) states. Default all.
@@ -65,7 +65,7 @@ plugin: vmctl.core.vms
 vmfile: ./VMFile.kdl
 states: [running]
 keyed_groups:
-  - key: vmctl_memory_mb
+  - key: vmctl_memory_mb | string
     prefix: mem
 groups:
   big: vmctl_vcpus >= 4
@@ -110,11 +110,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         self._populate(records)
 
     def _read_store(self, path):
-        vmfile = self.get_option("vmfile")
-        if vmfile and not os.path.isabs(vmfile):
-            vmfile = os.path.join(os.path.dirname(os.path.abspath(path)), vmfile)
+        base = os.path.dirname(os.path.abspath(path))
+        vmfile, data_dir = [os.path.join(base, os.path.expanduser(value)) if value else None
+                            for value in (self.get_option("vmfile"), self.get_option("data_dir"))]
         try:
-            return vm_records(data_dir=self.get_option("data_dir"), vmfile=vmfile, states=self.get_option("states"),
+            return vm_records(data_dir=data_dir, vmfile=vmfile, states=self.get_option("states"),
                               live_state=self.get_option("live_state"))
         except VmctlError as err:
             raise AnsibleParserError("vmctl.core.vms: %s" % err)
