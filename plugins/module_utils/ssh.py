@@ -415,9 +415,10 @@ class SshSession:
             transport.auth_timeout = timeout
             try:
                 transport.start_client(timeout=timeout)
+                server_key = transport.get_remote_server_key()
             except (paramiko.SSHException, EOFError, OSError) as err:
+                # a booting guest: QEMU's forward accepts and closes, or sshd restarts under cloud-init
                 raise _Retryable("%s: %s" % (target.address, _describe(err)))
-            server_key = transport.get_remote_server_key()
             pins.verify(target.vm, target.host, target.port, server_key.get_name(), server_key.asbytes())
             try:
                 transport.auth_publickey(target.user, pkey)
