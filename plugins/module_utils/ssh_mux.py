@@ -320,7 +320,7 @@ class _Daemon:
         server.on_stop = retire
         while not retired.is_set():
             try:
-                conn, _ = listener.accept()
+                conn = listener.accept()[0]
                 conn.settimeout(None)
                 threading.Thread(target=server.handle, args=(conn,), name="request", daemon=True).start()
             except socket.timeout:
@@ -388,7 +388,7 @@ def daemon_main():
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.close(devnull)
-    sys.exit(_Daemon(config).run(status_fd))
+    raise SystemExit(_Daemon(config).run(status_fd))
 
 
 # --- client ------------------------------------------------------------------------------------
@@ -441,7 +441,7 @@ class ExecStream:
         """
         if self.finished:
             return []
-        readable, writable, _ = select.select([self.sock], [self.sock] if self._pending else [], [], timeout)
+        readable, writable = select.select([self.sock], [self.sock] if self._pending else [], [], timeout)[:2]
         if writable:
             try:
                 sent = self.sock.send(self._pending[:IO_CHUNK * 4])
@@ -724,7 +724,7 @@ class MuxClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            readable, _, _ = select.select([fd], [], [], left)
+            readable = select.select([fd], [], [], left)[0]
             if not readable:
                 continue
             chunk = os.read(fd, 65536)
@@ -737,7 +737,7 @@ class MuxClient:
 def _collections_root():
     """The directory holding ``ansible_collections`` that this module was loaded from."""
     path = os.path.abspath(__file__)
-    for _ in range(6):  # ansible_collections/vmctl/core/plugins/module_utils/ssh_mux.py
+    for _level in range(6):  # ansible_collections/vmctl/core/plugins/module_utils/ssh_mux.py
         path = os.path.dirname(path)
     return path
 

@@ -69,31 +69,31 @@ def test_inventory_graph_and_ping(guest):
                            env=_env(), timeout=120, check=True).stdout
     for group in ("@vmctl_state_running:", "@vmctl_backend_qemu:", "@vmctl_network_user:"):
         assert group in graph and "|--%s" % NAME in graph.split(group, 1)[1].split("@", 1)[0], graph
-    hosts, _ = adhoc(inventory, "ansible.builtin.ping", env=WAIT)
+    hosts, _proc = adhoc(inventory, "ansible.builtin.ping", env=WAIT)
     assert hosts[NAME].get("ping") == "pong", hosts[NAME]
     assert len(daemons(control)) == 1
 
 
 def test_command_shell_copy_fetch_become(guest, tmp_path):
     handle, inventory, _control = guest
-    hosts, _ = adhoc(inventory, "ansible.builtin.command", "hostname", env=WAIT)
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "hostname", env=WAIT)
     assert hosts[NAME]["stdout"] == "ssh-guest"
-    hosts, _ = adhoc(inventory, "ansible.builtin.shell", "id -un | tr a-z A-Z; exit 4", env=WAIT)
+    hosts, _proc = adhoc(inventory, "ansible.builtin.shell", "id -un | tr a-z A-Z; exit 4", env=WAIT)
     assert hosts[NAME]["stdout"] == "VM" and hosts[NAME]["rc"] == 4
     for pipelining in ("true", "false"):
-        hosts, _ = adhoc(inventory, "ansible.builtin.command", "id -u", env=WAIT,
-                         extra=["--become", "-e", "ansible_pipelining=%s" % pipelining])
+        hosts, _proc = adhoc(inventory, "ansible.builtin.command", "id -u", env=WAIT,
+                             extra=["--become", "-e", "ansible_pipelining=%s" % pipelining])
         assert hosts[NAME]["stdout"] == "0", hosts[NAME]
     payload = tmp_path / "payload.bin"
     payload.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
     digest = hashlib.sha256(payload.read_bytes()).hexdigest()
-    hosts, _ = adhoc(inventory, "ansible.builtin.copy", "src=%s dest=/opt/payload.bin owner=root mode=0600" % payload,
-                     env=WAIT, extra=["--become"])
+    hosts, _proc = adhoc(inventory, "ansible.builtin.copy", "src=%s dest=/opt/payload.bin owner=root mode=0600" % payload,
+                         env=WAIT, extra=["--become"])
     assert hosts[NAME]["changed"], hosts[NAME]
-    hosts, _ = adhoc(inventory, "ansible.builtin.command", "sha256sum /opt/payload.bin", env=WAIT, extra=["--become"])
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "sha256sum /opt/payload.bin", env=WAIT, extra=["--become"])
     assert hosts[NAME]["stdout"].split()[0] == digest
-    hosts, _ = adhoc(inventory, "ansible.builtin.fetch", "src=/opt/payload.bin dest=%s/ flat=true" % (tmp_path / "back"),
-                     env=WAIT, extra=["--become"])
+    hosts, _proc = adhoc(inventory, "ansible.builtin.fetch", "src=/opt/payload.bin dest=%s/ flat=true" % (tmp_path / "back"),
+                         env=WAIT, extra=["--become"])
     assert hashlib.sha256((tmp_path / "back" / "payload.bin").read_bytes()).hexdigest() == digest
 
 
@@ -107,7 +107,7 @@ def test_tampered_known_hosts_fails_with_the_mismatch(guest, tmp_path):
     try:
         with open(handle.known_hosts, "w") as f:
             f.write("[127.0.0.1]:%d %s\n* %s\n" % (handle.ssh_host_port, key, key))
-        hosts, _ = adhoc(inventory, "ansible.builtin.command", "true", env=WAIT)
+        hosts, _proc = adhoc(inventory, "ansible.builtin.command", "true", env=WAIT)
     finally:
         shutil.copy(saved, handle.known_hosts)
     result = hosts[NAME]

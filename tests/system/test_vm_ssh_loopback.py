@@ -9,7 +9,6 @@ import hashlib
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -60,16 +59,16 @@ def ini_inventory(tmp_path, lines):
 
 
 def test_command_and_shell_over_the_inventory(inventory):
-    hosts, _ = adhoc(inventory, "ansible.builtin.command", "id -un")
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "id -un")
     assert hosts["loop"]["stdout"] == "root" and hosts["loop"]["rc"] == 0
-    hosts, _ = adhoc(inventory, "ansible.builtin.shell", "echo out; echo err >&2; exit 3")
+    hosts, _proc = adhoc(inventory, "ansible.builtin.shell", "echo out; echo err >&2; exit 3")
     result = hosts["loop"]
     assert result["failed"] and result["rc"] == 3
     assert result["stdout"] == "out" and result["stderr"] == "err"
 
 
 def test_command_killed_by_a_signal_is_not_a_success(inventory, loop_vm, control_dir):
-    hosts, _ = adhoc(inventory, "ansible.builtin.raw", "kill -9 $$")
+    hosts, _proc = adhoc(inventory, "ansible.builtin.raw", "kill -9 $$")
     assert hosts["loop"]["rc"] == 128 + signal.SIGKILL and hosts["loop"]["failed"]
     # and the engine reports the signal by name (the provision runner shows it)
     client = ssh_mux.MuxClient(resolve_target("loop")[0], control_dir=control_dir)
@@ -81,8 +80,8 @@ def test_command_killed_by_a_signal_is_not_a_success(inventory, loop_vm, control
 
 @pytest.mark.parametrize("pipelining", ["true", "false"])
 def test_become_with_sudo(inventory, pipelining):
-    hosts, _ = adhoc(inventory, "ansible.builtin.command", "id -un",
-                     extra=["--become", "--become-user", "nobody", "-e", "ansible_pipelining=%s" % pipelining])
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "id -un",
+                         extra=["--become", "--become-user", "nobody", "-e", "ansible_pipelining=%s" % pipelining])
     result = hosts["loop"]
     assert result["rc"] == 0, result
     assert result["stdout"] == "nobody"
@@ -90,7 +89,7 @@ def test_become_with_sudo(inventory, pipelining):
 
 
 def test_raw_with_become_runs_through_sudo(inventory):
-    hosts, _ = adhoc(inventory, "ansible.builtin.raw", "echo $SUDO_USER:$(id -un)", extra=["--become", "--become-user", "nobody"])
+    hosts, _proc = adhoc(inventory, "ansible.builtin.raw", "echo $SUDO_USER:$(id -un)", extra=["--become", "--become-user", "nobody"])
     assert hosts["loop"]["stdout"].strip() == "root:nobody"  # no BECOME-SUCCESS marker left in the output
 
 
@@ -102,12 +101,12 @@ def test_copy_and_fetch_20_mb(inventory, tmp_path):
     remote_dir = tmp_path / "remote"
     remote_dir.mkdir()
     remote = remote_dir / "payload.bin"
-    hosts, _ = adhoc(inventory, "ansible.builtin.copy", "src=%s dest=%s mode=0640" % (source, remote))
+    hosts, _proc = adhoc(inventory, "ansible.builtin.copy", "src=%s dest=%s mode=0640" % (source, remote))
     assert hosts["loop"]["changed"], hosts["loop"]
-    hosts, _ = adhoc(inventory, "ansible.builtin.command", "sha256sum %s" % remote)
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "sha256sum %s" % remote)
     assert hosts["loop"]["stdout"].split()[0] == digest
     fetched = tmp_path / "fetched"
-    hosts, _ = adhoc(inventory, "ansible.builtin.fetch", "src=%s dest=%s/ flat=true" % (remote, fetched))
+    hosts, _proc = adhoc(inventory, "ansible.builtin.fetch", "src=%s dest=%s/ flat=true" % (remote, fetched))
     assert hosts["loop"]["changed"], hosts["loop"]
     assert hashlib.sha256((fetched / "payload.bin").read_bytes()).hexdigest() == digest
 
@@ -126,7 +125,7 @@ def test_host_key_mismatch_names_the_vm_and_both_keys(sshd, inventory, loop_vm, 
     with open(other + ".pub") as f:
         sshd.known_hosts_file(loop_vm.known_hosts, f.read().strip())
     before = sshd.logins()
-    hosts, _ = adhoc(inventory, "ansible.builtin.command", "true")
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "true")
     result = hosts["loop"]
     assert result["unreachable"], result
     message = result["msg"]
@@ -141,7 +140,7 @@ def test_unknown_address_in_known_hosts_is_refused(sshd, inventory, loop_vm):
     # a known_hosts that pins the right key but for another address only
     with open(loop_vm.known_hosts, "w") as f:
         f.write("[127.0.0.1]:%d %s\n" % (sshd.port + 1, " ".join(sshd.host_public.split()[:2])))
-    hosts, _ = adhoc(inventory, "ansible.builtin.command", "true")
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "true")
     assert hosts["loop"]["unreachable"] and "pins no host key for [127.0.0.1]:%d" % sshd.port in hosts["loop"]["msg"]
 
 
@@ -149,7 +148,7 @@ def test_wait_timeout_names_the_vm_and_its_console_log(sshd, tmp_path, vmctl_dat
     vm = sshd.store_vm("late", tmp_path / "vm-late", ssh_host_port=free_port())
     path = ini_inventory(tmp_path, ["late"])
     begin = time.monotonic()
-    hosts, _ = adhoc(path, "ansible.builtin.command", "true", extra=["-e", "ansible_vmctl_wait_timeout=3"])
+    hosts, _proc = adhoc(path, "ansible.builtin.command", "true", extra=["-e", "ansible_vmctl_wait_timeout=3"])
     message = hosts["late"]["msg"]
     assert hosts["late"]["unreachable"]
     assert "VM late" in message and "not ready after" in message and "connection refused" in message
@@ -164,7 +163,7 @@ def test_waits_for_a_guest_whose_sshd_is_not_up_yet(tmp_path, vmctl_data_home, c
     starter = threading.Timer(4.0, late.start)
     starter.start()
     try:
-        hosts, _ = adhoc(path, "ansible.builtin.command", "echo up", extra=["-e", "ansible_vmctl_wait_timeout=60"])
+        hosts, _proc = adhoc(path, "ansible.builtin.command", "echo up", extra=["-e", "ansible_vmctl_wait_timeout=60"])
     finally:
         starter.join()
         late.stop()
@@ -173,15 +172,15 @@ def test_waits_for_a_guest_whose_sshd_is_not_up_yet(tmp_path, vmctl_data_home, c
 
 def test_one_session_shared_by_runs_and_forks(sshd, inventory, tmp_path, control_dir):
     before = sshd.logins()
-    hosts, _ = adhoc(inventory, "ansible.builtin.command", "echo first")
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "echo first")
     assert hosts["loop"]["stdout"] == "first"
     first = daemons(control_dir)
     assert len(first) == 1 and first[0]["vm"] == "loop"
-    hosts, _ = adhoc(inventory, "ansible.builtin.command", "echo second")
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "echo second")
     assert hosts["loop"]["stdout"] == "second"
     # four inventory hosts that are the same VM, four forks at once
     aliases = ini_inventory(tmp_path, ["alias%d vmctl_vm_name=loop" % i for i in range(4)])
-    hosts, _ = adhoc(aliases, "ansible.builtin.shell", "sleep 1; echo {{ inventory_hostname }}", extra=["-f", "4"])
+    hosts, _proc = adhoc(aliases, "ansible.builtin.shell", "sleep 1; echo {{ inventory_hostname }}", extra=["-f", "4"])
     assert sorted(h["stdout"] for h in hosts.values()) == ["alias%d" % i for i in range(4)]
     second = daemons(control_dir)
     assert [d["pid"] for d in second] == [first[0]["pid"]]
@@ -217,7 +216,7 @@ def test_a_killed_daemon_is_replaced(inventory, control_dir):
     while alive(old["pid"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert os.path.exists(old["socket"])  # stale socket left behind
-    hosts, _ = adhoc(inventory, "ansible.builtin.command", "echo again")
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "echo again")
     assert hosts["loop"]["stdout"] == "again"
     (new,) = daemons(control_dir)
     assert new["pid"] != old["pid"]
@@ -241,7 +240,7 @@ def test_changed_known_hosts_never_reuses_a_session(sshd, inventory, loop_vm, tm
     other = keygen(tmp_path / "other_host_key")
     with open(other + ".pub") as f:
         sshd.known_hosts_file(loop_vm.known_hosts, f.read().strip())
-    hosts, _ = adhoc(inventory, "ansible.builtin.command", "true")
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "true")
     assert hosts["loop"]["unreachable"] and "HOST KEY MISMATCH" in hosts["loop"]["msg"]
 
 
@@ -290,17 +289,17 @@ def test_hosts_added_in_the_play(loop_vm, tmp_path):
 
 def test_a_stopped_vm_fails_at_once(sshd, tmp_path, vmctl_data_home, control_dir):
     sshd.store_vm("down", tmp_path / "vm-down", state="stopped")
-    hosts, _ = adhoc(ini_inventory(tmp_path, ["down"]), "ansible.builtin.command", "true")
+    hosts, _proc = adhoc(ini_inventory(tmp_path, ["down"]), "ansible.builtin.command", "true")
     assert hosts["down"]["unreachable"] and "VM down is stopped" in hosts["down"]["msg"]
 
 
 def test_a_host_that_is_no_vm(tmp_path, vmctl_data_home, control_dir):
-    hosts, _ = adhoc(ini_inventory(tmp_path, ["ghost"]), "ansible.builtin.command", "true")
+    hosts, _proc = adhoc(ini_inventory(tmp_path, ["ghost"]), "ansible.builtin.command", "true")
     assert hosts["ghost"]["unreachable"] and "VM 'ghost' is not in the vmctl store" in hosts["ghost"]["msg"]
 
 
 def test_explicit_user_overrides_the_store(sshd, inventory, tmp_path):
-    hosts, _ = adhoc(inventory, "ansible.builtin.command", "true",
-                     extra=["-e", "ansible_user=nobody", "-e", "ansible_vmctl_wait_timeout=2"])
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "true",
+                         extra=["-e", "ansible_user=nobody", "-e", "ansible_vmctl_wait_timeout=2"])
     message = hosts["loop"]["msg"]
     assert hosts["loop"]["unreachable"] and "authentication as nobody" in message

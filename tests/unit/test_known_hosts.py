@@ -96,7 +96,7 @@ def test_frames_survive_any_split():
         frames = []
         for start in range(0, len(data), step):
             frames += reader.feed(data[start:start + step])
-        assert [kind for kind, _ in frames] == [ssh_mux.REQUEST, ssh_mux.STDIN, ssh_mux.STDIN_EOF]
+        assert [kind for kind, _payload in frames] == [ssh_mux.REQUEST, ssh_mux.STDIN, ssh_mux.STDIN_EOF]
         assert len(frames[1][1]) == 70000
 
 
