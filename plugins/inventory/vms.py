@@ -80,10 +80,11 @@ import os
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.plugins.loader import connection_loader
 from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
-from ansible_collections.vmctl.core.plugins.module_utils.inventory import vm_records
+from ansible_collections.vmctl.core.plugins.module_utils.inventory import CONNECTION, vm_records
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -108,6 +109,16 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if use_cache:
                 self._cache[cache_key] = records
         self._populate(records)
+        if records:
+            self._preload_connection_plugin()
+
+    def _preload_connection_plugin(self):
+        """Load vmctl.core.vm_ssh in this controller process: task workers are forked from it and inherit
+        the loaded plugin, instead of each compiling it again (ansible-core preloads only its own plugins)."""
+        try:
+            connection_loader.get(CONNECTION, class_only=True)
+        except Exception as err:  # only an optimization: the worker loads it itself then
+            self.display.vvv("vmctl.core.vms: could not preload %s: %s" % (CONNECTION, err))
 
     def _read_store(self, path):
         base = os.path.dirname(os.path.abspath(path))

@@ -9,7 +9,7 @@ import pytest
 from ansible_collections.vmctl.core.plugins.module_utils import ssh_mux
 from ansible_collections.vmctl.core.plugins.module_utils.errors import HostKeyMismatch
 from ansible_collections.vmctl.core.plugins.module_utils.keys import generate_ed25519, known_hosts_line
-from ansible_collections.vmctl.core.plugins.module_utils.ssh import PinnedHostKeys, fingerprint
+from ansible_collections.vmctl.core.plugins.module_utils.ssh_session import PinnedHostKeys, fingerprint
 
 
 def blob(public_openssh):
