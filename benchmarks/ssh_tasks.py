@@ -246,6 +246,7 @@ def main():
     parser.add_argument("--guest", action="store_true", help="also against the real Debian guest (boots one)")
     parser.add_argument("--user", default=BENCH_USER, help="login user on the loopback sshd (default %(default)s)")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # figures appear as they are measured, also in a log file
     workdir = tempfile.mkdtemp(prefix="vmctl-bench-")
     source = os.path.join(workdir, "100mb.bin")
     with open(source, "wb") as f:

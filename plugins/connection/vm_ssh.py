@@ -35,6 +35,7 @@ requirements:
   - paramiko >= 3.2 on the controller
 notes:
   - The session daemon's log is C(<control_path_dir>/<id>.log).
+  - O(idle_timeout), O(wait_timeout) and O(timeout) apply to a daemon when it starts; a daemon that already runs keeps its own.
   - A change of the VM's key or known_hosts file starts a new session; the old one idles out.
   - "C(meta: reset_connection) ends the session; the next task logs in again."
 options:

@@ -17,6 +17,7 @@ import json
 import os
 import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -61,6 +62,8 @@ class MuxServer:
     def handle(self, conn):
         self._begin()
         try:
+            if not _same_user(conn):
+                return
             try:
                 kind, payload = read_frame(conn)
                 if kind != REQUEST:
@@ -116,7 +119,6 @@ class MuxServer:
     def _exec(self, conn, request):
         command = request["command"].encode("utf-8", "surrogateescape")
         channel = self.session.open_command(command, pty=bool(request.get("pty")), term=request.get("term") or "xterm")
-        client_gone = threading.Event()
 
         def pump_stdin():
             # frames from the client go to the command; the client closing the socket ends the command
@@ -130,10 +132,9 @@ class MuxServer:
                         channel.shutdown_write()
                         eof = True
             except (EOFError, OSError):
-                client_gone.set()
                 channel.close()
-            except Exception:  # paramiko errors when the channel is closed under us
-                client_gone.set()
+            except Exception:  # paramiko refuses data for a channel that closed: the command's exit follows
+                pass
 
         feeder = threading.Thread(target=pump_stdin, name="stdin", daemon=True)
         feeder.start()
@@ -155,6 +156,14 @@ class MuxServer:
             conn.sendall(frame(EXIT, json.dumps({"status": status, "signal": signal}).encode("utf-8")))
         finally:
             channel.close()
+
+
+def _same_user(conn):
+    """Serve only our own user (the socket is 0600 in a 0700 directory; this holds even if those were loosened)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid in (os.getuid(), 0)
 
 
 class _Daemon:

@@ -17,6 +17,7 @@ import base64
 import collections
 import hashlib
 import hmac
+import logging
 import os
 import re
 import select
@@ -51,6 +52,11 @@ def _require_paramiko():
             raise SshError("SSH needs the Python 'paramiko' package", hint="Install it: pip install paramiko",
                            code="vmctl.ssh.paramiko_missing")
         _paramiko = paramiko
+        # paramiko logs every failed banner read with a traceback; while a guest boots those are expected
+        # and our own errors carry the last one. Without a handler of its own, keep them off stderr.
+        logger = logging.getLogger("paramiko")
+        if not logger.handlers:
+            logger.addHandler(logging.NullHandler())
     return _paramiko
 
 

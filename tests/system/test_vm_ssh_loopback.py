@@ -88,6 +88,38 @@ def test_become_with_sudo(inventory, pipelining):
     assert "BECOME-SUCCESS" not in result["stdout"] + result.get("stderr", "")
 
 
+FAKE_SUDO = r"""#!/bin/bash
+# Asks for a password the way sudo -S -p does, checks it, then runs the real sudo (root needs none).
+prompt=""; args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -p) prompt="$2"; shift 2;;
+    -S) shift;;
+    *) args+=("$1"); shift;;
+  esac
+done
+printf '%s' "$prompt" >&2
+IFS= read -rs password
+if [ "$password" != "letmein" ]; then echo "Sorry, try again." >&2; exit 1; fi
+exec /usr/bin/sudo -n "${args[@]}"
+"""
+
+
+@pytest.mark.parametrize("pipelining", ["true", "false"])
+def test_become_password_prompt_is_answered(inventory, tmp_path, pipelining):
+    # root needs no password for sudo, so a become_exe stands in for sudo's password prompt
+    fake = tmp_path / "sudo-with-password"
+    fake.write_text(FAKE_SUDO)
+    fake.chmod(0o755)
+    extra = ["--become", "--become-user", "nobody", "-e", "ansible_become_exe=%s" % fake, "-e", "ansible_pipelining=%s" % pipelining]
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "id -un", extra=extra + ["-e", "ansible_become_password=letmein"])
+    result = hosts["loop"]
+    assert result.get("rc") == 0 and result["stdout"] == "nobody", result
+    assert "password" not in result["stdout"] + result.get("stderr", "")
+    hosts, _proc = adhoc(inventory, "ansible.builtin.command", "id -un", extra=extra + ["-e", "ansible_become_password=wrong"])
+    assert hosts["loop"]["failed"] and "Incorrect sudo password" in hosts["loop"]["msg"], hosts["loop"]
+
+
 def test_raw_with_become_runs_through_sudo(inventory):
     hosts, _proc = adhoc(inventory, "ansible.builtin.raw", "echo $SUDO_USER:$(id -un)", extra=["--become", "--become-user", "nobody"])
     assert hosts["loop"]["stdout"].strip() == "root:nobody"  # no BECOME-SUCCESS marker left in the output
@@ -303,3 +335,36 @@ def test_explicit_user_overrides_the_store(sshd, inventory, tmp_path):
                          extra=["-e", "ansible_user=nobody", "-e", "ansible_vmctl_wait_timeout=2"])
     message = hosts["loop"]["msg"]
     assert hosts["loop"]["unreachable"] and "authentication as nobody" in message
+
+
+def test_provision_steps_stream_over_the_connection(inventory, loop_vm, tmp_path):
+    script = tmp_path / "step.sh"
+    script.write_text("#!/bin/sh\necho from-script $(id -un)\n")
+    play = tmp_path / "provision.yml"
+    play.write_text("""
+- hosts: loop
+  gather_facts: false
+  tasks:
+    - name: inline
+      vmctl.core.vm_provision:
+        vm: loop
+        step: {step: 1, type: shell, inline: "echo hello; echo oops >&2"}
+        total: 3
+    - name: script
+      vmctl.core.vm_provision:
+        vm: loop
+        step: {step: 2, type: shell, script: %s}
+        total: 3
+    - name: killed
+      vmctl.core.vm_provision:
+        vm: loop
+        step: {step: 3, type: shell, inline: "kill -TERM $$"}
+        total: 3
+""" % script)
+    tasks, proc = playbook(play, inventory)
+    results = dict(tasks)
+    assert results["inline"]["loop"]["rc"] == 0 and results["script"]["loop"]["rc"] == 0, proc.stdout
+    killed = results["killed"]["loop"]
+    assert killed["failed"] and "signal TERM" in killed["msg"], killed
+    log = open(os.path.join(loop_vm.work_dir, "provision.log")).read()
+    assert "hello" in log and "oops" in log and "from-script root" in log and "signal TERM" in log
