@@ -165,5 +165,4 @@ def wait_until_ready(handle, timeout=120, host=None):
     return time.monotonic() - begin
 
 
-
 __all__ = ["SshTarget", "target_for", "resolve_target", "require_running", "endpoint", "connect", "wait_until_ready"]

@@ -298,5 +298,4 @@ def daemon_main():
     raise SystemExit(_Daemon(config).run(status_fd))
 
 
-
 __all__ = ["MuxServer", "daemon_main"]

@@ -469,5 +469,4 @@ class SshSession:
             self._release(sftp, healthy)
 
 
-
 __all__ = ["SshSession", "PinnedHostKeys", "fingerprint"]
