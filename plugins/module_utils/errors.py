@@ -194,3 +194,23 @@ class InvalidImageUrl(ImageError):
 class CorruptImage(ImageError):
     code = "vmctl.image.corrupt"
     default_hint = "The published file is damaged or not what its name says; check the URL, or ask its publisher"
+
+
+class SshAuthFailed(SshError):
+    code = "vmctl.ssh.auth_failed"
+    default_hint = "Check the VM's user and private key (vmctl list shows them); cloud-init installs the key on first boot"
+
+
+class SshWaitTimeout(Timeout):
+    code = "vmctl.ssh.wait_timeout"
+    default_hint = "The guest did not accept an SSH login in time; see its console.log"
+
+
+class SshTransferFailed(SshError):
+    code = "vmctl.ssh.transfer_failed"
+    default_hint = "Check the path, its directory and the permissions on the guest"
+
+
+class SessionDaemonFailed(SshError):
+    code = "vmctl.ssh.session_daemon_failed"
+    default_hint = "See the session daemon's log next to its socket; set the connection option persistent to false to work without it"

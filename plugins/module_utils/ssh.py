@@ -1,29 +1,87 @@
 # -*- coding: utf-8 -*-
 # Copyright: vmctl.core developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""SSH to a VM with its own key, its host key pinned in the VM's known_hosts (never auto-added)."""
+"""Where and as whom to log in to a VM over SSH: ``SshTarget``, built from a store handle (explicit settings
+override it), and the engine's one-call helpers ``connect`` and ``wait_until_ready``.
+
+This module is light on purpose: the connection plugin's worker processes (one per task) import it to
+find the VM, then talk to the session daemon (``ssh_mux``). The SSH implementation itself, with paramiko,
+is ``ssh_session`` and is imported only where a session is opened.
+"""
 
 from __future__ import annotations
 
 __metaclass__ = type
 
-import socket
-import time
+import hashlib
+import json
+import os
 
-from ansible_collections.vmctl.core.plugins.module_utils.errors import HostKeyMismatch, SshError, Timeout
-
-try:
-    import paramiko
-    HAS_PARAMIKO = True
-except ImportError:  # pragma: no cover - reported when SSH is needed
-    HAS_PARAMIKO = False
-
-RETRY_INTERVAL = 2.0
+from ansible_collections.vmctl.core.plugins.module_utils.errors import SshError
 
 
-def _require_paramiko():
-    if not HAS_PARAMIKO:
-        raise SshError("SSH needs the Python 'paramiko' package", hint="Install it: pip install paramiko")
+class SshTarget:
+    """Everything needed to log in to one VM; ``vm`` names it in every message."""
+
+    FIELDS = ("vm", "host", "port", "user", "private_key_path", "known_hosts", "console_log", "cloud_init")
+
+    def __init__(self, vm, host, port, user, private_key_path, known_hosts, console_log=None, cloud_init=False):
+        self.vm = vm
+        self.host = host
+        self.port = int(port) if port is not None else 22
+        self.user = user
+        self.private_key_path = private_key_path
+        self.known_hosts = known_hosts
+        self.console_log = console_log
+        self.cloud_init = bool(cloud_init)
+
+    def to_json(self):
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    @classmethod
+    def from_json(cls, data):
+        return cls(**{name: data.get(name) for name in cls.FIELDS})
+
+    @property
+    def address(self):
+        return "%s:%d" % (self.host, self.port) if ":" not in self.host else "[%s]:%d" % (self.host, self.port)
+
+    def identity(self):
+        """A digest of who we talk to *and* the trust material: a changed key or known_hosts file never reuses a session."""
+        material = [self.vm, self.host, self.port, self.user, self.private_key_path, self.known_hosts,
+                    _file_digest(self.private_key_path), _file_digest(self.known_hosts), self.cloud_init]
+        return hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()
+
+    def check(self):
+        """Raise SshError naming what is missing before any network traffic."""
+        missing = [what for what, value in (("address", self.host), ("user", self.user),
+                                            ("private key", self.private_key_path), ("known_hosts file", self.known_hosts))
+                   if not value]
+        if missing:
+            raise SshError("VM %s: no %s to log in with" % (self.vm, " and no ".join(missing)),
+                           hint="Create the VM with cloud-init (it generates a key and pins the host key), or set the "
+                                "connection's remote_addr/port/remote_user/private_key_file/known_hosts_file",
+                           code="vmctl.ssh.not_configured", name=self.vm)
+        for what, path in (("private key", self.private_key_path), ("known_hosts file", self.known_hosts)):
+            if not os.path.isfile(path):
+                raise SshError("VM %s: %s %s does not exist" % (self.vm, what, path),
+                               hint="Was the VM destroyed? Check 'vmctl list' or the connection settings",
+                               code="vmctl.ssh.not_configured", name=self.vm, path=path)
+
+    def console_hint(self):
+        if self.console_log:
+            return "See what the guest printed in %s" % self.console_log
+        return "Check that the guest is running and sshd listens on %s" % self.address
+
+
+def _file_digest(path):
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
 
 
 def endpoint(handle, host=None):
@@ -33,53 +91,78 @@ def endpoint(handle, host=None):
     return host, 22
 
 
+def target_for(handle, host=None, port=None, user=None, private_key_path=None, known_hosts=None, guest_ip_timeout=0):
+    """The SshTarget of a store handle; each given argument overrides what the handle says.
+
+    A TAP guest's address is looked up by its MAC (waiting up to ``guest_ip_timeout``) unless ``host`` is given.
+    """
+    default_host, default_port = None, None
+    if handle.network.type == "user":
+        default_host, default_port = "127.0.0.1", handle.ssh_host_port
+    elif handle.network.type == "tap":
+        default_port = 22
+        if not host:
+            from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
+            default_host = backend_for(handle.backend).guest_ip(handle, guest_ip_timeout)
+    return SshTarget(
+        vm=handle.name, host=host or default_host, port=port or default_port, user=user or handle.ssh_user or "vm",
+        private_key_path=os.path.expanduser(private_key_path) if private_key_path else handle.private_key_path,
+        known_hosts=os.path.expanduser(known_hosts) if known_hosts else handle.known_hosts,
+        console_log=handle.console_log, cloud_init=handle.cloud_init)
+
+
+def resolve_target(vm_name, host=None, port=None, user=None, private_key_path=None, known_hosts=None, store=None,
+                   guest_ip_timeout=0):
+    """``(target, handle)`` for the VM called ``vm_name`` in the store; given settings override the handle's.
+
+    A name that is not in the store still works when the settings are complete (handle is then None).
+    """
+    from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
+    from ansible_collections.vmctl.core.plugins.module_utils.types import NAME_RE
+    store = store or VmStore()
+    handle = store.find(vm_name) if isinstance(vm_name, str) and NAME_RE.match(vm_name) else None
+    if handle is not None:
+        return target_for(handle, host=host, port=port, user=user, private_key_path=private_key_path,
+                          known_hosts=known_hosts, guest_ip_timeout=guest_ip_timeout), handle
+    if host and user and private_key_path and known_hosts:
+        return SshTarget(vm=vm_name, host=host, port=port or 22, user=user, private_key_path=os.path.expanduser(private_key_path),
+                         known_hosts=os.path.expanduser(known_hosts)), None
+    from ansible_collections.vmctl.core.plugins.module_utils.errors import VmNotFound
+    raise VmNotFound("VM %r is not in the vmctl store %s" % (vm_name, store.path),
+                     hint="Create it (vmctl.core.vm), set vmctl_vm_name to the VM's name, or give remote_addr, "
+                          "remote_user, private_key_file and known_hosts_file", name=vm_name)
+
+
+def require_running(handle):
+    """Fail fast, naming the VM, when its backend says it is not running (SSH would only time out)."""
+    from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
+    from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState
+    from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
+    state = backend_for(handle.backend).state(handle)
+    if state == VmState.RUNNING:
+        return
+    action = "resume it" if state == VmState.SUSPENDED else "start it"
+    raise InvalidState("VM %s is %s: no SSH to it" % (handle.name, state),
+                       hint="%s first, e.g. vmctl.core.vm_state name=%s state=running" % (action.capitalize(), handle.name),
+                       name=handle.name, state=state)
+
+
+# --- one-call helpers (used by modules) ----------------------------------------------------------
+
 def connect(handle, host=None, timeout=10):
-    """A connected, authenticated paramiko client; HostKeyMismatch when the guest offers another key."""
-    _require_paramiko()
-    addr, port = endpoint(handle, host)
-    client = paramiko.SSHClient()
-    if handle.known_hosts:
-        client.load_host_keys(handle.known_hosts)
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    try:
-        client.connect(addr, port=port, username=handle.ssh_user or "vm", key_filename=handle.private_key_path,
-                       timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, allow_agent=False,
-                       look_for_keys=False)
-    except paramiko.BadHostKeyException as err:
-        client.close()
-        raise HostKeyMismatch("VM %s offered host key %s, but %s pins %s" % (
-            handle.name, err.key.get_fingerprint().hex(), handle.known_hosts, err.expected_key.get_fingerprint().hex()),
-            hint="The VM was replaced or the key file was changed; recreate the VM or fix %s" % handle.known_hosts,
-            name=handle.name)
-    except paramiko.SSHException as err:
-        client.close()
-        if "not found in known_hosts" in str(err):
-            raise HostKeyMismatch("VM %s offered a host key that %s does not know" % (handle.name, handle.known_hosts),
-                                  hint="Recreate the VM so its host key is pinned again", name=handle.name)
-        raise
-    return client
+    """A logged-in SshSession to a store handle's VM (one attempt; HostKeyMismatch on a foreign key)."""
+    from ansible_collections.vmctl.core.plugins.module_utils.ssh_session import SshSession
+    return SshSession.open(target_for(handle, host=host), wait_timeout=0, attempt_timeout=timeout, wait_for_cloud_init=False)
 
 
 def wait_until_ready(handle, timeout=120, host=None):
     """Seconds until an SSH login works and cloud-init has finished (it restarts sshd while it runs)."""
+    import time
+    from ansible_collections.vmctl.core.plugins.module_utils.ssh_session import SshSession
     begin = time.monotonic()
-    last = None
-    while True:
-        try:
-            client = connect(handle, host, timeout=10)
-            try:
-                if handle.cloud_init:
-                    left = max(timeout - (time.monotonic() - begin), 5)
-                    _stdin, stdout, _stderr = client.exec_command("cloud-init status --wait >/dev/null 2>&1; true", timeout=left)
-                    stdout.channel.recv_exit_status()
-                return time.monotonic() - begin
-            finally:
-                client.close()
-        except HostKeyMismatch:
-            raise
-        except (OSError, socket.timeout, paramiko.SSHException, EOFError) as err:
-            last = err
-        if time.monotonic() - begin >= timeout:
-            raise Timeout("VM %s: no SSH login within %d s (last error: %s)" % (handle.name, timeout, last),
-                          hint="See what the guest printed in %s" % handle.console_log, name=handle.name)
-        time.sleep(RETRY_INTERVAL)
+    session = SshSession.open(target_for(handle, host=host, guest_ip_timeout=timeout), wait_timeout=timeout)
+    session.close()
+    return time.monotonic() - begin
+
+
+__all__ = ["SshTarget", "target_for", "resolve_target", "require_running", "endpoint", "connect", "wait_until_ready"]

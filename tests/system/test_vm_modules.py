@@ -131,12 +131,12 @@ def test_running_waits_for_ssh_on_a_real_guest_and_a_wrong_host_key_is_refused(t
     started = module("vm_state", {"name": "web", "state": "running", "wait_timeout": 300})
     assert started["actions"] == ["start", "wait_for_ssh"] and started["ssh_wait"] > 0, started
     handle = manager_handle("web")
-    client = ssh.connect(handle)
+    session = ssh.connect(handle)
     try:
-        _stdin, stdout, _stderr = client.exec_command("hostname; id -un")
-        assert stdout.read().decode().split() == ["web-guest", "admin"]
+        status, out, _err, _signal = session.run("hostname; id -un")
+        assert status == 0 and out.decode().split() == ["web-guest", "admin"]
     finally:
-        client.close()
+        session.close()
     info = module("vm_info", {"name": "web"})["vms"][0]
     assert info["ssh"]["port"] == handle.ssh_host_port and info["ssh"]["user"] == "admin"
     # a known_hosts that pins another key: refused, naming the VM

@@ -1,0 +1,89 @@
+"""Helpers for the vm_ssh connection tests: run ``ansible``/``ansible-playbook`` with the json callback,
+list the session daemons in a control directory (importable: ``from vm_ssh_helpers import ...``)."""
+
+import glob
+import json
+import os
+import socket
+import subprocess
+
+from ansible_run import _env
+
+from ansible_collections.vmctl.core.plugins.module_utils import ssh_mux
+
+CALLBACKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callback_plugins")
+
+
+def run(argv, env=None, timeout=600):
+    """Run an ansible command with the json callback; returns (CompletedProcess, parsed json or None)."""
+    extra = {"ANSIBLE_STDOUT_CALLBACK": "json_results", "ANSIBLE_CALLBACK_PLUGINS": CALLBACKS}
+    extra.update(env or {})
+    proc = subprocess.run(argv, capture_output=True, text=True, env=_env(extra), timeout=timeout, check=False)
+    try:
+        data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    except ValueError:
+        data = None
+    return proc, data
+
+
+def adhoc(inventory, module, args=None, pattern="all", extra=(), env=None, timeout=600):
+    """``ansible <pattern> -i inventory -m module -a args``: returns {host: result} (and the process)."""
+    argv = ["ansible", pattern, "-i", str(inventory), "-m", module] + (["-a", args] if args is not None else []) + list(extra)
+    proc, data = run(argv, env=env, timeout=timeout)
+    if data is None:
+        raise AssertionError("no json from %s:\n%s\n%s" % (" ".join(argv), proc.stdout, proc.stderr))
+    return data["plays"][0]["tasks"][0]["hosts"], proc
+
+
+def playbook(path, inventory, extra=(), env=None, timeout=600):
+    """``ansible-playbook``: returns ([(task name, {host: result})], process)."""
+    argv = ["ansible-playbook", "-i", str(inventory), str(path)] + list(extra)
+    proc, data = run(argv, env=env, timeout=timeout)
+    if data is None:
+        raise AssertionError("no json from %s:\n%s\n%s" % (" ".join(argv), proc.stdout, proc.stderr))
+    tasks = [(task["task"]["name"], task["hosts"]) for play in data["plays"] for task in play["tasks"]]
+    return tasks, proc
+
+
+def daemons(control_dir):
+    """``[ping answer]`` of every session daemon that answers in ``control_dir``."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(str(control_dir), "*.sock"))):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(5)
+            sock.connect(path)
+            sock.sendall(ssh_mux.json_frame(ssh_mux.REQUEST, {"op": "ping"}))
+            if ssh_mux.read_frame(sock)[0] != ssh_mux.ACCEPTED:
+                continue
+            kind, payload = ssh_mux.read_frame(sock)
+            if kind == ssh_mux.DONE:
+                found.append(dict(json.loads(payload), socket=path))
+        except (OSError, EOFError):
+            continue
+        finally:
+            sock.close()
+    return found
+
+
+def stop_daemons(control_dir):
+    for path in glob.glob(os.path.join(str(control_dir), "*.sock")):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(5)
+            sock.connect(path)
+            sock.sendall(ssh_mux.json_frame(ssh_mux.REQUEST, {"op": "stop"}))
+            while ssh_mux.read_frame(sock)[0] not in (ssh_mux.DONE, ssh_mux.ERROR):
+                pass
+        except (OSError, EOFError):
+            pass
+        finally:
+            sock.close()
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
