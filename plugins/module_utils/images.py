@@ -54,6 +54,7 @@ import os
 import posixpath
 import re
 import time
+import warnings
 
 from urllib.parse import unquote, urlparse
 
@@ -701,8 +702,13 @@ class ImageCache:
     def _get(session, url, headers, timeout, verify):
         headers = dict(headers, **{"Accept-Encoding": "identity", "User-Agent": "vmctl.core image cache"})
         try:
-            return session.get(url, headers=headers, stream=True, timeout=(timeout, timeout), verify=verify,
-                               allow_redirects=True)
+            with warnings.catch_warnings():
+                if not verify:  # said once in our log, not on every request by urllib3
+                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                    if url.startswith("https:"):
+                        LOG.warning("not verifying the TLS certificate of %s (validate_certs is false)", url)
+                return session.get(url, headers=headers, stream=True, timeout=(timeout, timeout), verify=verify,
+                                   allow_redirects=True)
         except requests.exceptions.SSLError as err:
             raise DownloadFailed("GET %s: TLS verification failed: %s" % (url, err), url=url,
                                  hint="Fix the server's certificate or the CA bundle; validate_certs=false skips the check (insecure)")
