@@ -22,11 +22,18 @@ pull resumes and ``prune`` removes.
 Resume and decompression: the ``.part`` file always holds the bytes *as published* (compressed),
 so a resume is a plain ``Range: bytes=N-`` request with ``If-Range`` (the server answers 200 with
 the whole file when it changed or ignores ranges, and we start over). Decompression runs while the
-download streams, in a worker thread, into a sparse ``.tmp`` file; on resume the bytes already in
-``.part`` are decompressed again from disk first (a local read, much faster than the network),
-because a decompressor's state cannot be saved. This keeps one pass over the network, overlaps
-download with decompression, and keeps memory bounded (a few MB), at the cost of holding the
-compressed and the decompressed copy on disk until the entry is committed.
+download streams, into a sparse ``.tmp`` file; on resume the bytes already in ``.part`` are
+decompressed again from disk first (a local read, much faster than the network), because a
+decompressor's state cannot be saved. This keeps one pass over the network, overlaps download and
+decompression, and keeps memory bounded (a few MB per stage), at the cost of holding the compressed
+and the decompressed copy on disk until the entry is committed.
+
+Throughput: a compressed pull is a pipeline of threads (receive; save ``.part``; decompress; sha256
+of the image; write the image), connected by small bounded queues. zstd, hashlib and file writes
+release the GIL (python-zstandard's streaming decoder does not, hence small decode steps). The
+``.part`` and the image are written with O_DIRECT: they need no page cache, and filling fresh
+page-cache pages is the most expensive part of a buffered write in a VM. The sha256 of the
+compressed bytes is computed only when a checksum asks for it.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ import os
 import posixpath
 import re
 import time
+import warnings
 
 from urllib.parse import unquote, urlparse
 
@@ -694,8 +702,13 @@ class ImageCache:
     def _get(session, url, headers, timeout, verify):
         headers = dict(headers, **{"Accept-Encoding": "identity", "User-Agent": "vmctl.core image cache"})
         try:
-            return session.get(url, headers=headers, stream=True, timeout=(timeout, timeout), verify=verify,
-                               allow_redirects=True)
+            with warnings.catch_warnings():
+                if not verify:  # said once in our log, not on every request by urllib3
+                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                    if url.startswith("https:"):
+                        LOG.warning("not verifying the TLS certificate of %s (validate_certs is false)", url)
+                return session.get(url, headers=headers, stream=True, timeout=(timeout, timeout), verify=verify,
+                                   allow_redirects=True)
         except requests.exceptions.SSLError as err:
             raise DownloadFailed("GET %s: TLS verification failed: %s" % (url, err), url=url,
                                  hint="Fix the server's certificate or the CA bundle; validate_certs=false skips the check (insecure)")

@@ -9,6 +9,8 @@ sent, so tests can count and inspect the requests a pull made. Locations:
 - ``/throttled/...`` the same files at 2 MB/s
 - ``/error500/...`` always ``500 Internal Server Error``
 
+The same locations are served over HTTPS (``tls_url``) with a self-signed certificate.
+
 ``DroppingProxy`` sits between a client and nginx and cuts the first connections after N bytes of
 response, to break a download mid-body over real sockets.
 
@@ -47,6 +49,9 @@ http {{
     keepalive_timeout 5;
     server {{
         listen 127.0.0.1:{port};
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {dir}/tls.crt;
+        ssl_certificate_key {dir}/tls.key;
         root {root};
         location / {{ }}
         location /slow/ {{ alias {root}/; limit_rate_after 1m; limit_rate 256k; }}
@@ -81,7 +86,7 @@ class NginxServer:
         self.dir = str(workdir)
         self.root = os.path.join(self.dir, "www")
         self.log_path = os.path.join(self.dir, "access.log")
-        self.port = None
+        self.port = self.tls_port = None
         self.proc = None
 
     def start(self):
@@ -89,11 +94,14 @@ class NginxServer:
             pytest.fail("nginx is not installed; run scripts/setup (Debian package nginx-light)")
         os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
         os.makedirs(self.root, exist_ok=True)
-        self.port = free_port()
+        self.port, self.tls_port = free_port(), free_port()
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-subj", "/CN=127.0.0.1", "-days", "2", "-keyout", os.path.join(self.dir, "tls.key"),
+                        "-out", os.path.join(self.dir, "tls.crt")], check=True, capture_output=True)
         conf = os.path.join(self.dir, "nginx.conf")
         with open(conf, "w") as f:
             # As root, nginx's workers would run as nobody and could not read pytest's 0700 tmp dirs.
-            f.write(CONF.format(dir=self.dir, root=self.root, port=self.port,
+            f.write(CONF.format(dir=self.dir, root=self.root, port=self.port, tls_port=self.tls_port,
                                 user="user root;" if os.geteuid() == 0 else ""))
         self.proc = subprocess.Popen(
             ["nginx", "-p", self.dir + "/", "-e", os.path.join(self.dir, "error.log"), "-c", conf, "-g", "daemon off;"],
@@ -123,6 +131,9 @@ class NginxServer:
 
     def url(self, path):
         return "http://127.0.0.1:%d/%s" % (self.port, path.lstrip("/"))
+
+    def tls_url(self, path):
+        return "https://127.0.0.1:%d/%s" % (self.tls_port, path.lstrip("/"))
 
     def log_entries(self):
         entries = []
@@ -156,8 +167,9 @@ class HttpFiles:
             shutil.copyfile(source, dest)
         return dest
 
-    def url(self, filename, location=""):
-        return self.server.url("/".join(p for p in (location, self.name, filename) if p))
+    def url(self, filename, location="", tls=False):
+        path = "/".join(p for p in (location, self.name, filename) if p)
+        return self.server.tls_url(path) if tls else self.server.url(path)
 
     def requests(self, filename=None):
         marker = "/%s/%s" % (self.name, filename or "")

@@ -517,3 +517,13 @@ def test_progress_is_logged_with_percent_bytes_and_rate(cache, qcow2, http_files
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pulling ")]
     assert progress and all("%" in m and " of " in m and "/s" in m for m in progress)
     assert any(m.startswith("cached ") for m in (r.getMessage() for r in caplog.records))
+
+
+def test_tls_certificates_are_verified_unless_validate_certs_is_false(cache, qcow2, http_files):
+    http_files.put("disk.qcow2", qcow2)
+    url = http_files.url("disk.qcow2", tls=True)  # nginx with a self-signed certificate
+    with pytest.raises(DownloadFailed, match="TLS verification failed") as err:
+        cache.pull(url)
+    assert "validate_certs" in err.value.hint and cache_files(cache) == []
+    image = cache.pull(url, validate_certs=False)
+    assert image.downloaded and image.sha256 == sha256_file(qcow2)
