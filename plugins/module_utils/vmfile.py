@@ -19,6 +19,7 @@ import re
 from ansible_collections.vmctl.core.plugins.module_utils import _kdl
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError, VmfileNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.types import ACCELS, NAME_RE
+from ansible_collections.vmctl.core.plugins.module_utils.provision import describe
 
 DEFAULT_NAME = "VMFile.kdl"
 TAP_DEFAULT_BRIDGE = "br0"
@@ -279,7 +280,7 @@ class _Checker:
             "vcpus": fields.get("vcpus", 1), "memory": fields.get("memory", 1024), "disk": fields.get("disk"),
             "network": network, "cloud_init": cloud_init, "ssh": ssh,
             "accel": fields.get("accel", "auto"), "cpu": fields.get("cpu"), "machine": fields.get("machine"),
-            "provisions": [p for p in provisions if p is not None],
+            "provisions": [dict(p, description=describe(p)) for p in provisions if p is not None],
         }
 
     def network(self, node, field, npath):

@@ -94,7 +94,7 @@ def main():
 
 def _run(module):
     manager = VmManager()
-    names = [module.params["name"]] if module.params["name"] else [h.name for h in manager.list()]
+    names = [module.params["name"]] if module.params["name"] else manager.list()
     return dict(changed=False, vms=[manager.describe(name) for name in sorted(names)])
 
 

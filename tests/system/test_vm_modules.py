@@ -94,6 +94,7 @@ def test_vm_state_waits_for_each_state(tiny_args, vmctl_data_home):
     assert suspended["changed"] and suspended["state"] == "suspended"
     info = module("vm_info", {"name": "mod"})
     assert info["vms"][0]["state"] == "suspended" and info["changed"] is False
+    assert [vm["name"] for vm in module("vm_info", {})["vms"]] == ["mod"]  # all VMs
 
     stopped = module("vm_state", {"name": "mod", "state": "stopped", "stop_timeout": 20})
     # a stop returns only when QEMU is gone (the guest powers off on the ACPI button)

@@ -112,7 +112,8 @@ def test_full_example_parses_to_the_documented_defaults(project, text):
     assert full["ssh"] == {"user": "ubuntu", "private_key": None}
     assert [p["step"] for p in full["provisions"]] == [1, 2, 3]
     assert full["provisions"][1] == {"step": 2, "type": "file", "source": str(project / "config/bashrc"),
-                                     "destination": "/home/ubuntu/.bashrc"}
+                                     "destination": "/home/ubuntu/.bashrc",
+                                     "description": "file: %s -> /home/ubuntu/.bashrc" % (project / "config/bashrc")}
     assert full["provisions"][2]["script"] == str(project / "scripts/setup-dev-tools.sh")
     home = os.environ["HOME"]
     assert tap["image"] == os.path.join(home, "images/debian-12-generic-amd64.qcow2") and tap["image_url"] is None
