@@ -22,9 +22,9 @@ def vmctl_data_home(tmp_path, monkeypatch):
         from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
         manager = VmManager()
         with contextlib.suppress(Exception):
-            for handle in manager.list():
+            for name in manager.list():
                 with contextlib.suppress(Exception):
-                    manager.destroy(handle.name)
+                    manager.destroy(name)
 
 
 @pytest.fixture(scope="session")

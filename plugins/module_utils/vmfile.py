@@ -270,6 +270,10 @@ class _Checker:
         network = fields.get("network") or {"type": "user", "bridge": None, "name": None}
         ssh = fields.get("ssh")
         cloud_init = fields.get("cloud-init")
+        if ssh is not None and cloud_init is None and ssh["private_key"] is None:
+            self.problem(seen["ssh"], "vm %s has an ssh block but no key to log in with" % _show(name),
+                         'Add a cloud-init { } block (a key is then generated and installed), or private-key "~/.ssh/…" '
+                         "for a key the image already trusts", npath)
         if cloud_init is not None:
             cloud_init["generate_key"] = not (cloud_init["ssh_key"] or cloud_init["user_data"]
                                               or (ssh and ssh["private_key"]))

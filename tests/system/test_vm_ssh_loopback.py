@@ -15,7 +15,8 @@ import time
 
 import pytest
 from sshd_server import LoopbackSshd, fingerprint, free_port, keygen
-from vm_ssh_helpers import adhoc, alive, daemons, playbook, stop_daemons
+from guests import alive
+from vm_ssh_helpers import adhoc, daemons, playbook, stop_daemons
 
 from ansible_collections.vmctl.core.plugins.module_utils import ssh_mux
 from ansible_collections.vmctl.core.plugins.module_utils.ssh import resolve_target

@@ -80,10 +80,3 @@ def stop_daemons(control_dir):
         finally:
             sock.close()
 
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False

@@ -185,6 +185,7 @@ BAD = [
     ('vm "a" {\n    image "disk.qcow2"\n}\nvm "a" {\n    image "disk.qcow2"\n}\n', 4, 4, "VM a is defined twice", "first is on line 1"),
     ('vm "a" {\n    image "disk.qcow2"\n    vcpus 1\n    vcpus 2\n}\n', 4, 5, "vcpus is given twice", "first is on line 3"),
     ('vm "a" {\n    vcpus 1\n}\n', 1, 1, "has no image source", "image-url"),
+    ('vm "a" {\n    image "disk.qcow2"\n    ssh { user "u"; }\n}\n', 3, 5, "ssh block but no key", "cloud-init { } block"),
     ('vm "a" {\n    image "disk.qcow2"\n    image-url "https://x.org/i.img"\n}\n', 3, 5, "both image and image-url", "one image source"),
     ('vm "a" {\n    image "disk.qcow2"\n    provision "shell" {\n        inline "a"\n        script "id"\n    }\n}\n', 5, 16,
      "exactly one of inline and script", "not both"),

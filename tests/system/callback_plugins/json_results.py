@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from ansible.plugins.callback import CallbackBase
 
@@ -14,7 +15,9 @@ DOCUMENTATION = """
 name: json_results
 type: stdout
 short_description: task results as JSON (tests only)
-description: Prints every task result per host as one JSON document at the end.
+description:
+  - Prints every task result per host as one JSON document at the end, with the wall-clock
+    C(_started) and C(_ended) times (seconds since the epoch) of each host's run of the task.
 """
 
 
@@ -26,6 +29,7 @@ class CallbackModule(CallbackBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.plays = []
+        self.started = {}
 
     def v2_playbook_on_play_start(self, play):
         self.plays.append({"play": {"name": play.get_name()}, "tasks": []})
@@ -35,9 +39,13 @@ class CallbackModule(CallbackBase):
             self.plays.append({"play": {"name": ""}, "tasks": []})
         self.plays[-1]["tasks"].append({"task": {"name": task.get_name()}, "hosts": {}})
 
+    def v2_runner_on_start(self, host, task):
+        self.started[(host.get_name(), task._uuid)] = time.time()
+
     def _record(self, result, **flags):
         data = dict(result._result)
         data.update(flags)
+        data.update(_started=self.started.get((result._host.get_name(), result._task._uuid)), _ended=time.time())
         self.plays[-1]["tasks"][-1]["hosts"][result._host.get_name()] = data
 
     def v2_runner_on_ok(self, result):
