@@ -109,11 +109,11 @@ class Project:
             data = json.loads(proc.stdout[proc.stdout.index('{"plays"'):])
         except ValueError as err:
             raise AssertionError("no json from %s:\n%s\n%s" % (playbook, proc.stdout, proc.stderr)) from err
-        tasks = {}
+        tasks = {}  # by the task's name as templated for each host, without the role's prefix
         for play in data["plays"]:
             for task in play["tasks"]:
-                name = task["task"]["name"].split(" : ", 1)[-1]  # without the role's prefix
-                tasks.setdefault(name, {}).update(task["hosts"])
+                for host, result in task["hosts"].items():
+                    tasks.setdefault(result["_task"].split(" : ", 1)[-1], {})[host] = result
         return proc.returncode, tasks, proc.stdout + proc.stderr
 
     def run_streaming(self, playbook, *extra):
@@ -284,22 +284,25 @@ def pair(test_images, tmp_path):
 def test_two_vms_come_up_in_parallel_and_a_failing_step_stops_only_its_vm(pair):
     rc, tasks, out = pair.run("up")
     assert rc != 0, out
+    log_path = os.path.join(pair.manager().get("beta").work_dir, "provision.log")
     assert summary(tasks) == [
         "alpha: ok",
-        "beta: FAILED - VM beta: provision step 2 (shell: echo about to fail; exit 3) failed with exit code 3"], out
+        "beta: FAILED - VM beta: provision step 2 (shell: echo about to fail; exit 3) failed with exit code 3 "
+        "(hint: Its output is in %s; fix the step and run vmctl.core.provision again)" % log_path], out
     # both VMs booted at the same time: their start-and-wait tasks overlap
-    start = tasks["Start alpha"]
-    a, b = start["alpha"], tasks["Start beta"]["beta"]
+    a, b = tasks["Start alpha"]["alpha"], tasks["Start beta"]["beta"]
     assert a["_started"] < b["_ended"] and b["_started"] < a["_ended"], (a, b)
     assert min(a["_ended"], b["_ended"]) - max(a["_started"], b["_started"]) > 10
+    # and so did their provisioning (each VM goes at its own pace)
+    a, b = tasks["Provision alpha step 1: shell: echo alpha was here | sudo tee /var/tmp/alpha"]["alpha"], tasks["Provision beta step 1: shell: true"]["beta"]
+    assert a["_started"] < b["_ended"] and b["_started"] < a["_ended"], (a, b)
     # alpha was provisioned; beta stopped at step 2 and its log holds the output
     assert pair.guest("alpha", "cat /var/tmp/alpha") == (0, "alpha was here\n")
     assert pair.guest("beta", "test -e /var/tmp/never")[0] == 1
-    log = pair.provision_log("beta")
+    log = pair.provision_log("beta")  # the output of the failed step
     assert "beta step 2/3 shell: echo about to fail; exit 3\nabout to fail\n" in log and "beta step 2/3 exit 3" in log
     failed = tasks["Provision beta step 2: shell: echo about to fail; exit 3"]["beta"]
-    assert failed["log"] == os.path.join(pair.manager().get("beta").work_dir, "provision.log")
-    assert failed["error"]["hint"].startswith("Its output is in " + failed["log"])
+    assert failed["log"] == log_path and failed["error"]["rc"] == 3 and failed["error"]["step"] == 2
 
 
 def test_mistakes_are_explained_before_anything_starts(tmp_path, test_images):

@@ -16,8 +16,9 @@ name: json_results
 type: stdout
 short_description: task results as JSON (tests only)
 description:
-  - Prints every task result per host as one JSON document at the end, with the wall-clock
-    C(_started) and C(_ended) times (seconds since the epoch) of each host's run of the task.
+  - Prints every task result per host as one JSON document at the end. Each host's result also has
+    the task's name as templated for that host (C(_task)) and when that host's run of the task began
+    and ended (C(_started), C(_ended), seconds since the epoch).
 """
 
 
@@ -30,6 +31,7 @@ class CallbackModule(CallbackBase):
         super().__init__(*args, **kwargs)
         self.plays = []
         self.started = {}
+        self.entries = {}
 
     def v2_playbook_on_play_start(self, play):
         self.plays.append({"play": {"name": play.get_name()}, "tasks": []})
@@ -37,7 +39,13 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_task_start(self, task, is_conditional):
         if not self.plays:
             self.plays.append({"play": {"name": ""}, "tasks": []})
-        self.plays[-1]["tasks"].append({"task": {"name": task.get_name()}, "hosts": {}})
+        self._entry(task)  # the free strategy starts a task once per host: one entry
+
+    def _entry(self, task):
+        if task._uuid not in self.entries:
+            self.entries[task._uuid] = {"task": {"name": task.get_name()}, "hosts": {}}
+            self.plays[-1]["tasks"].append(self.entries[task._uuid])
+        return self.entries[task._uuid]
 
     def v2_runner_on_start(self, host, task):
         self.started[(host.get_name(), task._uuid)] = time.time()
@@ -45,8 +53,10 @@ class CallbackModule(CallbackBase):
     def _record(self, result, **flags):
         data = dict(result._result)
         data.update(flags)
-        data.update(_started=self.started.get((result._host.get_name(), result._task._uuid)), _ended=time.time())
-        self.plays[-1]["tasks"][-1]["hosts"][result._host.get_name()] = data
+        host, uuid = result._host.get_name(), result._task._uuid
+        # the task's name as templated for this host, and when this host's run of it began and ended
+        data.update(_task=result._task.get_name(), _started=self.started.get((host, uuid)), _ended=time.time())
+        self._entry(result._task)["hosts"][host] = data
 
     def v2_runner_on_ok(self, result):
         self._record(result)
