@@ -15,7 +15,8 @@ author:
 description:
   - Makes every VM in the vmctl store (C($XDG_DATA_HOME/vmctl/vms.json)) a host named after the VM, with
     C(ansible_connection=vmctl.core.vm_ssh) and the address, port, user, private key and known_hosts
-    file to log in with.
+    file to log in with, and C(ansible_python_interpreter=auto_silent) (the guest's python is discovered;
+    set it with O(compose) to pin one).
   - Host variables C(vmctl_*) describe the VM; C(vmctl_state) is the live state asked from the VM's
     backend (QEMU's monitor), not only the one recorded.
   - Groups C(vmctl_state_<state>), C(vmctl_backend_<backend>) and C(vmctl_network_<type>), plus whatever

@@ -74,6 +74,7 @@ def _record(name, handle, state, state_error, data_dir):
     host, port = _address(handle)
     hostvars = {
         "ansible_connection": CONNECTION,
+        "ansible_python_interpreter": "auto_silent",  # the guest's own python, found without a warning
         "ansible_user": handle.ssh_user or "vm",
         "vmctl_vm_name": name,
         "vmctl_state": state,

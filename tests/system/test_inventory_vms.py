@@ -76,7 +76,7 @@ def test_hosts_groups_and_hostvars(store, tmp_path):
     assert group_hosts(data, "vmctl_network_user") == ["db", "web"]
     assert group_hosts(data, "vmctl_network_tap") == ["edge", "lonely"]
     web = data["_meta"]["hostvars"]["web"]
-    assert web["ansible_connection"] == "vmctl.core.vm_ssh"
+    assert web["ansible_connection"] == "vmctl.core.vm_ssh" and web["ansible_python_interpreter"] == "auto_silent"
     assert (web["ansible_host"], web["ansible_port"], web["ansible_user"]) == ("127.0.0.1", 10022, "vm")
     assert web["ansible_ssh_private_key_file"] == "/srv/vms/web/id_ed25519_generated"
     assert web["vmctl_known_hosts"] == "/srv/vms/web/known_hosts" and web["vmctl_vm_name"] == "web"
