@@ -79,4 +79,3 @@ def stop_daemons(control_dir):
             pass
         finally:
             sock.close()
-
