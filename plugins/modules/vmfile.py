@@ -92,8 +92,8 @@ vms:
       description: C(user), C(private_key); null without an ssh block.
       type: dict
     provisions:
-      description: Steps with C(step) (from 1), C(type), C(inline), C(script) or C(source) and C(destination), and
-        C(description) (e.g. C(shell: make), C(file: /abs/src -> /dest)).
+      description: "Steps with C(step) (from 1), C(type), C(inline), C(script) or C(source) and C(destination), and
+        C(description) (e.g. C(shell: make), C(file: /abs/src -> /dest))."
       type: list
       elements: dict
 problems:
