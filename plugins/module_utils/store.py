@@ -89,6 +89,8 @@ class VmStore:
 
     def list(self):
         """All handles, by name (a consistent snapshot)."""
+        if not os.path.exists(self.path):  # a read creates nothing: check mode and vm_info leave no trace
+            return {}
         self._ensure_dir()
         with file_lock(self.lock_path, shared=True):
             return self._read()

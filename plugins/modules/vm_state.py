@@ -27,7 +27,7 @@ options:
   state:
     description:
       - V(running) starts a prepared or stopped VM and resumes a suspended one.
-      - V(stopped) shuts the guest down; a stopped or never started VM is left alone.
+      - V(stopped) shuts the guest down; a stopped or never started VM, or one that does not exist, is left alone.
       - V(suspended) pauses the vCPUs of a running VM.
       - V(restarted) stops a running VM and starts it again (always a change).
     type: str
@@ -48,6 +48,8 @@ options:
     default: 120
 notes:
   - Supports check mode (reports what would change, touches nothing and waits for nothing) and diff mode.
+  - In check mode, V(running) or V(restarted) for a VM that does not exist plans a start (with a warning), as an
+    earlier M(vmctl.core.vm) task in the same check run only planned to create it; outside check mode that is an error.
 seealso:
   - module: vmctl.core.vm
   - module: vmctl.core.vm_info
@@ -75,7 +77,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 state:
-  description: The VM's state after the task.
+  description: The VM's state after the task (V(absent) for a VM that does not exist).
   returned: success
   type: str
   sample: running
@@ -96,7 +98,7 @@ ssh_wait:
   type: float
 vm:
   description: The VM as recorded in the store.
-  returned: success
+  returned: when the VM exists
   type: dict
 """
 
@@ -127,8 +129,13 @@ def _run(module):
     outcome = desired.ensure_state(manager, p["name"], p["state"], stop_timeout=p["stop_timeout"],
                                    check_mode=module.check_mode)
     result = dict(changed=outcome.changed, actions=list(outcome.actions), state=outcome.diff["after"]["state"],
-                  previous_state=outcome.diff["before"]["state"], vm=outcome.handle.to_json())
-    if p["state"] in ("running", "restarted") and not module.check_mode:
+                  previous_state=outcome.diff["before"]["state"])
+    if outcome.handle is None:  # no such VM: stopped asks for nothing, check mode plans a start
+        if outcome.changed:
+            module.warn("VM %s does not exist; check mode assumes an earlier task creates it" % p["name"])
+    else:
+        result["vm"] = outcome.handle.to_json()
+    if outcome.handle is not None and p["state"] in ("running", "restarted") and not module.check_mode:
         waited = desired.wait_for_ssh(outcome.handle, p["wait_for_ssh"], p["wait_timeout"])
         if waited is not None:
             result["actions"].append("wait_for_ssh")

@@ -115,6 +115,14 @@ def test_vm_state_waits_for_each_state(tiny_args, vmctl_data_home):
 def test_errors_name_the_vm_and_say_what_to_do(vmctl_data_home):
     missing = module("vm_state", {"name": "nope", "state": "running"})
     assert missing["failed"] and "nope" in missing["msg"] and missing["error"]["code"] == "vmctl.vm.not_found"
+    # check mode: an earlier vm task may only have planned to create it, so the start is planned
+    planned = module("vm_state", {"name": "nope", "state": "running"}, check=True)
+    assert planned["changed"] and planned["actions"] == ["start"] and not planned["failed"], planned
+    assert planned["previous_state"] == "absent" and "vm" not in planned
+    # a VM that does not exist is not running: stopped is already true
+    stopped = module("vm_state", {"name": "nope", "state": "stopped"})
+    assert stopped["changed"] is False and not stopped["failed"] and stopped["state"] == "absent", stopped
+    assert module("vm_state", {"name": "nope", "state": "suspended"})["error"]["code"] == "vmctl.vm.not_found"
     bad_name = module("vm", {"name": "bad name!", "image": "/nonexistent"})
     assert bad_name["failed"] and bad_name["error"]["code"] == "vmctl.vm.invalid_name"
     no_image = module("vm", {"name": "x", "image": "/nonexistent.qcow2"})

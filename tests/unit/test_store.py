@@ -86,6 +86,12 @@ def test_missing_vm_is_not_found(tmp_path):
     assert "ghost" in str(exc.value) and "vmctl list" in exc.value.hint
 
 
+def test_reading_a_missing_store_creates_nothing(tmp_path):
+    store = VmStore(str(tmp_path / "vmctl" / "vms.json"))
+    assert store.list() == {} and store.find("ghost") is None
+    assert not (tmp_path / "vmctl").exists()  # no directory, no lock file: check mode leaves no trace
+
+
 def test_write_is_atomic_and_private(tmp_path):
     path = tmp_path / "vms.json"
     VmStore(str(path)).put(VmHandle(id="a", name="a"))
