@@ -320,6 +320,8 @@ def test_mistakes_are_explained_before_anything_starts(tmp_path, test_images):
     assert rc != 0
     assert summary(tasks) == ["nossh: FAILED - nossh: it has no ssh block in %s/VMFile.kdl; add one (user, optional "
                               "private-key) to provision it" % project.root], out
+    rc, tasks, out = project.run("down")  # nothing to stop
+    assert rc == 0 and changed(tasks, "nossh") == [] and summary(tasks) == ["nossh: ok"], out
     rc, tasks, out = project.run("up", "-e", "name=other")
     assert rc != 0 and "other" in tasks["Read the VMFile"]["localhost"]["msg"], out
 
