@@ -30,8 +30,8 @@ decompression, and keeps memory bounded (a few MB per stage), at the cost of hol
 and the decompressed copy on disk until the entry is committed.
 
 Throughput: a compressed pull is a pipeline of threads (receive; save ``.part``; decompress; write
-the image), connected by small bounded queues. zstd, hashlib and file writes release the GIL
-(python-zstandard's streaming decoder does not, hence small decode steps). The ``.part`` and the image are written with O_DIRECT: they need no page cache, and filling
+the image), connected by small bounded queues. zstd (``readinto``), hashlib and file writes release
+the GIL. The ``.part`` and the image are written with O_DIRECT: they need no page cache, and filling
 fresh page-cache pages is the most expensive part of a buffered write in a VM. The sha256 of the
 compressed bytes is computed only when a checksum asks for it. The sha256 of a decompressed image
 is not computed by the pull (hashing costs as much CPU as decompressing): the sidecar records
@@ -888,10 +888,8 @@ class ImageCache:
                     closers.append(out.close)
                     image = ImageWriter(out, hash=False)
                     writer = Stage("vmctl-image-write", image.write)
-                    decoder = make_decoder(codec, writer)
-                    stages = [Stage("vmctl-image-decode", decoder.feed, decoder.finish), writer]
-                    for stage in stages:
-                        stage.start()
+                    writer.start()
+                    stages = [make_decoder(codec, writer), writer]
                 # On resume, the bytes already in .part go through the hashes (and the decoder) first.
                 f.seek(0)
                 remaining = offset
