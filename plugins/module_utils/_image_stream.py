@@ -227,6 +227,41 @@ class DirectAppender:
             self._map.close()
 
 
+def hash_file(path, algorithm):
+    """Hex digest of a file. It is read with O_DIRECT where supported (through the page cache, reading
+    a fresh image cost more CPU than hashing it) into a ring of buffers, and hashed in a ``Stage``
+    meanwhile (the buffer contract of ``make_decoder``)."""
+    h = hashlib.new(algorithm)
+    hasher = Stage("vmctl-image-hash", h.update)
+    ring = [mmap.mmap(-1, OUT_CHUNK) for dummy in range(QUEUE_DEPTH + 2)]  # page-aligned, as O_DIRECT needs
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+    except OSError as err:
+        if err.errno != errno.EINVAL:
+            raise
+        fd = os.open(path, os.O_RDONLY)  # a file system without O_DIRECT
+    hasher.start()
+    try:
+        for i in itertools.count():
+            view = memoryview(ring[i % len(ring)])
+            try:
+                n = os.readv(fd, [view])
+            except OSError as err:
+                if err.errno != errno.EINVAL:
+                    raise
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~getattr(os, "O_DIRECT", 0))
+                n = os.readv(fd, [view])
+            if not n:
+                break
+            hasher.put(view[:n])
+        hasher.finish()
+    finally:
+        os.close(fd)
+        if hasher.is_alive():
+            hasher.abort()
+    return h.hexdigest()
+
+
 class _ZstdFrames:
     """Follows zstd frame and block headers (RFC 8878) to tell whether a stream ends at the end of a
     frame. python-zstandard's streaming APIs accept a stream cut anywhere without complaint."""

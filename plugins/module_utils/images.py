@@ -72,7 +72,7 @@ except ImportError:
 from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils._image_stream import (
     MAGIC_LEN, READ_CHUNK, BufferedFile, DirectAppender, ImageWriter, Stage, compression_from_suffix, detect_compression,
-    make_decoder,
+    hash_file, make_decoder,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     ChecksumMismatch, CorruptImage, DownloadFailed, ImageError, ImageInUse, ImageNotFound, InvalidChecksum,
@@ -294,18 +294,6 @@ def _unlink(*paths_):
             os.unlink(path)
         except FileNotFoundError:
             pass
-
-
-def _file_digest(path, algorithm):
-    h = hashlib.new(algorithm)
-    buf = bytearray(READ_CHUNK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        for n in iter(lambda: f.readinto(buf), 0):
-            h.update(view[:n])
-    return h.hexdigest()
 
 
 def _write_sidecar(entry):
@@ -731,7 +719,7 @@ class ImageCache:
         known = entry.source_digests.get(algorithm)
         if known is None and not entry.compression:
             # Published uncompressed: the cached file is the published file; hash it and remember.
-            known = _file_digest(entry.path, algorithm)
+            known = hash_file(entry.path, algorithm)
             if record:
                 entry.source_digests[algorithm] = known
                 _write_sidecar(entry)
@@ -746,7 +734,7 @@ class ImageCache:
             if entry is None or (entry.path, entry.fetched_at) != (image.path, image.fetched_at):
                 return None
             if vars(entry).get("sha256") is None:  # (reading entry.sha256 here would lock again)
-                entry.sha256 = _file_digest(entry.path, "sha256")
+                entry.sha256 = hash_file(entry.path, "sha256")
                 _write_sidecar(entry)
             return vars(entry)["sha256"]
 
