@@ -9,6 +9,8 @@ each run measures, each on a fresh output directory after a ``sync``:
 - baseline: ``curl -s URL | zstd -d > file`` (exactly that pipeline, as the target is stated);
 - baseline+fsync: the same followed by ``sync FILE`` (a durable copy, as the cache makes);
 - pull: ``ImageCache().pull(URL)`` in a child process; its peak RSS is the child's ``ru_maxrss``.
+  The pull does not hash the decompressed image; reading ``image.sha256`` afterwards does (timed
+  apart, as a vm_image task would pay it).
 
 Prints throughput in MB/s of decompressed output and of compressed input, the ratio to the
 baseline next to the target (>= 0.9x), and the peak RSS next to the target (< 100 MB).
@@ -42,8 +44,10 @@ def progress(done, total):
 t0 = time.monotonic()
 image = ImageCache().pull(url, progress=progress)
 t1 = time.monotonic()
-print(json.dumps({"seconds": t1 - t0, "transfer_seconds": marks.get("last_byte", t1) - t0,
-                  "size": image.size, "source_size": image.source_size, "sha256": image.sha256,
+sha256 = image.sha256
+t2 = time.monotonic()
+print(json.dumps({"seconds": t1 - t0, "transfer_seconds": marks.get("last_byte", t1) - t0, "sha256_seconds": t2 - t1,
+                  "size": image.size, "source_size": image.source_size, "sha256": sha256,
                   "downloaded": image.downloaded}))
 """
 
@@ -148,11 +152,12 @@ def main():
                 raise SystemExit("pull produced a wrong image: %r" % result)
             best["pull"] = min(best.get("pull", result["seconds"]), result["seconds"])
             best["pull_transfer"] = min(best.get("pull_transfer", result["transfer_seconds"]), result["transfer_seconds"])
+            best["sha256"] = min(best.get("sha256", result["sha256_seconds"]), result["sha256_seconds"])
             rss.append(result["maxrss_mb"])
             cpu.setdefault("pull", []).append(result["cpu"])
-            print("run %d: baseline %.2fs, baseline+fsync %.2fs, pull %.2fs (last byte at %.2fs), peak RSS %.1f MB"
-                  % (run + 1, plain, durable, result["seconds"], result["transfer_seconds"],
-                     result["maxrss_mb"]), flush=True)
+            print("run %d: baseline %.2fs, baseline+fsync %.2fs, pull %.2fs (last byte at %.2fs), then sha256 %.2fs, "
+                  "peak RSS %.1f MB" % (run + 1, plain, durable, result["seconds"], result["transfer_seconds"],
+                                        result["sha256_seconds"], result["maxrss_mb"]), flush=True)
             shutil.rmtree(out, ignore_errors=True)
 
         def rates(seconds):
@@ -162,12 +167,13 @@ def main():
         print("best of %d runs" % args.runs)
         print("  curl -s URL | zstd -d > file      %6.2fs  %s" % (best["baseline"], rates(best["baseline"])))
         print("  ... && sync file (durable)         %6.2fs  %s" % (best["baseline_fsync"], rates(best["baseline_fsync"])))
-        print("  ImageCache.pull (durable, hashed)  %6.2fs  %s" % (best["pull"], rates(best["pull"])))
+        print("  ImageCache.pull (durable)          %6.2fs  %s" % (best["pull"], rates(best["pull"])))
         print("      of which until the last byte  %6.2fs" % best["pull_transfer"])
+        print("  then image.sha256 (on first read)  %6.2fs" % best["sha256"])
         print("  ratio pull / curl|zstd            %6.2fx   (target >= 0.9x)" % (best["baseline"] / best["pull"]))
         print("  ratio pull / curl|zstd + sync     %6.2fx" % (best["baseline_fsync"] / best["pull"]))
         print("  peak RSS of the pulling process   %6.1f MB (max over runs; target < 100 MB)" % max(rss))
-        print("  CPU seconds (min over runs)       pull %.2f, curl+zstd %.2f; %d cores; load average %.2f before, %.2f after"
+        print("  CPU seconds (min over runs)       pull+sha256 %.2f, curl+zstd %.2f; %d cores; load average %.2f before, %.2f after"
               % (min(cpu["pull"]), min(cpu["baseline"]), os.cpu_count(), load_before, os.getloadavg()[0]))
     finally:
         if server is not None:

@@ -17,6 +17,7 @@ __metaclass__ = type
 import errno
 import fcntl
 import hashlib
+import itertools
 import lzma
 import mmap
 import os
@@ -34,7 +35,6 @@ from ansible_collections.vmctl.core.plugins.module_utils.errors import CorruptIm
 READ_CHUNK = 4 << 20     # network and file reads
 OUT_CHUNK = 1 << 20      # most decompressed bytes held at once
 SPARSE_BLOCK = 64 << 10  # granularity of hole detection (a qcow2 cluster)
-DECODE_STEP = 256 << 10  # compressed bytes per call into zstd (which holds the GIL meanwhile)
 WRITEBACK_STEP = 32 << 20  # start writeback of the image every 32 MB written
 QUEUE_DEPTH = 4          # chunks waiting between two threads: bounds memory (4 x 4 MB, 4 x 1 MB)
 
@@ -75,13 +75,14 @@ class ImageWriter:
         self.sha256 = hashlib.sha256() if hash else None
 
     def write(self, data):
-        if not isinstance(data, bytes):
-            data = bytes(data)
+        if isinstance(data, memoryview):
+            data = data.tobytes()  # find() needs bytes, a bytearray or an mmap
         if self.sha256 is not None:
             self.sha256.update(data)
+        view = memoryview(data)  # slices of it are not copies
         n = len(data)
         if data.find(_ZERO_PAGE) < 0:  # no zero page at all: common, and found fast (the search skips)
-            self.out.write_at(self.pos, data)
+            self.out.write_at(self.pos, view)
             self.pos += n
             return n
         start = 0  # beginning of the data not yet written or skipped
@@ -89,11 +90,11 @@ class ImageWriter:
         while i + SPARSE_BLOCK <= n:
             if data[i:i + SPARSE_BLOCK] == _ZERO_BLOCK:
                 if i > start:
-                    self.out.write_at(self.pos + start, data[start:i])
+                    self.out.write_at(self.pos + start, view[start:i])
                 start = i + SPARSE_BLOCK
             i += SPARSE_BLOCK
         if start < n:
-            self.out.write_at(self.pos + start, data[start:])
+            self.out.write_at(self.pos + start, view[start:])
         self.pos += n
         return n
 
@@ -226,6 +227,41 @@ class DirectAppender:
             self._map.close()
 
 
+def hash_file(path, algorithm):
+    """Hex digest of a file. It is read with O_DIRECT where supported (through the page cache, reading
+    a fresh image cost more CPU than hashing it) into a ring of buffers, and hashed in a ``Stage``
+    meanwhile (the buffer contract of ``make_decoder``)."""
+    h = hashlib.new(algorithm)
+    hasher = Stage("vmctl-image-hash", h.update)
+    ring = [mmap.mmap(-1, OUT_CHUNK) for dummy in range(QUEUE_DEPTH + 2)]  # page-aligned, as O_DIRECT needs
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+    except OSError as err:
+        if err.errno != errno.EINVAL:
+            raise
+        fd = os.open(path, os.O_RDONLY)  # a file system without O_DIRECT
+    hasher.start()
+    try:
+        for i in itertools.count():
+            view = memoryview(ring[i % len(ring)])
+            try:
+                n = os.readv(fd, [view])
+            except OSError as err:
+                if err.errno != errno.EINVAL:
+                    raise
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~getattr(os, "O_DIRECT", 0))
+                n = os.readv(fd, [view])
+            if not n:
+                break
+            hasher.put(view[:n])
+        hasher.finish()
+    finally:
+        os.close(fd)
+        if hasher.is_alive():
+            hasher.abort()
+    return h.hexdigest()
+
+
 class _ZstdFrames:
     """Follows zstd frame and block headers (RFC 8878) to tell whether a stream ends at the end of a
     frame. python-zstandard's streaming APIs accept a stream cut anywhere without complaint."""
@@ -292,27 +328,41 @@ class _ZstdFrames:
 
 
 class _ZstdDecoder:
+    """Runs in a ``Stage`` (``pull``): takes compressed chunks from ``next_chunk()`` and decompresses
+    them with ``readinto`` into a few reused buffers. python-zstandard releases the GIL for a whole
+    buffer at a time, and no output object is allocated: its ``stream_writer`` made a new bytes object
+    per output chunk, and the page faults of those allocations cost almost as much CPU as decompressing."""
+
     def __init__(self, sink):
         if zstandard is None:
             raise ToolMissing("the Python package 'zstandard' is needed to decompress zstd images",
                               hint="Install it on the host that pulls the image (pip install zstandard)")
+        self.sink = sink
         self._frames = _ZstdFrames()
-        self._writer = zstandard.ZstdDecompressor().stream_writer(
-            sink, write_size=OUT_CHUNK, write_return_read=True, closefd=False)
+        self._next_chunk = None
 
-    def feed(self, data):
+    def read(self, size=-1):
+        """The zstd reader's source: the next chunk, whatever its size (``b""`` at the end)."""
+        data = self._next_chunk()
         self._frames.feed(data)
-        view = memoryview(data)
+        return data
+
+    def run(self, next_chunk):
+        self._next_chunk = next_chunk
+        reader = zstandard.ZstdDecompressor().stream_reader(self, read_across_frames=True, closefd=False)
+        # The sink gets the buffers themselves, not copies (see make_decoder): one is reused
+        # QUEUE_DEPTH + 2 writes later, when a Stage (QUEUE_DEPTH items queued, one being consumed)
+        # is surely done with it.
+        ring = [bytearray(OUT_CHUNK) for dummy in range(QUEUE_DEPTH + 2)]
         try:
-            # In small steps: python-zstandard holds the GIL while it decompresses, and the other
-            # threads (receiving, hashing, writing) need it briefly between their GIL-free calls.
-            for i in range(0, len(view), DECODE_STEP):
-                self._writer.write(view[i:i + DECODE_STEP])
+            for i in itertools.count():
+                buf = ring[i % len(ring)]
+                n = reader.readinto(buf)
+                if not n:
+                    break
+                self.sink.write(buf if n == len(buf) else buf[:n])
         except zstandard.ZstdError as err:
             raise CorruptImage("zstd data is corrupt: %s" % err)
-
-    def finish(self):
-        self._writer.flush()
         if not self._frames.complete:
             raise CorruptImage("zstd stream ends in the middle of a frame (the file is truncated)")
 
@@ -389,48 +439,78 @@ class _MemberDecoder:
 
 
 def make_decoder(codec, sink):
+    """A started ``Stage`` that decodes what is ``feed``-ed to it and writes the image to ``sink``.
+
+    ``sink.write`` gets bytes-like objects of at most ``OUT_CHUNK`` bytes. The zstd decoder reuses its
+    buffers: a sink may keep one only until it has been given ``QUEUE_DEPTH + 1`` more, which a
+    ``Stage`` used as the sink guarantees (it copies nothing)."""
     if codec == "zstd":
-        return _ZstdDecoder(sink)
-    if codec in ("xz", "gzip"):
-        return _MemberDecoder(codec, sink)
-    raise ValueError("unknown compression %r" % codec)
+        stage = Stage("vmctl-image-decode", pull=_ZstdDecoder(sink).run)
+    elif codec in ("xz", "gzip"):
+        decoder = _MemberDecoder(codec, sink)
+        stage = Stage("vmctl-image-decode", decoder.feed, decoder.finish)
+    else:
+        raise ValueError("unknown compression %r" % codec)
+    stage.start()
+    return stage
 
 
 _END = object()
 _ABORT = object()
 
 
+class _Aborted(Exception):
+    pass
+
+
 class Stage(threading.Thread):
     """One step of the download pipeline in its own thread: ``put(item)`` queues an item and the
-    thread calls ``consume(item)``; ``finish()`` lets it drain, calls ``done()`` there and re-raises
-    any error. With stages for decompression and for hashing+writing, the three CPU-heavy parts of
-    a pull (receive+hash, decompress, hash+write) run in parallel (zstd, hashlib and file writes
-    release the GIL).
+    thread calls ``consume(item)``, or, for a ``pull`` stage, runs ``pull(next_chunk)`` once, which
+    takes the items itself (``next_chunk()`` returns ``b""`` after the last). ``finish()`` lets it
+    drain, calls ``done()`` there and re-raises any error. Receiving, saving ``.part``, decompressing
+    and writing the image each have a stage, and run in parallel (zstd's ``readinto``, hashlib and
+    file writes release the GIL).
 
     ``put`` blocks while ``QUEUE_DEPTH`` items wait, which bounds memory; an error in the stage is
     re-raised in the producer at its next ``put``.
     """
 
-    def __init__(self, name, consume, done=None):
+    def __init__(self, name, consume=None, done=None, pull=None):
         super(Stage, self).__init__(name=name, daemon=True)
         self.consume = consume
         self.done = done
+        self.pull = pull
         self.error = None
+        self._ended = False
         self._queue = queue.Queue(maxsize=QUEUE_DEPTH)
 
     def run(self):
         try:
-            while True:
-                item = self._queue.get()
-                if item is _ABORT:
-                    return
-                if item is _END:
-                    if self.done is not None:
-                        self.done()
-                    return
-                self.consume(item)
+            if self.pull is not None:
+                self.pull(self._next_chunk)
+            else:
+                for item in iter(self._get, _END):
+                    self.consume(item)
+            if self.done is not None:
+                self.done()
+        except _Aborted:
+            pass
         except BaseException as err:  # handed to the producer thread
             self.error = err
+
+    def _get(self):
+        item = self._queue.get()
+        if item is _ABORT:
+            raise _Aborted()
+        return item
+
+    def _next_chunk(self):
+        if not self._ended:
+            item = self._get()
+            if item is not _END:
+                return item
+            self._ended = True
+        return b""
 
     def put(self, item):
         while True:
@@ -442,6 +522,8 @@ class Stage(threading.Thread):
             except queue.Full:
                 if not self.is_alive():
                     raise CorruptImage("the %s thread stopped unexpectedly" % self.name)
+
+    feed = put  # a decoder's interface
 
     def write(self, data):
         """File-like: lets a stage be the sink of a decoder."""
@@ -466,17 +548,3 @@ class Stage(threading.Thread):
                 except queue.Empty:
                     pass
         self.join(timeout=10)
-
-
-class Tee:
-    """File-like sink that hands each chunk to several stages (bytes are immutable: nothing is copied)."""
-
-    def __init__(self, *stages):
-        self.stages = stages
-
-    def write(self, data):
-        if not isinstance(data, bytes):
-            data = bytes(data)
-        for stage in self.stages:
-            stage.put(data)
-        return len(data)

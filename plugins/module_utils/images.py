@@ -7,7 +7,8 @@ Layout under ``$XDG_DATA_HOME/vmctl/images/``::
 
     noble-server-cloudimg-amd64-3f2a9c1d0b7e.img        the image (decompressed, read-only, sparse)
     noble-server-cloudimg-amd64-3f2a9c1d0b7e.img.json   its sidecar: url, etag, last_modified, size,
-                                                        sha256, format, fetched_at, source digests
+                                                        sha256 (see below), format, fetched_at,
+                                                        source digests
     .partial/3f2a9c1d0b7e.part (+ .part.json, .tmp)     an unfinished download, its validators, and
                                                         the image being decompressed from it
     .locks/3f2a9c1d0b7e.lock                            one flock per entry
@@ -28,12 +29,14 @@ decompressor's state cannot be saved. This keeps one pass over the network, over
 decompression, and keeps memory bounded (a few MB per stage), at the cost of holding the compressed
 and the decompressed copy on disk until the entry is committed.
 
-Throughput: a compressed pull is a pipeline of threads (receive; save ``.part``; decompress; sha256
-of the image; write the image), connected by small bounded queues. zstd, hashlib and file writes
-release the GIL (python-zstandard's streaming decoder does not, hence small decode steps). The
-``.part`` and the image are written with O_DIRECT: they need no page cache, and filling fresh
-page-cache pages is the most expensive part of a buffered write in a VM. The sha256 of the
-compressed bytes is computed only when a checksum asks for it.
+Throughput: a compressed pull is a pipeline of threads (receive; save ``.part``; decompress; write
+the image), connected by small bounded queues. zstd (``readinto``), hashlib and file writes release
+the GIL. The ``.part`` and the image are written with O_DIRECT: they need no page cache, and filling
+fresh page-cache pages is the most expensive part of a buffered write in a VM. The sha256 of the
+compressed bytes is computed only when a checksum asks for it. The sha256 of a decompressed image
+is not computed by the pull (hashing costs as much CPU as decompressing): the sidecar records
+``null`` until ``CachedImage.sha256`` is first read (``vm_image``, ``vm_image_info``), which hashes
+the image once and records the digest. An image published uncompressed is hashed as it arrives.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from __future__ import annotations
 __metaclass__ = type
 
 import contextlib
+import copy
 import dataclasses
 import errno
 import fcntl
@@ -67,8 +71,8 @@ except ImportError:
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils._image_stream import (
-    MAGIC_LEN, READ_CHUNK, BufferedFile, DirectAppender, ImageWriter, Stage, Tee, compression_from_suffix, detect_compression,
-    make_decoder,
+    MAGIC_LEN, READ_CHUNK, BufferedFile, DirectAppender, ImageWriter, Stage, compression_from_suffix, detect_compression,
+    hash_file, make_decoder,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     ChecksumMismatch, CorruptImage, DownloadFailed, ImageError, ImageInUse, ImageNotFound, InvalidChecksum,
@@ -219,14 +223,34 @@ def external_references(info):
 
 # --- results ---------------------------------------------------------------------------------------
 
+class _LazySha256:
+    """``CachedImage.sha256``. A compressed download is not hashed while it streams (that would cost as
+    much CPU as decompressing it), so a cache entry may not know the sha256 of its image yet: reading
+    the attribute then hashes the image and records the digest in the entry's sidecar (once)."""
+
+    def __get__(self, image, owner=None):
+        if image is None:
+            return None  # the dataclass default
+        cache = vars(image).pop("_cache", None)
+        if vars(image).get("sha256") is None and cache is not None:
+            vars(image)["sha256"] = cache._record_sha256(image)
+        return vars(image).get("sha256")
+
+    def __set__(self, image, value):
+        vars(image)["sha256"] = value
+
+
 @dataclasses.dataclass
 class CachedImage:
-    """An image ready to be a VM's base: a cache entry (``url`` set) or a checked local file."""
+    """An image ready to be a VM's base: a cache entry (``url`` set) or a checked local file.
+
+    ``sha256`` is read lazily for a cache entry (see ``_LazySha256``; ``to_dict``, ``==`` and ``repr``
+    read it too): ``to_dict(digest=False)`` gives it only if known."""
 
     path: str
     format: str | None
     size: int | None
-    sha256: str | None
+    sha256: str | None = _LazySha256()
     url: str | None = None
     downloaded: bool = False
     name: str | None = None
@@ -239,11 +263,14 @@ class CachedImage:
     source_digests: dict = dataclasses.field(default_factory=dict)
     used_by: list | None = None
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
+    def to_dict(self, digest=True):
+        data = copy.deepcopy(dict((f.name, vars(self)[f.name]) for f in dataclasses.fields(self)))
+        if digest:
+            data["sha256"] = self.sha256
+        return data
 
     def sidecar(self):
-        data = self.to_dict()
+        data = self.to_dict(digest=False)
         for key in ("path", "downloaded", "used_by"):
             data.pop(key)
         data["version"] = SIDECAR_VERSION
@@ -267,6 +294,10 @@ def _unlink(*paths_):
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def _write_sidecar(entry):
+    atomic_write(entry.path + ".json", json.dumps(entry.sidecar(), indent=2) + "\n", mode=0o644)  # fsyncs the directory
 
 
 def _human(n):
@@ -432,6 +463,7 @@ class ImageCache:
             LOG.warning("cached image %s is damaged or missing (size %s, expected %s); it will be downloaded again",
                         entry.path, size, entry.size)
             return None
+        entry._cache = self  # its sha256, if not known, is computed when asked for
         return entry
 
     def _entry_of_path(self, path):
@@ -687,15 +719,24 @@ class ImageCache:
         known = entry.source_digests.get(algorithm)
         if known is None and not entry.compression:
             # Published uncompressed: the cached file is the published file; hash it and remember.
-            h = hashlib.new(algorithm)
-            with open(entry.path, "rb") as f:
-                for chunk in iter(lambda: f.read(READ_CHUNK), b""):
-                    h.update(chunk)
-            known = h.hexdigest()
+            known = hash_file(entry.path, algorithm)
             if record:
                 entry.source_digests[algorithm] = known
-                atomic_write(entry.path + ".json", json.dumps(entry.sidecar(), indent=2) + "\n", mode=0o644)
+                _write_sidecar(entry)
         return known == value
+
+    def _record_sha256(self, image):
+        """The sha256 of a cache entry's image, computed now and recorded in its sidecar (under the
+        entry's lock); ``None`` if the entry was removed or downloaded again meanwhile."""
+        key = url_key(image.url)
+        with self._locked(key):
+            entry = self._entry(key, image.url)
+            if entry is None or (entry.path, entry.fetched_at) != (image.path, image.fetched_at):
+                return None
+            if vars(entry).get("sha256") is None:  # (reading entry.sha256 here would lock again)
+                entry.sha256 = hash_file(entry.path, "sha256")
+                _write_sidecar(entry)
+            return vars(entry)["sha256"]
 
     # -- download --
     @staticmethod
@@ -750,12 +791,13 @@ class ImageCache:
                 source_digests=digests)
             os.chmod(image_file, 0o444)  # a base image must never be written to
             os.replace(image_file, path)
-            atomic_write(path + ".json", json.dumps(entry.sidecar(), indent=2) + "\n", mode=0o644)  # fsyncs the directory
+            _write_sidecar(entry)
         except BaseException:
             self._discard_partial(key)
             raise
         self._discard_partial(key)
         LOG.info("cached %s as %s (%s, %s)", url, path, entry.format, _human(size))
+        entry._cache = self  # its sha256, if not known, is computed when asked for
         return entry
 
     def _read_part_meta(self, key, url):
@@ -811,9 +853,9 @@ class ImageCache:
     def _receive(self, url, chunks, part, tmp, offset, meter, digest):
         """Stream the body into ``.part`` (and, when compressed, through the decoder into ``.tmp``),
         verifying length, stream end and checksum. Returns (image file, codec, source digests, size,
-        sha256 of the image)."""
+        sha256 of the image or ``None``: a decompressed image is hashed only when asked for)."""
         closers = []
-        stages = []  # when compressed: decode, then hash and write the image; save .part (in parallel)
+        stages = []  # when compressed: decode, write the image, save .part (in parallel)
         with open(part, "r+b" if offset else "w+b") as f:
             first, head = [], f.read(MAGIC_LEN)
             if not offset:  # learn the compression from the first bytes of the body
@@ -823,8 +865,9 @@ class ImageCache:
                     if len(head) >= MAGIC_LEN:
                         break
             codec = detect_compression(head, _url_file_name(url))
-            # The published bytes are hashed for the checksum, and when they are the image itself; the
-            # sha256 of a compressed download is not computed unless asked for (it costs ~20% of a pull).
+            # The published bytes are hashed for the checksum, and when they are the image itself (then
+            # it costs little next to receiving). Hashing a decompressed image would cost as much CPU as
+            # decompressing it: CachedImage.sha256 does it when asked for.
             algorithms = set([digest[0]] if digest else []) | (set() if codec else {"sha256"})
             hashes = dict((a, hashlib.new(a)) for a in sorted(algorithms))
             try:
@@ -832,13 +875,9 @@ class ImageCache:
                     out = DirectAppender(tmp, truncate=True)
                     closers.append(out.close)
                     image = ImageWriter(out, hash=False)
-                    image_sha256 = hashlib.sha256()
-                    hasher = Stage("vmctl-image-hash", image_sha256.update)
                     writer = Stage("vmctl-image-write", image.write)
-                    decoder = make_decoder(codec, Tee(hasher, writer))
-                    stages = [Stage("vmctl-image-decode", decoder.feed, decoder.finish), hasher, writer]
-                    for stage in stages:
-                        stage.start()
+                    writer.start()
+                    stages = [make_decoder(codec, writer), writer]
                 # On resume, the bytes already in .part go through the hashes (and the decoder) first.
                 f.seek(0)
                 remaining = offset
@@ -879,10 +918,8 @@ class ImageCache:
                         stage.finish()
                     appender.close()  # .part needs no fsync: it is deleted once the image is committed
                     size = image.finish()
-                    sha256 = image_sha256.hexdigest()
                 else:
                     size = image.finish()
-                    sha256 = hashes["sha256"].hexdigest()
             except CorruptImage as err:
                 raise CorruptImage("%s: %s" % (url, err.message), url=url, compression=codec)
             finally:
@@ -897,4 +934,4 @@ class ImageCache:
                 url, digest[0], digest[1], digest[0], digests[digest[0]]),
                 url=url, expected="%s:%s" % digest, actual="%s:%s" % (digest[0], digests[digest[0]]))
         LOG.info("downloaded %s: %s", url, meter.describe())
-        return (tmp if codec else part), codec, digests, size, sha256
+        return (tmp if codec else part), codec, digests, size, (None if codec else digests["sha256"])

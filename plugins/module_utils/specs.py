@@ -83,10 +83,11 @@ def resolve_image(image=None, image_url=None, checksum=None, validate_certs=True
     cache = images.ImageCache()
     if image:
         return cache.local_image(image).to_dict()
+    # digest=False: a sha256 of the image that is not known yet is not computed (a read of the whole image).
     if check_mode:
         cached = cache.lookup(image_url)
         if cached is None:
             return {"path": os.path.join(cache.root, images.cache_file_name(image_url)), "format": None,
                     "url": image_url, "would_download": True}
-        return cached.to_dict()
-    return cache.pull(image_url, checksum=checksum, validate_certs=validate_certs).to_dict()
+        return cached.to_dict(digest=False)
+    return cache.pull(image_url, checksum=checksum, validate_certs=validate_certs).to_dict(digest=False)

@@ -198,7 +198,10 @@ actions:
   elements: str
   sample: ["create"]
 image:
-  description: The image the VM is based on (path, format, and for O(image_url) the cache details).
+  description:
+    - The image the VM is based on (path, format, and for O(image_url) the cache details).
+    - Its C(sha256) is V(null) for a compressed download that no M(vmctl.core.vm_image) or
+      M(vmctl.core.vm_image_info) task hashed yet (this module does not read the whole image for it).
   returned: when O(state=present)
   type: dict
 """

@@ -146,7 +146,10 @@ virtual_size:
   type: int
   sample: 3758096384
 sha256:
-  description: SHA-256 of the cached (decompressed) image file.
+  description:
+    - SHA-256 of the cached (decompressed) image file (V(null) in check mode when the image would be downloaded).
+    - The download of a compressed image does not hash the decompressed image; this module then hashes it
+      (a read of the whole image) and records the digest in the cache, so that later tasks get it at no cost.
   returned: O(state=present)
   type: str
   sample: 32ab0ac8a86e8bfa7d2e1c38bfb4e6e4f3c3f1b2ba2d0f2fe1c2f1e6a1d58a7e

@@ -118,7 +118,10 @@ images:
       type: str
       sample: null
     sha256:
-      description: SHA-256 of the cached (decompressed) image.
+      description:
+        - SHA-256 of the cached (decompressed) image.
+        - The download of a compressed image does not hash the decompressed image; if no task asked for it
+          since, this module hashes it (a read of the whole image) and records the digest in the cache.
       type: str
       sample: 32ab0ac8a86e8bfa7d2e1c38bfb4e6e4f3c3f1b2ba2d0f2fe1c2f1e6a1d58a7e
     fetched_at:

@@ -118,6 +118,22 @@ def test_compressed_images_are_decompressed_while_streaming(cache, qcow2, http_f
     assert partial_files(cache) == []
 
 
+def test_the_sha256_of_a_decompressed_image_is_computed_once_when_first_asked_for(cache, qcow2, http_files):
+    http_files.put("disk.qcow2.zst", compress(qcow2, "zst"))
+    url = http_files.url("disk.qcow2.zst")
+    image = cache.pull(url)
+    sidecar = image.path + ".json"
+    assert json.load(open(sidecar))["sha256"] is None  # the pull itself does not hash the image
+    assert cache.lookup(url).to_dict(digest=False)["sha256"] is None
+    assert image.sha256 == sha256_file(qcow2) == json.load(open(sidecar))["sha256"]  # recorded
+    assert vars(cache.lookup(url))["sha256"] == image.sha256  # known from the sidecar, without a read
+    cache.remove(url)
+    assert cache.lookup(url) is None
+    gone = cache.pull(url)
+    cache.remove(url)
+    assert gone.sha256 is None and not os.path.exists(gone.path + ".json")  # no sidecar written for a removed entry
+
+
 def test_zstd_is_recognised_by_its_magic_bytes_without_a_suffix(cache, qcow2, http_files):
     http_files.put("disk.bin", open(compress(qcow2, "zst"), "rb").read())
     image = cache.pull(http_files.url("disk.bin"))
