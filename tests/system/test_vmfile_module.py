@@ -12,6 +12,7 @@ def test_records_and_problems(tmp_path):
         vm "web" {
             image "disk.qcow2"
             vcpus 2
+            cloud-init { hostname "web.example"; }
             ssh { user "admin"; }
             provision "shell" { inline "echo hi"; }
         }
@@ -23,7 +24,8 @@ def test_records_and_problems(tmp_path):
     web = result["vms"][0]
     assert web["image"] == str(tmp_path / "disk.qcow2") and web["vcpus"] == 2 and web["memory"] == 1024
     assert web["ssh"] == {"user": "admin", "private_key": None}
-    assert web["provisions"] == [{"step": 1, "type": "shell", "inline": "echo hi"}]
+    assert web["cloud_init"] == {"hostname": "web.example", "ssh_key": None, "user_data": None, "generate_key": True}
+    assert web["provisions"] == [{"step": 1, "type": "shell", "inline": "echo hi", "description": "shell: echo hi"}]
 
     bad = tmp_path / "bad.kdl"
     bad.write_text('vm "web" {\n    image "disk.qcow2"\n    vcpus 0\n    memroy 5\n}\n')
