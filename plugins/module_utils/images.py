@@ -35,7 +35,7 @@ the GIL. The ``.part`` and the image are written with O_DIRECT: they need no pag
 fresh page-cache pages is the most expensive part of a buffered write in a VM. The sha256 of the
 compressed bytes is computed only when a checksum asks for it. The sha256 of a decompressed image
 is not computed by the pull (hashing costs as much CPU as decompressing): the sidecar records
-``null`` until ``CachedImage.sha256`` is first read (``vm_image``, ``vm_image_info``), which hashes
+``null`` until ``CachedImage.digest()`` is first called (``vm_image``, ``vm_image_info``), which hashes
 the image once and records the digest. An image published uncompressed is hashed as it arrives.
 """
 
@@ -223,34 +223,19 @@ def external_references(info):
 
 # --- results ---------------------------------------------------------------------------------------
 
-class _LazySha256:
-    """``CachedImage.sha256``. A compressed download is not hashed while it streams (that would cost as
-    much CPU as decompressing it), so a cache entry may not know the sha256 of its image yet: reading
-    the attribute then hashes the image and records the digest in the entry's sidecar (once)."""
-
-    def __get__(self, image, owner=None):
-        if image is None:
-            return None  # the dataclass default
-        cache = vars(image).pop("_cache", None)
-        if vars(image).get("sha256") is None and cache is not None:
-            vars(image)["sha256"] = cache._record_sha256(image)
-        return vars(image).get("sha256")
-
-    def __set__(self, image, value):
-        vars(image)["sha256"] = value
-
-
 @dataclasses.dataclass
 class CachedImage:
     """An image ready to be a VM's base: a cache entry (``url`` set) or a checked local file.
 
-    ``sha256`` is read lazily for a cache entry (see ``_LazySha256``; ``to_dict``, ``==`` and ``repr``
-    read it too): ``to_dict(digest=False)`` gives it only if known."""
+    ``sha256`` is ``None`` while unknown: a compressed download is not hashed while it streams (that
+    would cost as much CPU as decompressing it). ``digest()`` hashes a cache entry's image when asked
+    and records the digest in its sidecar (once); ``to_dict()`` calls it, ``to_dict(digest=False)``,
+    ``==`` and ``repr`` never hash."""
 
     path: str
     format: str | None
     size: int | None
-    sha256: str | None = _LazySha256()
+    sha256: str | None = None
     url: str | None = None
     downloaded: bool = False
     name: str | None = None
@@ -263,11 +248,18 @@ class CachedImage:
     source_digests: dict = dataclasses.field(default_factory=dict)
     used_by: list | None = None
 
+    def digest(self):
+        """The sha256 of the image: known, or computed now for a cache entry (``None`` if the entry
+        was removed or downloaded again meanwhile)."""
+        cache = vars(self).pop("_cache", None)
+        if self.sha256 is None and cache is not None:
+            self.sha256 = cache._record_sha256(self)
+        return self.sha256
+
     def to_dict(self, digest=True):
-        data = copy.deepcopy(dict((f.name, vars(self)[f.name]) for f in dataclasses.fields(self)))
         if digest:
-            data["sha256"] = self.sha256
-        return data
+            self.digest()
+        return dataclasses.asdict(self)
 
     def sidecar(self):
         data = self.to_dict(digest=False)
@@ -463,7 +455,7 @@ class ImageCache:
             LOG.warning("cached image %s is damaged or missing (size %s, expected %s); it will be downloaded again",
                         entry.path, size, entry.size)
             return None
-        entry._cache = self  # its sha256, if not known, is computed when asked for
+        entry._cache = self  # for digest(): its sha256, if not known, is computed when asked for
         return entry
 
     def _entry_of_path(self, path):
@@ -733,10 +725,10 @@ class ImageCache:
             entry = self._entry(key, image.url)
             if entry is None or (entry.path, entry.fetched_at) != (image.path, image.fetched_at):
                 return None
-            if vars(entry).get("sha256") is None:  # (reading entry.sha256 here would lock again)
+            if entry.sha256 is None:
                 entry.sha256 = hash_file(entry.path, "sha256")
                 _write_sidecar(entry)
-            return vars(entry)["sha256"]
+            return entry.sha256
 
     # -- download --
     @staticmethod
@@ -797,7 +789,7 @@ class ImageCache:
             raise
         self._discard_partial(key)
         LOG.info("cached %s as %s (%s, %s)", url, path, entry.format, _human(size))
-        entry._cache = self  # its sha256, if not known, is computed when asked for
+        entry._cache = self  # for digest(): its sha256, if not known, is computed when asked for
         return entry
 
     def _read_part_meta(self, key, url):
@@ -867,7 +859,7 @@ class ImageCache:
             codec = detect_compression(head, _url_file_name(url))
             # The published bytes are hashed for the checksum, and when they are the image itself (then
             # it costs little next to receiving). Hashing a decompressed image would cost as much CPU as
-            # decompressing it: CachedImage.sha256 does it when asked for.
+            # decompressing it: CachedImage.digest() does it when asked for.
             algorithms = set([digest[0]] if digest else []) | (set() if codec else {"sha256"})
             hashes = dict((a, hashlib.new(a)) for a in sorted(algorithms))
             try:

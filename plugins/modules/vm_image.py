@@ -191,7 +191,8 @@ def _ensure(module):
     if p["state"] == "present":
         image = cache.pull(p["url"], checksum=p["checksum"], name=p["name"], force=p["force"], timeout=p["timeout"],
                            validate_certs=p["validate_certs"], dry_run=module.check_mode)
-        result = dict((key, getattr(image, key)) for key in _PRESENT_FIELDS)
+        data = image.to_dict(digest=not module.check_mode)
+        result = dict((key, data[key]) for key in _PRESENT_FIELDS)
         result.update(changed=image.downloaded, actions=["download"] if image.downloaded else [])
         return result
     removed = cache.remove(p["url"] or p["path"], force=p["force"], dry_run=module.check_mode)

@@ -4,6 +4,7 @@ Every download goes over real sockets to nginx (tests/system/nginx_server.py); t
 which requests a pull made, including the Range and If-Range headers.
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -90,13 +91,13 @@ def test_plain_qcow2_pull_then_cache_hit_without_a_request_for_the_body(cache, q
     progress = []
     first = cache.pull(url, progress=lambda done, total: progress.append((done, total)))
     assert first.downloaded and first.format == "qcow2" and first.url == url
-    assert first.sha256 == sha256_file(qcow2) and first.size == os.path.getsize(qcow2)
-    assert sha256_file(first.path) == first.sha256
+    assert first.digest() == sha256_file(qcow2) and first.size == os.path.getsize(qcow2)
+    assert sha256_file(first.path) == first.digest()
     assert progress[-1] == (first.size, first.size) and all(a[0] <= b[0] for a, b in zip(progress, progress[1:]))
     assert_usable_base(first, tmp_path)
 
     second = cache.pull(url)
-    assert not second.downloaded and second.path == first.path and second.sha256 == first.sha256
+    assert not second.downloaded and second.path == first.path and second.digest() == first.digest()
     assert len(http_files.requests("disk.qcow2")) == 1  # the second pull made no request at all
     assert [e.url for e in cache.list()] == [url]
 
@@ -108,7 +109,7 @@ def test_compressed_images_are_decompressed_while_streaming(cache, qcow2, http_f
     url = http_files.url("disk.qcow2." + codec)
     image = cache.pull(url)
     assert image.downloaded and image.format == "qcow2"
-    assert image.sha256 == sha256_file(qcow2)  # the cached image is the decompressed one
+    assert image.digest() == sha256_file(qcow2)  # the cached image is the decompressed one
     assert image.compression == {"zst": "zstd", "xz": "xz", "gz": "gzip"}[codec]
     assert image.source_size == os.path.getsize(published)
     assert os.path.basename(image.path).endswith(".qcow2") and not os.path.basename(image.path).endswith(codec)
@@ -125,26 +126,28 @@ def test_the_sha256_of_a_decompressed_image_is_computed_once_when_first_asked_fo
     sidecar = image.path + ".json"
     assert json.load(open(sidecar))["sha256"] is None  # the pull itself does not hash the image
     assert cache.lookup(url).to_dict(digest=False)["sha256"] is None
-    assert image.sha256 == sha256_file(qcow2) == json.load(open(sidecar))["sha256"]  # recorded
-    assert vars(cache.lookup(url))["sha256"] == image.sha256  # known from the sidecar, without a read
+    assert dataclasses.replace(image, downloaded=False) == cache.lookup(url) and "sha256=None" in repr(image)  # no hashing
+    assert json.load(open(sidecar))["sha256"] is None
+    assert image.digest() == sha256_file(qcow2) == json.load(open(sidecar))["sha256"]  # recorded
+    assert cache.lookup(url).sha256 == image.digest()  # known from the sidecar
     cache.remove(url)
     assert cache.lookup(url) is None
     gone = cache.pull(url)
     cache.remove(url)
-    assert gone.sha256 is None and not os.path.exists(gone.path + ".json")  # no sidecar written for a removed entry
+    assert gone.digest() is None and not os.path.exists(gone.path + ".json")  # no sidecar written for a removed entry
 
 
 def test_zstd_is_recognised_by_its_magic_bytes_without_a_suffix(cache, qcow2, http_files):
     http_files.put("disk.bin", open(compress(qcow2, "zst"), "rb").read())
     image = cache.pull(http_files.url("disk.bin"))
-    assert image.compression == "zstd" and image.sha256 == sha256_file(qcow2)
+    assert image.compression == "zstd" and image.digest() == sha256_file(qcow2)
 
 
 def test_raw_image_stays_sparse_in_the_cache(cache, tmp_path, http_files):
     raw = make_raw(tmp_path / "disk.raw", size_mb=64, data_mb=2)
     http_files.put("disk.raw.zst", compress(raw, "zst"))
     image = cache.pull(http_files.url("disk.raw.zst"))
-    assert image.format == "raw" and image.size == 64 << 20 and image.sha256 == sha256_file(raw)
+    assert image.format == "raw" and image.size == 64 << 20 and image.digest() == sha256_file(raw)
     assert os.stat(image.path).st_blocks * 512 < 8 << 20
 
 
@@ -201,7 +204,7 @@ def test_checksums_of_the_published_file_are_verified(cache, qcow2, http_files):
     data = open(published, "rb").read()
     sha512 = hashlib.sha512(data).hexdigest()
     image = cache.pull(url, checksum="sha512:" + sha512)
-    assert image.source_digests == {"sha512": sha512} and image.sha256 == sha256_file(qcow2)
+    assert image.source_digests == {"sha512": sha512} and image.digest() == sha256_file(qcow2)
     # A cache hit is checked against the checksum too, without downloading.
     assert not cache.pull(url, checksum="sha512:" + sha512).downloaded
     assert len(http_files.body_gets("disk.qcow2.zst")) == 1
@@ -241,7 +244,7 @@ def test_a_cached_image_that_does_not_match_a_new_checksum_is_downloaded_again(c
     http_files.put("disk.qcow2", new)
     os.utime(path, (time.time() + 10, time.time() + 10))
     image = cache.pull(url, checksum="sha256:" + sha256_file(new))
-    assert image.downloaded and image.sha256 == sha256_file(new) and sha256_file(image.path) == image.sha256
+    assert image.downloaded and image.digest() == sha256_file(new) and sha256_file(image.path) == image.digest()
 
 
 # --- resume -----------------------------------------------------------------------------------------
@@ -264,7 +267,7 @@ def test_a_dropped_connection_is_resumed_with_a_range_request(cache, qcow2, http
         image = cache.pull(url, checksum="sha256:" + sha256_file(published))
     finally:
         proxy.close()
-    assert image.downloaded and image.sha256 == sha256_file(qcow2)
+    assert image.downloaded and image.digest() == sha256_file(qcow2)
     gets = http_files.body_gets(name)
     assert [g["range"] for g in gets] == ["", "bytes=%d-" % offset]
     assert gets[1]["status"] == 206 and gets[1]["if_range"]
@@ -287,7 +290,7 @@ def test_a_changed_file_on_the_server_restarts_the_download(cache, tmp_path, htt
         image = cache.pull(url)
     finally:
         proxy.close()
-    assert image.sha256 == sha256_file(new) and sha256_file(image.path) == image.sha256
+    assert image.digest() == sha256_file(new) and sha256_file(image.path) == image.digest()
     second = http_files.body_gets("disk.qcow2")[1]
     assert second["range"].startswith("bytes=") and second["status"] == 200  # a range was asked, the whole file sent
 
@@ -306,7 +309,7 @@ def test_ctrl_c_mid_download_leaves_no_entry_and_the_next_pull_resumes(cache, qc
     offset = part_size(cache)
     assert offset >= 1 << 20
     image = cache.pull(url)
-    assert image.sha256 == sha256_file(qcow2)
+    assert image.digest() == sha256_file(qcow2)
     assert http_files.body_gets("disk.qcow2")[-1]["range"] == "bytes=%d-" % offset
 
 
@@ -345,7 +348,7 @@ def test_sigkill_mid_download_leaves_no_entry_and_the_next_pull_completes(cache,
     assert not [f for f in cache_files(cache) if not f.startswith(".partial")]
     offset = part_size(cache)
     image = cache.pull(url)
-    assert image.downloaded and image.sha256 == sha256_file(big)
+    assert image.downloaded and image.digest() == sha256_file(big)
     assert http_files.body_gets("big.qcow2.zst")[-1]["range"] == "bytes=%d-" % offset
     assert partial_files(cache) == []
 
@@ -405,7 +408,7 @@ def test_inspect_by_url_and_by_path(cache, qcow2, http_files, tmp_path):
     by_url = cache.inspect(url)
     assert by_url["path"] == image.path and by_url["format"] == "qcow2" and by_url["cached"]
     assert by_url["virtual_size"] == 16 << 20 and by_url["backing_file"] is None and by_url["external_references"] == []
-    assert by_url["url"] == url and by_url["sha256"] == image.sha256 and by_url["used_by"] == ["web"]
+    assert by_url["url"] == url and by_url["sha256"] == image.digest() and by_url["used_by"] == ["web"]
     assert cache.inspect(image.path)["url"] == url
     local = cache.inspect(qcow2)
     assert not local["cached"] and local["format"] == "qcow2" and "url" not in local
@@ -448,7 +451,7 @@ def test_downloading_again_refuses_to_replace_an_image_in_use(cache, qcow2, http
     register_vm("web", image.path)
     with pytest.raises(ImageInUse, match="web"):
         cache.pull(url, force=True)
-    assert len(http_files.body_gets("disk.qcow2")) == 1 and sha256_file(image.path) == image.sha256
+    assert len(http_files.body_gets("disk.qcow2")) == 1 and sha256_file(image.path) == image.digest()
 
 
 def test_prune_removes_unused_entries_and_stale_partial_downloads(cache, tmp_path, http_files, nginx):
@@ -542,4 +545,4 @@ def test_tls_certificates_are_verified_unless_validate_certs_is_false(cache, qco
         cache.pull(url)
     assert "validate_certs" in err.value.hint and cache_files(cache) == []
     image = cache.pull(url, validate_certs=False)
-    assert image.downloaded and image.sha256 == sha256_file(qcow2)
+    assert image.downloaded and image.digest() == sha256_file(qcow2)
