@@ -46,9 +46,9 @@ def create_overlay(base, overlay, base_format=None, size_gb=None):
     return overlay
 
 
-def resize(path, size_gb):
+def resize(path, size_gb, image_format=None):
     """Grow ``path`` to ``size_gb`` GiB (the guest's cloud-init grows its partition on next boot)."""
-    run(["qemu-img", "resize", "-q", path, "%dG" % size_gb], error=OverlayFailed,
+    run(["qemu-img", "resize", "-q"] + (["-f", image_format] if image_format else []) + [path, "%dG" % size_gb], error=OverlayFailed,
         what="qemu-img resize %s" % path, timeout=120)
     return path
 

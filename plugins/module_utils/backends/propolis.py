@@ -180,9 +180,9 @@ class PropolisBackend(Backend):
             tmp = files["disk"] + ".tmp"
             qemu_img.convert_raw(spec.image_path, tmp, spec.image_format)
             if spec.disk_gb and os.path.getsize(tmp) < spec.disk_gb * 1024 ** 3:
-                qemu_img.resize(tmp, spec.disk_gb)
+                qemu_img.resize(tmp, spec.disk_gb, "raw")
             os.replace(tmp, files["disk"])
-        changes.update(overlay_path=files["disk"], image_format=spec.image_format, vnc=False)
+        changes.update(overlay_path=files["disk"], image_format=spec.image_format)
         if spec.cloud_init is not None:
             changes.update(prepare_cloud_init(spec, handle, files))
         zone = info["zone"]
