@@ -13,10 +13,10 @@ import subprocess
 import time
 
 import pytest
-from propolis_fake import FakeIllumos, FakePropolis
+from propolis_fake import FakeIllumos, FakePropolis, document, spec_problem
 
 from ansible_collections.vmctl.core.plugins.module_utils import websocket
-from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import PropolisBackend, parse_arp
+from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import STATE_MAP, PropolisBackend, parse_arp
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     InvalidSpec, IpDiscoveryTimeout, PropolisApiError, PropolisError, PropolisUnreachable, PropolisUnsupported, VmctlError,
 )
@@ -422,3 +422,15 @@ def test_fake_serial_websocket_needs_an_active_vm_and_the_header(host):
     with pytest.raises(websocket.WebSocketHandshakeError) as err:
         sock.connect(host.server.host, host.server.port, "/instance/serial", {})
     assert err.value.status == 400 and "api-version" in err.value.body
+
+
+def test_every_propolis_state_maps_and_every_spec_we_build_validates(host):
+    doc = document()
+    assert set(STATE_MAP) == set(doc.raw["components"]["schemas"]["InstanceState"]["enum"])
+    schema = {"$ref": "#/components/schemas/InstanceEnsureRequest"}
+    for name, changes in (("plain", {}), ("nonet", dict(network=NetworkConfig(type="none"), cloud_init=None)),
+                          ("big", dict(vcpus=32, memory_mb=65536))):
+        handle = host.manager.create(host.spec(name, **changes))[0]
+        request = host.backend.ensure_request(handle)
+        assert doc.errors(schema, request) == [] and spec_problem(request["init"]["value"]["spec"]) is None
+        host.manager.destroy(name)
