@@ -126,7 +126,7 @@ class WebSocketClient:
                 line = reader.readline(65537).decode("latin-1")
                 if line in ("\r\n", "\n", ""):
                     break
-                name, _, value = line.partition(":")
+                name, value = (line.split(":", 1) + [""])[:2]
                 response_headers[name.strip().lower()] = value.strip()
             parts = status_line.split(" ", 2)
             if len(parts) < 2 or parts[1] != "101":

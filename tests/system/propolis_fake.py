@@ -813,7 +813,7 @@ class FakeIllumos:
 
     def in_zone(self, zone, argv):
         if argv[:2] == ["svccfg", "-s"] and argv[2] == SERVICE and argv[3] == "setprop":
-            key, _, value = argv[4].partition("=")
+            key, value = argv[4].split("=", 1)
             zone["props"][key] = value
             return ""
         if argv[:1] == ["svcadm"] and argv[-1] == SERVICE + ":default":

@@ -8,12 +8,12 @@ also checks that the fake saw nothing off-contract from our client (``assert_cle
 import http.client
 import json
 import os
-import socket
 import subprocess
 import time
 
 import pytest
 from propolis_fake import FakeIllumos, FakePropolis, document, spec_problem
+from sshd_server import free_port
 
 from ansible_collections.vmctl.core.plugins.module_utils import websocket
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import STATE_MAP, PropolisBackend, parse_arp
@@ -26,12 +26,6 @@ from ansible_collections.vmctl.core.plugins.module_utils.types import CloudInitC
 
 MAC = "02:08:20:ab:cd:01"
 SERVICE = "svc:/system/illumos/propolis-server"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Host:
@@ -376,9 +370,9 @@ def test_fake_requires_the_api_version_header(host):
     status, body, headers = raw(host.server, "GET", "/instance", headers={})
     assert status == 400 and body["message"] == 'missing expected header "api-version"'
     assert body["request_id"] == headers["x-request-id"]
-    status, body, _ = raw(host.server, "GET", "/instance", headers={"api-version": "6.0.0"})
+    status, body = raw(host.server, "GET", "/instance", headers={"api-version": "6.0.0"})[:2]
     assert status == 400 and body["message"] == "server does not support this API version: 6.0.0"
-    status, body, _ = raw(host.server, "GET", "/instance")
+    status, body = raw(host.server, "GET", "/instance")[:2]
     assert status == 424 and (body["error_code"], body["message"]) == ("NoInstance", "Server not initialized (no instance)")
     assert [r["status"] for r in host.server.requests] == [400, 400, 424]
 
@@ -389,21 +383,21 @@ def test_fake_validates_bodies_and_specs_like_the_server(host):
     host.server.start()
     bad_cpus = json.loads(json.dumps(good))
     bad_cpus["init"]["value"]["spec"]["board"]["cpus"] = 300
-    status, body, _ = raw(host.server, "PUT", "/instance", bad_cpus)
+    status, body = raw(host.server, "PUT", "/instance", bad_cpus)[:2]
     assert status == 400 and "cpus" in body["message"]
     orphan = json.loads(json.dumps(good))
     del orphan["init"]["value"]["spec"]["components"]["disk0"]
     orphan["init"]["value"]["spec"]["components"]["boot-settings"]["component"]["order"] = []
-    status, body, _ = raw(host.server, "PUT", "/instance", orphan)
+    status, body = raw(host.server, "PUT", "/instance", orphan)[:2]
     assert (status, body["message"]) == (400, "failed to generate internal instance spec: backend disk0-backend not used by any device")
-    status, body, _ = raw(host.server, "GET", "/instance/state-monitor")
+    status, body = raw(host.server, "GET", "/instance/state-monitor")[:2]
     assert status == 400 and body["message"].startswith("unable to parse JSON body: EOF")
     assert raw(host.server, "PUT", "/instance/state", "run")[0] == 400  # case-sensitive
     assert raw(host.server, "DELETE", "/instance")[0] == 405
     assert raw(host.server, "GET", "/nothing")[0] == 404
     assert raw(host.server, "GET", "/instance/serial/history?from_start=0&most_recent=1")[0] == 424
     assert raw(host.server, "PUT", "/instance", good)[0] == 201
-    status, body, _ = raw(host.server, "GET", "/instance/serial/history?from_start=0&most_recent=1")
+    status, body = raw(host.server, "GET", "/instance/serial/history?from_start=0&most_recent=1")[:2]
     assert (status, body["message"]) == (400, "Exactly one of 'from_start' or 'most_recent' must be specified.")
     assert raw(host.server, "GET", "/instance/serial/history?from_start=99")[1] == {"data": [], "last_byte_offset": 0}
     spec = raw(host.server, "GET", "/instance/spec")[1]["spec"]

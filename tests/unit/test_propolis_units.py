@@ -83,8 +83,9 @@ def test_seed_goes_inline_only_while_small(tmp_path):
 
 
 def test_api_errors_name_the_vm_the_request_and_propolis_error():
-    err = api_error("web", "PUT /instance/state", 403, {"request_id": "r1", "message": "Forbidden",
-                                                         "error_code": "instance state change not allowed: Instance is currently starting"})
+    body = {"request_id": "r1", "message": "Forbidden",
+            "error_code": "instance state change not allowed: Instance is currently starting"}
+    err = api_error("web", "PUT /instance/state", 403, body)
     assert err.message == ("VM web: propolis-server answered PUT /instance/state with 403: Forbidden "
                            "[instance state change not allowed: Instance is currently starting]")
     assert err.code == "vmctl.propolis.api_error" and err.details["request_id"] == "r1" and err.hint

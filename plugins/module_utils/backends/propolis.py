@@ -30,8 +30,8 @@ import uuid
 from ansible_collections.vmctl.core.plugins.module_utils import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import Backend, ConsoleEndpoint, prepare_cloud_init
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    IllumosCommandFailed, InvalidSpec, IpDiscoveryTimeout, PropolisApiError, PropolisError, PropolisUnreachable,
-    PropolisUnsupported, VmctlError,
+    IllumosCommandFailed, InvalidSpec, IpDiscoveryTimeout, PropolisApiError, PropolisError, PropolisTimeout,
+    PropolisUnreachable, PropolisUnsupported, VmctlError,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.proc import HostRunner
 from ansible_collections.vmctl.core.plugins.module_utils.propolis_api import TERMINAL_STATES, PropolisClient, split_address
@@ -285,6 +285,9 @@ class PropolisBackend(Backend):
             instance = client.wait_until_up(self.server_timeout)
         deadline = time.monotonic() + self.start_timeout
         while True:
+            if time.monotonic() > deadline:
+                raise PropolisTimeout("VM %s: propolis-server still holds a VM being run down after %ss"
+                                      % (handle.name, self.start_timeout), name=handle.name)
             current = instance["state"] if instance else None
             if current in ("Stopping", "Stopped"):  # the old VM is being run down: wait, then ensure anew
                 client.wait_for(TERMINAL_STATES, max(deadline - time.monotonic(), 1))
