@@ -428,3 +428,45 @@ def test_every_propolis_state_maps_and_every_spec_we_build_validates(host):
         request = host.backend.ensure_request(handle)
         assert doc.errors(schema, request) == [] and spec_problem(request["init"]["value"]["spec"]) is None
         host.manager.destroy(name)
+
+
+def published(client, until, gen, timeout=10):
+    """Every state the monitor shows from generation ``gen`` on, until ``until``."""
+    seen = []
+    while not seen or seen[-1][1] != until:
+        answer = client.monitor(gen, timeout=timeout)
+        seen.append((answer["gen"], answer["state"]))
+        gen = answer["gen"] + 1
+    return seen
+
+
+def test_fake_publishes_the_documented_sequences(tmp_path):
+    host = Host(tmp_path, step_delay=0.3)
+    try:
+        handle = host.manager.create(host.spec())[0]
+        host.server.start()
+        client = PropolisClient(host.server.address, "web")
+        client.ensure(host.backend.ensure_request(handle))
+        assert published(client, "Creating", 0) == [(1, "Creating")]
+        client.request_state("Run")
+        with pytest.raises(PropolisApiError) as err:  # Reboot while starting: 403 StartInProgress
+            client.request_state("Reboot")
+        assert err.value.details["error_code"].endswith("Instance is currently starting")
+        assert published(client, "Running", 2) == [(2, "Starting"), (3, "Running")]
+        assert client.monitor(1, timeout=5)["gen"] == 3  # the latest state, not the one at gen 1
+        client.request_state("Reboot")
+        client.request_state("Reboot")  # a pending reboot: ignored
+        assert published(client, "Running", 4) == [(4, "Rebooting"), (5, "Running")]
+        client.request_state("Stop")
+        client.request_state("Stop")  # a pending stop: ignored
+        assert published(client, "Destroyed", 6) == [(6, "Stopping"), (7, "Stopped"), (8, "Destroyed")]
+
+        client.ensure(host.backend.ensure_request(handle))  # a fresh VM after rundown: gen 1 again
+        assert published(client, "Creating", 0) == [(1, "Creating")]
+        client.request_state("Run")
+        time.sleep(0.1)  # Starting is published; the backends are still starting
+        client.request_state("Stop")
+        assert published(client, "Destroyed", 2) == [(2, "Starting"), (3, "Stopped"), (4, "Destroyed")]
+        host.assert_clean()
+    finally:
+        host.server.stop()
