@@ -29,6 +29,7 @@ import json
 import os
 import queue
 import re
+import select
 import socket
 import socketserver
 import sys
@@ -124,6 +125,8 @@ class FakePropolis:
         self.fail_next_run = False
         self.server = None
         self.starts = 0
+        self.abandoned_polls = 0  # state-monitor long polls whose client hung up (they end, as in dropshot)
+        self._local = threading.local()
         self._reset()
 
     def _reset(self):
@@ -220,6 +223,7 @@ class FakePropolis:
             if operation.get("x-dropshot-websocket") is not None:
                 self._websocket(handler, template, query, record)
                 return None
+            self._local.connection = handler.connection
             status, answer = self.dispatch(handler.command, template, path, query, body)
         except HttpError as err:
             status, answer = err.status, {"error_code": err.error_code, "message": err.message}
@@ -292,7 +296,7 @@ class FakePropolis:
         if route == ("PUT", "/instance"):
             return self.ensure(body)
         if route == ("GET", "/instance/state-monitor"):
-            return 200, self.monitor(body["gen"])
+            return 200, self.monitor(body["gen"], self._local.connection)
         with self.lock:
             if route == ("GET", "/instance"):
                 vm = self._vm()
@@ -503,7 +507,7 @@ class FakePropolis:
         self._close_consoles(vm, (websocket.CLOSE_GOING_AWAY, "VM stopped"))
         self.cond.notify_all()
 
-    def monitor(self, gen):
+    def monitor(self, gen, connection=None):
         with self.lock:
             if self.server_state == "NoVm":
                 raise no_instance()
@@ -511,6 +515,9 @@ class FakePropolis:
             while gen > publisher.gen:
                 if publisher.closed or self.server is None:
                     raise HttpError(410, "No instance present; will never reach generation %d" % gen, "NoInstance")
+                if connection is not None and _hung_up(connection):
+                    self.abandoned_polls += 1
+                    raise HttpError(499, "client went away")  # nobody reads this answer
                 self.cond.wait(0.2)
             return {"gen": publisher.gen, "state": publisher.state,
                     "migration": {"migration_in": None, "migration_out": None}}
@@ -610,6 +617,17 @@ class FakePropolis:
                 with self.lock:
                     if self.vm is vm:
                         self._emit(vm, payload)
+
+
+def _hung_up(sock):
+    """Whether the client closed its end (readable with nothing to read)."""
+    readable, _w, _x = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def denied(reason):

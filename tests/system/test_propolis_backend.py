@@ -18,7 +18,8 @@ from sshd_server import free_port
 from ansible_collections.vmctl.core.plugins.module_utils import websocket
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import STATE_MAP, PropolisBackend, parse_arp
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    InvalidSpec, IpDiscoveryTimeout, PropolisApiError, PropolisError, PropolisUnreachable, PropolisUnsupported, VmctlError,
+    InvalidSpec, IpDiscoveryTimeout, PropolisApiError, PropolisError, PropolisTimeout, PropolisUnreachable,
+    PropolisUnsupported, VmctlError,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.propolis_api import PropolisClient
@@ -470,3 +471,18 @@ def test_fake_publishes_the_documented_sequences(tmp_path):
         host.assert_clean()
     finally:
         host.server.stop()
+
+
+def test_a_monitor_wait_ends_at_our_deadline_and_the_server_drops_the_poll(host):
+    handle = host.manager.create(host.spec())[0]
+    host.server.start()
+    client = PropolisClient(host.server.address, "web")
+    client.ensure(host.backend.ensure_request(handle))
+    begin = time.monotonic()
+    with pytest.raises(PropolisTimeout) as err:  # Creating forever: nobody asked for Run
+        client.wait_for(("Running",), 0.5)
+    assert 0.5 <= time.monotonic() - begin < 3 and "still not Running after 0.5s" in err.value.message
+    deadline = time.monotonic() + 3
+    while host.server.abandoned_polls < 1:
+        assert time.monotonic() < deadline, "the fake kept a long poll whose client had gone"
+        time.sleep(0.05)

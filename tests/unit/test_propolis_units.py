@@ -10,7 +10,8 @@ from ansible_collections.vmctl.core.plugins.module_utils import websocket
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import (
     SEED_INLINE_MAX, PropolisBackend, normalize_mac, parse_arp, parse_zones, zone_name,
 )
-from ansible_collections.vmctl.core.plugins.module_utils.errors import PropolisError
+from ansible_collections.vmctl.core.plugins.module_utils.errors import IllumosCommandFailed, PropolisError, ToolMissing
+from ansible_collections.vmctl.core.plugins.module_utils.proc import HostRunner
 from ansible_collections.vmctl.core.plugins.module_utils.propolis_api import api_error, split_address
 
 
@@ -90,3 +91,15 @@ def test_api_errors_name_the_vm_the_request_and_propolis_error():
                            "[instance state change not allowed: Instance is currently starting]")
     assert err.code == "vmctl.propolis.api_error" and err.details["request_id"] == "r1" and err.hint
     assert "(no message)" in api_error("web", "GET /instance", 502, None).message
+
+
+def test_host_runner_prefixes_commands_and_names_failures():
+    runner = HostRunner(["env", "LC_ALL=C"], error=IllumosCommandFailed)
+    assert runner(["echo", "zoneadm"]).stdout == "zoneadm\n"
+    assert runner(["false"], check=False).rc == 1
+    with pytest.raises(IllumosCommandFailed) as err:
+        runner(["sh", "-c", "echo 'zoneadm: zone not found' >&2; exit 3"])
+    assert err.value.details["rc"] == 3 and "zone not found" in err.value.message
+    assert err.value.details["argv"][:2] == ["env", "LC_ALL=C"]
+    with pytest.raises(ToolMissing):
+        HostRunner()(["zoneadm-does-not-exist", "list"])
