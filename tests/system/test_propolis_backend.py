@@ -486,3 +486,22 @@ def test_a_monitor_wait_ends_at_our_deadline_and_the_server_drops_the_poll(host)
     while host.server.abandoned_polls < 1:
         assert time.monotonic() < deadline, "the fake kept a long poll whose client had gone"
         time.sleep(0.05)
+
+
+def test_a_server_holding_another_vm_is_never_driven(host):
+    handle = host.manager.create(host.spec())[0]
+    other = host.backend.ensure_request(handle)
+    other["properties"].update(id="6f1c1e4e-3b1a-4c5e-9d1e-2a8c0b7c1f10", name="someone-else")
+    host.server.start()
+    client = PropolisClient(host.server.address, "other")
+    client.ensure(other)
+    client.request_state("Run")
+    client.wait_for(("Running",), 5)
+    assert host.manager.state("web") == VmState.PREPARED  # not ours: this VM is not running there
+    for operation in (host.manager.start, host.manager.stop):
+        with pytest.raises(PropolisError) as err:
+            operation("web")
+        assert err.value.code == "vmctl.propolis.foreign_vm" and "'someone-else'" in err.value.message
+    assert [r["body"] for r in host.api("PUT", "/instance/state")] == ["Run"]  # only the other client's
+    assert len(host.api("PUT", "/instance")) == 1 and host.server.state() == (3, "Running")
+    host.assert_clean()

@@ -122,6 +122,20 @@ class PropolisBackend(Backend):
     def client(self, handle, timeout=15.0):
         return PropolisClient(self.info(handle)["address"], handle.name, timeout=timeout)
 
+    def instance(self, client, handle):
+        """The server's instance if it is this VM's (``properties.id``), None without one; a server
+        holding another VM that is not finished is an error: vmctl never drives someone else's VM."""
+        instance = client.instance()
+        if instance is None or instance["state"] in TERMINAL_STATES:
+            return instance
+        theirs = instance["properties"]
+        if theirs["id"] != self.info(handle)["instance_id"]:
+            raise PropolisError("VM %s: propolis-server at %s holds another VM, %r (%s), which is %s"
+                                % (handle.name, client.address, theirs.get("name"), theirs["id"], instance["state"]),
+                                code="vmctl.propolis.foreign_vm", address=client.address,
+                                hint="Each VM needs its own propolis-server; check VMCTL_PROPOLIS_ADDRESS and the VM's zone")
+        return instance
+
     def run(self, argv, check=True):
         return self.runner(list(argv), check=check)
 
@@ -279,10 +293,11 @@ class PropolisBackend(Backend):
             self.run(["zoneadm", "-z", zone, "boot"])
         client = self.client(handle)
         try:
-            instance = client.instance()
+            instance = self.instance(client, handle)
         except PropolisUnreachable:  # no server yet: start the zone's service and wait for its first answer
             self.start_server(zone, info["address"])
-            instance = client.wait_until_up(self.server_timeout)
+            client.wait_until_up(self.server_timeout)
+            instance = self.instance(client, handle)
         deadline = time.monotonic() + self.start_timeout
         while True:
             if time.monotonic() > deadline:
@@ -291,7 +306,7 @@ class PropolisBackend(Backend):
             current = instance["state"] if instance else None
             if current in ("Stopping", "Stopped"):  # the old VM is being run down: wait, then ensure anew
                 client.wait_for(TERMINAL_STATES, max(deadline - time.monotonic(), 1))
-                instance = client.instance()
+                instance = self.instance(client, handle)
                 continue
             if current is None or current in TERMINAL_STATES:
                 instance = self._ensure(client, handle)
@@ -318,20 +333,20 @@ class PropolisBackend(Backend):
         except PropolisApiError as err:
             status = err.details.get("status")
             if status == 409:
-                return client.instance()
+                return self.instance(client, handle)
             if status and status >= 500:
                 raise PropolisApiError("VM %s: propolis-server could not create the VM: %s" % (handle.name, err.message),
                                        hint="Its disk file, VNIC, vCPU count or /dev/vmmctl access is wrong; "
                                             "see propolis-server's log in zone %s" % self.info(handle)["zone"],
                                        code="vmctl.propolis.create_failed", **err.details)
             raise
-        return client.instance()
+        return self.instance(client, handle)
 
     def stop(self, handle, timeout=30):
         """Stop (propolis powers the VM off and destroys it; the disk stays), wait for Destroyed, halt the zone."""
         client = self.client(handle)
         try:
-            instance = client.instance()
+            instance = self.instance(client, handle)
         except PropolisUnreachable:
             instance = None
         if instance is not None and instance["state"] not in TERMINAL_STATES:
@@ -362,7 +377,7 @@ class PropolisBackend(Backend):
         if info:
             with contextlib.suppress(PropolisError):  # halting the zone below ends propolis-server anyway
                 client = self.client(handle, timeout=5)
-                instance = client.instance()
+                instance = self.instance(client, handle)
                 if instance is not None and instance["state"] not in TERMINAL_STATES:
                     client.request_state("Stop")
                     client.wait_for(TERMINAL_STATES, 10)
@@ -381,10 +396,14 @@ class PropolisBackend(Backend):
 
     def state(self, handle):
         try:
-            instance = self.client(handle, timeout=5).instance()
+            instance = self.instance(self.client(handle, timeout=5), handle)
         except PropolisUnreachable:
             instance = None
-        if instance is None:  # no server, or a server without a VM
+        except PropolisError as err:
+            if err.code != "vmctl.propolis.foreign_vm":
+                raise
+            instance = None  # the server runs another VM: this one is not running there
+        if instance is None:  # no server, or a server without a VM (or without this one)
             if handle.state in (VmState.PREPARING, VmState.PREPARED, VmState.FAILED):
                 return handle.state
             return VmState.STOPPED
