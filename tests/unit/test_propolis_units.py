@@ -3,6 +3,7 @@ addresses, the seed's inline/file choice, error messages."""
 
 import io
 import os
+import platform
 
 import pytest
 
@@ -10,6 +11,7 @@ from ansible_collections.vmctl.core.plugins.module_utils import websocket
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import (
     SEED_INLINE_MAX, PropolisBackend, normalize_mac, parse_arp, parse_zones, zone_name,
 )
+from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
 from ansible_collections.vmctl.core.plugins.module_utils.errors import IllumosCommandFailed, PropolisError, ToolMissing
 from ansible_collections.vmctl.core.plugins.module_utils.proc import HostRunner
 from ansible_collections.vmctl.core.plugins.module_utils.propolis_api import api_error, split_address
@@ -103,3 +105,12 @@ def test_host_runner_prefixes_commands_and_names_failures():
     assert err.value.details["argv"][:2] == ["env", "LC_ALL=C"]
     with pytest.raises(ToolMissing):
         HostRunner()(["zoneadm-does-not-exist", "list"])
+
+
+def test_router_and_environment_settings(monkeypatch):
+    monkeypatch.setenv("VMCTL_PROPOLIS_ADDRESS", "10.1.2.3:12401")
+    monkeypatch.setenv("VMCTL_PROPOLIS_COMMAND_PREFIX", "ssh 'root@illumos host'")
+    backend = backend_for("propolis")
+    assert isinstance(backend, PropolisBackend) and backend.settings["address"] == "10.1.2.3:12401"
+    assert backend.runner.prefix == ["ssh", "root@illumos host"] and backend.settings["brand"] == "sparse"
+    assert backend_for("auto").tag == ("propolis" if platform.system() in ("SunOS", "illumos") else "qemu")
