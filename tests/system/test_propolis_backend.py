@@ -33,6 +33,7 @@ class Host:
     """A fake illumos host whose zone runs a fake propolis-server on ``address``."""
 
     def __init__(self, tmp_path, start_server=True, **fake_options):
+        fake_options.setdefault("vnics", {"vnic0"})  # the server can open only the host's VNICs
         self.server = FakePropolis(port=free_port(), **fake_options)
         self.illumos = FakeIllumos(servers={self.server.address: self.server} if start_server else {})
         self.illumos.add_vnic("vnic0", MAC)

@@ -21,7 +21,7 @@ def propolis_env(tmp_path):
     host = FakeIllumos()
     host.add_vnic("vnic0", "02:08:20:ab:cd:01")
     state.write_text(json.dumps(host.state))
-    with FakePropolis() as server:
+    with FakePropolis(vnics={"vnic0"}) as server:
         env = {"VMCTL_PROPOLIS_ADDRESS": server.address,
                "VMCTL_PROPOLIS_COMMAND_PREFIX": "%s %s illumos %s" % (sys.executable, FAKE, state)}
         yield server, env, state
