@@ -161,9 +161,36 @@ class BackendNotAvailable(VmctlError):
     default_hint = "This backend is not supported on this platform"
 
 
-class PropolisUnreachable(VmctlError):
+class PropolisError(VmctlError):
+    """Anything the Propolis backend reports (propolis-server answers, illumos commands)."""
+
+    code = "vmctl.propolis.error"
+
+
+class PropolisUnreachable(PropolisError):
     code = "vmctl.propolis.unreachable"
     default_hint = "Ensure propolis-server is running and listening on the expected address"
+
+
+class PropolisApiError(PropolisError):
+    """propolis-server answered with an error status; ``status``, ``error_code`` and ``request`` are in the details."""
+
+    code = "vmctl.propolis.api_error"
+    default_hint = "See propolis-server's log in the VM's zone (svcs -L svc:/system/illumos/propolis-server)"
+
+
+class PropolisUnsupported(PropolisError):
+    code = "vmctl.propolis.unsupported"
+
+
+class PropolisTimeout(PropolisError):
+    code = "vmctl.propolis.timeout"
+    default_hint = "propolis-server accepted the request but the VM did not get there in time; check the guest's serial console"
+
+
+class IllumosCommandFailed(PropolisError):
+    code = "vmctl.propolis.command_failed"
+    default_hint = "Run the command by hand on the illumos host to see why; vmctl needs root or the matching RBAC profiles"
 
 
 class ProvisionFailed(VmctlError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __metaclass__ = type
 
+import collections
 import shutil
 import subprocess
 
@@ -41,3 +42,34 @@ def run(argv, error=VmctlError, what=None, timeout=300, **kwargs):
         detail = (result.stderr or result.stdout).strip()
         raise error("%s failed (exit %d): %s" % (what or " ".join(argv[:2]), result.returncode, detail))
     return result.stdout
+
+
+CommandResult = collections.namedtuple("CommandResult", "rc stdout stderr")
+
+
+class HostRunner:
+    """Runs host commands: ``runner(argv, check=True)`` → CommandResult (stdout, stderr as text).
+
+    ``prefix`` goes in front of every command (``["pfexec"]``, or ``["ssh", "root@host"]`` to drive
+    another machine). Backends take a runner object so tests can record and answer commands.
+    """
+
+    def __init__(self, prefix=(), error=VmctlError):
+        self.prefix = list(prefix)
+        self.error = error
+
+    def __call__(self, argv, check=True, timeout=300):
+        full = self.prefix + list(argv)
+        try:
+            result = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False,
+                                    stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise ToolMissing("required tool %r was not found in PATH" % full[0], tool=full[0],
+                              hint="This command exists on illumos hosts only" if not self.prefix else "Check the command prefix")
+        except subprocess.TimeoutExpired:
+            raise self.error("%s timed out after %ss" % (" ".join(full), timeout), argv=full)
+        outcome = CommandResult(result.returncode, result.stdout, result.stderr)
+        if check and outcome.rc != 0:
+            raise self.error("%s failed (exit %d): %s" % (" ".join(full), outcome.rc, (outcome.stderr or outcome.stdout).strip()),
+                             argv=full, rc=outcome.rc)
+        return outcome

@@ -46,8 +46,17 @@ def create_overlay(base, overlay, base_format=None, size_gb=None):
     return overlay
 
 
-def resize(path, size_gb):
+def resize(path, size_gb, image_format=None):
     """Grow ``path`` to ``size_gb`` GiB (the guest's cloud-init grows its partition on next boot)."""
-    run(["qemu-img", "resize", "-q", path, "%dG" % size_gb], error=OverlayFailed,
+    run(["qemu-img", "resize", "-q"] + (["-f", image_format] if image_format else []) + [path, "%dG" % size_gb], error=OverlayFailed,
         what="qemu-img resize %s" % path, timeout=120)
     return path
+
+
+def convert_raw(source, dest, source_format=None):
+    """A raw copy of ``source`` at ``dest`` (sparse where the file system allows)."""
+    if not os.path.isfile(source):
+        raise ImageNotFound("image %s does not exist" % source, path=source)
+    argv = ["qemu-img", "convert", "-q", "-f", source_format or detect_format(source), "-O", "raw", source, dest]
+    run(argv, error=OverlayFailed, what="qemu-img convert %s to raw" % source, timeout=1800)
+    return dest

@@ -102,7 +102,13 @@ options:
         description: Private key to log in with; defaults to the generated one.
         type: path
   backend:
-    description: Hypervisor backend. V(auto) is QEMU on Linux and Propolis on illumos.
+    description:
+      - Hypervisor backend. V(auto) is QEMU on Linux and Propolis on illumos.
+      - V(propolis) runs the VM in an illumos zone under propolis-server and needs O(network.type=vnic) or
+        V(none). The server's address comes from the environment variable C(VMCTL_PROPOLIS_ADDRESS)
+        (default C(127.0.0.1:12400)); C(VMCTL_PROPOLIS_COMMAND_PREFIX) (for example C(pfexec)),
+        C(VMCTL_PROPOLIS_BRAND) and C(VMCTL_PROPOLIS_ZONE_ROOT) adjust the illumos commands. See the
+        collection's C(docs/propolis.md).
     type: str
     choices: [auto, qemu, propolis, noop]
     default: auto

@@ -48,6 +48,9 @@ options:
     default: 120
 notes:
   - Supports check mode (reports what would change, touches nothing and waits for nothing) and diff mode.
+  - With the propolis backend, V(stopped) powers the VM off at once (propolis-server has no ACPI shutdown request;
+    it destroys its VM, the disk stays) and O(stop_timeout) bounds the wait; V(suspended) fails with
+    C(vmctl.propolis.unsupported), as propolis-server cannot pause a VM.
   - In check mode, V(running) or V(restarted) for a VM that does not exist plans a start (with a warning), as an
     earlier M(vmctl.core.vm) task in the same check run only planned to create it; outside check mode that is an error.
 seealso:

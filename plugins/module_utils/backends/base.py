@@ -9,6 +9,9 @@ __metaclass__ = type
 
 import collections
 
+from ansible_collections.vmctl.core.plugins.module_utils import cloudinit, keys
+from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
+
 # kind: "unix" (path), "websocket" (url) or "none"
 ConsoleEndpoint = collections.namedtuple("ConsoleEndpoint", "kind address")
 
@@ -51,3 +54,40 @@ class Backend:
 
     def console_endpoint(self, handle):
         return ConsoleEndpoint("none", None)
+
+
+def prepare_cloud_init(spec, handle, files):
+    """Write the NoCloud seed ISO (and the keys it needs) for ``spec``; returns the handle changes.
+
+    ``files`` names the paths: ``seed``, ``user_key``, ``host_key``, ``known_hosts``. Without the
+    user's own user-data, the guest gets a host key we generated, and ``known_hosts`` pins it.
+    """
+    ci = spec.cloud_init
+    ssh = spec.ssh
+    hostname = ci.hostname or spec.name
+    changes = {"cloud_init": True, "hostname": hostname, "seed_iso_path": files["seed"]}
+    if ci.user_data is not None:
+        user_data = ci.user_data  # the user's own cloud-config, untouched; no key is pinned
+    else:
+        user = ssh.user if ssh else "vm"
+        authorized = list(ci.ssh_public_keys)
+        if ci.generate_key:
+            pair = keys.load_or_create(files["user_key"], "vmctl-%s" % spec.name)
+            authorized.insert(0, pair.public_openssh)
+            changes["private_key_path"] = files["user_key"]
+        host_key = keys.load_or_create(files["host_key"], "vmctl-host-%s" % spec.name)
+        user_data = cloudinit.build_user_data(user, authorized, hostname, host_key)
+        changes["known_hosts"] = files["known_hosts"]
+        write_known_hosts(handle, files["known_hosts"], host_key.public_openssh)
+    meta_data = cloudinit.build_meta_data(handle.id, hostname)
+    cloudinit.write_seed_iso(files["seed"], user_data, meta_data)
+    return changes
+
+
+def write_known_hosts(handle, path, host_public):
+    lines = []
+    if handle.ssh_host_port:
+        lines.append(keys.known_hosts_line("127.0.0.1", handle.ssh_host_port, host_public))
+    # Any address (TAP guests): the key is what we pin, the address is discovered later.
+    lines.append("* %s\n" % " ".join(host_public.split()[:2]))
+    atomic_write(path, "".join(lines), mode=0o644)

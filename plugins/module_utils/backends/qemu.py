@@ -27,14 +27,15 @@ import subprocess
 import time
 import uuid
 
-from ansible_collections.vmctl.core.plugins.module_utils import cloudinit, keys, qemu_img
-from ansible_collections.vmctl.core.plugins.module_utils.backends.base import Backend, ConsoleEndpoint
+from ansible_collections.vmctl.core.plugins.module_utils import qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
+    Backend, ConsoleEndpoint, prepare_cloud_init, write_known_hosts,
+)
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     InvalidState, IpDiscoveryTimeout, QmpError, SpawnFailed, VmctlError,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
 from ansible_collections.vmctl.core.plugins.module_utils.qmp import QmpClient
-from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
 
 SSH_PORT_RANGE = (10022, 10122)
@@ -221,39 +222,10 @@ class QemuBackend(Backend):
         )
         ci = spec.cloud_init
         if ci is not None:
-            changes.update(self._prepare_cloud_init(spec, handle, files))
+            changes.update(prepare_cloud_init(spec, handle, files))
         return handle.replace(**changes)
 
-    def _prepare_cloud_init(self, spec, handle, files):
-        ci = spec.cloud_init
-        ssh = spec.ssh
-        hostname = ci.hostname or spec.name
-        changes = {"cloud_init": True, "hostname": hostname, "seed_iso_path": files["seed"]}
-        if ci.user_data is not None:
-            user_data = ci.user_data  # the user's own cloud-config, untouched; no key is pinned
-        else:
-            user = ssh.user if ssh else "vm"
-            authorized = list(ci.ssh_public_keys)
-            if ci.generate_key:
-                pair = keys.load_or_create(files["user_key"], "vmctl-%s" % spec.name)
-                authorized.insert(0, pair.public_openssh)
-                changes["private_key_path"] = files["user_key"]
-            host_key = keys.load_or_create(files["host_key"], "vmctl-host-%s" % spec.name)
-            user_data = cloudinit.build_user_data(user, authorized, hostname, host_key)
-            changes["known_hosts"] = files["known_hosts"]
-            self._write_known_hosts(handle, files["known_hosts"], host_key.public_openssh)
-        meta_data = cloudinit.build_meta_data(handle.id, hostname)
-        cloudinit.write_seed_iso(files["seed"], user_data, meta_data)
-        return changes
-
-    @staticmethod
-    def _write_known_hosts(handle, path, host_public):
-        lines = []
-        if handle.ssh_host_port:
-            lines.append(keys.known_hosts_line("127.0.0.1", handle.ssh_host_port, host_public))
-        # Any address (TAP guests): the key is what we pin, the address is discovered later.
-        lines.append("* %s\n" % " ".join(host_public.split()[:2]))
-        atomic_write(path, "".join(lines), mode=0o644)
+    _write_known_hosts = staticmethod(write_known_hosts)
 
     # --- process -------------------------------------------------------------------------------
     def _process(self, handle):

@@ -23,6 +23,9 @@ def backend_for(tag):
     if tag == "qemu":
         from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import QemuBackend
         return QemuBackend()
+    if tag == "propolis":
+        from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import PropolisBackend
+        return PropolisBackend()
     if tag == "noop":
         from ansible_collections.vmctl.core.plugins.module_utils.backends.noop import NoopBackend
         return NoopBackend()
