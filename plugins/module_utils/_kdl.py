@@ -378,7 +378,7 @@ def _unescape(body):
             end = body.find("}", i)
             digits = body[i + 3:end] if end > 0 else ""
             if not re.match(r"^[0-9a-fA-F]{1,6}$", digits) or int(digits, 16) > 0x10FFFF or 0xD800 <= int(digits, 16) <= 0xDFFF:
-                raise _EscapeError("invalid \\u{…} escape", "Use \\u{hex}, e.g. \\u{e9}", i)
+                raise _EscapeError("invalid \\u{…} escape", hint="Use \\u{hex}, e.g. \\u{e9}", offset=i)
             out.append(chr(int(digits, 16)))
             i = end + 1
         elif esc and (esc in _SPACES or esc in _NEWLINES):  # v2 whitespace escape
@@ -387,7 +387,7 @@ def _unescape(body):
                 i += 1
         else:
             raise _EscapeError("unknown escape \\%s in a string" % esc,
-                               'Use \\\\ for a backslash; raw strings (r"…" or #"…"#) keep it as is', i)
+                               hint='Use \\\\ for a backslash; raw strings (r"…" or #"…"#) keep it as is', offset=i)
     return "".join(out)
 
 
