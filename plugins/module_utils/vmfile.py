@@ -367,8 +367,13 @@ class _Checker:
             except KeygenFailed as err:
                 self.problem(private_key[1], err.message, err.hint, npath)
         if ssh_key and not cloud_init["user_data"]:
-            with open(ssh_key[0], errors="replace") as f:
-                text = f.read()
+            try:
+                with open(ssh_key[0], errors="replace") as f:
+                    text = f.read(64 * 1024)  # a public key is one line; this may be a disk image named by mistake
+            except OSError as err:
+                self.problem(ssh_key[1], "cannot read ssh-key %s: %s" % (ssh_key[1].value, err.strerror),
+                             "Check the file's permissions", npath)
+                return
             if not keys.is_public_key(text):
                 self.problem(ssh_key[1], "ssh-key %s is not an OpenSSH public key" % ssh_key[1].value,
                              "Point it at the .pub file (a private key must never reach the guest)", npath)
