@@ -84,6 +84,11 @@ def _check_ifname(name):
                           hint="Linux interface names have 1 to 15 characters, without spaces, '/' or ':'")
 
 
+def _check_word(value):
+    if not value or re.search(r"\s", value):
+        raise InvalidSpec("%r is not a QEMU model name" % value, hint='Write one word, e.g. cpu "max" or machine "q35"')
+
+
 NETWORK_NODES = {"bridge": Field("str", check=_check_ifname), "name": Field("str")}
 CLOUD_INIT_NODES = {"hostname": Field("str", check=cloudinit.validate_hostname), "ssh-key": Field("path", must_exist=True),
                     "user-data": Field("path", must_exist=True)}
@@ -103,8 +108,8 @@ VM_NODES = {
     "ssh": Field("block", children=SSH_NODES),
     "provision": Field("block", multi=True, arg=Field("choice", choices=PROVISION_TYPES), children=PROVISION_NODES),
     "accel": Field("choice", choices=ACCELS),
-    "cpu": Field("str"),
-    "machine": Field("str"),
+    "cpu": Field("str", check=_check_word),
+    "machine": Field("str", check=_check_word),
 }
 UNITS = {"vcpus": "", "memory": " MB", "disk": " GB"}
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([MGT])i?B?\s*$", re.IGNORECASE)

@@ -257,6 +257,7 @@ BAD = [
      "1 to 15 characters"),
     ('vm "a" {\n  image "disk.qcow2"\n  provision "file" { source "config"; destination "/x" }\n}', 3, 29,
      "source config is a directory, not a file", "tarball"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cpu "host cpu"\n}', 3, 7, "not a QEMU model name", 'cpu "max"'),
     # Guest settings cloud-init would refuse, and keys that cannot work.
     ('vm "a" {\n  image "disk.qcow2"\n  cloud-init { hostname "web_1" }\n}', 3, 25, "invalid hostname 'web_1'",
      "dot-separated labels"),
