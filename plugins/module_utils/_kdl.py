@@ -37,12 +37,13 @@ class Value:
 
 
 class Node:
-    __slots__ = ("name", "line", "col", "args", "props", "children", "children_pos")
+    __slots__ = ("name", "line", "col", "args", "props", "children", "children_pos", "repeated")
 
     def __init__(self, name, line, col):
         self.name, self.line, self.col = name, line, col
         self.args = []
         self.props = {}  # key -> (key_line, key_col, Value); a repeated key keeps the last (KDL's rule)
+        self.repeated = []  # (key, key_line, key_col) of each repetition, for checkers that refuse them
         self.children = None
         self.children_pos = None
 
@@ -57,6 +58,8 @@ _NUMBER = re.compile(r"[+-]?(0x[0-9a-fA-F][0-9a-fA-F_]*|0o[0-7][0-7_]*|0b[01][01
 _NON_IDENT = set('\\/(){}<>;[]=,"# \t\r\n\ufeff')
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "/": "/", "b": "\b", "f": "\f", "s": " "}
 _NEWLINES = "\n\r\u0085\u000b\u000c\u2028\u2029"
+# Code points KDL forbids anywhere in a document: control characters, bidi overrides, a BOM after the start.
+_DISALLOWED = re.compile("[\x00-\x08\x0e-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
 _SPACES = " \t\ufeff\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
 
 
@@ -144,50 +147,46 @@ class _Reader:
         line, col = self.line, self.col
         if self.startswith('"""'):
             return self.read_multiline(line, col)
-        self.advance()
-        out = []
-        while True:
-            ch = self.peek()
-            if ch == "":
-                self.error("unterminated string", 'Close it with "', line, col)
-            if ch == '"':
-                self.advance()
-                return "".join(out)
-            if ch == "\\":
-                self.advance()
-                esc = self.peek()
-                if esc in _ESCAPES:
-                    out.append(_ESCAPES[esc])
-                    self.advance()
-                elif esc == "u" and self.peek(1) == "{":
-                    end = self.text.find("}", self.i)
-                    digits = self.text[self.i + 2:end] if end > 0 else ""
-                    if not re.match(r"^[0-9a-fA-F]{1,6}$", digits) or int(digits, 16) > 0x10FFFF or 0xD800 <= int(digits, 16) <= 0xDFFF:
-                        self.error("invalid \\u{…} escape", "Use \\u{hex}, e.g. \\u{e9}")
-                    out.append(chr(int(digits, 16)))
-                    self.advance(len(digits) + 3)
-                elif esc and (esc in _SPACES or esc in _NEWLINES):  # v2 whitespace escape
-                    while self.peek() and (self.peek() in _SPACES or self.peek() in _NEWLINES):
-                        self.advance()
-                else:
-                    self.error("unknown escape \\%s in a string" % esc, 'Use \\\\ for a backslash; raw strings (r"…" or #"…"#) keep it as is')
-            else:
-                out.append(ch)
-                self.advance()
+        j = self.i + 1
+        while j < len(self.text) and self.text[j] != '"':
+            j += 2 if self.text[j] == "\\" else 1
+        if j >= len(self.text):
+            self.error("unterminated string", 'Close it with "', line, col)
+        body = self.text[self.i + 1:j]
+        try:
+            value = _unescape(body)
+        except _EscapeError as err:
+            self.advance(1 + err.offset)
+            self.error(err.message, err.hint)
+        self.advance(j + 1 - self.i)
+        return value
 
-    def read_multiline(self, line, col):
+    def read_multiline(self, line, col, closing='"""', raw=False):
+        """A \"\"\" string (at its opening quotes), dedented by its closing line; escapes applied unless ``raw``."""
         self.advance(3)
-        end = self.text.find('"""', self.i)
-        if end < 0:
-            self.error('unterminated """ string', 'Close it with """', line, col)
-        body = self.text[self.i:end]
-        self.advance(end + 3 - self.i)
-        lines = body.split("\n")
-        if len(lines) < 2:
-            return body
+        close = self.text.find(closing, self.i)
+        while not raw and close > 0 and _escaped(self.text, close):
+            close = self.text.find(closing, close + 1)
+        if close < 0:
+            self.error('unterminated """ string', "Close it with %s" % closing, line, col)
+        body = self.text[self.i:close]
+        self.advance(close + len(closing) - self.i)
+        lines = re.split(r"\r\n|[%s]" % _NEWLINES, body)
         indent = lines[-1]
-        lines = lines[1:-1]
-        return "\n".join(ln[len(indent):] if ln.startswith(indent) else ln.lstrip() for ln in lines)
+        if len(lines) < 2 or lines[0].strip(_SPACES) or indent.strip(_SPACES):
+            self.error('a """ string must start with a line break and end with """ on a line of its own',
+                       'Write """, the text on the lines below, then """ alone on the last line', line, col)
+        for text in lines[1:-1]:
+            if text.strip(_SPACES) and not text.startswith(indent):
+                self.error('a line of this """ string is indented less than its closing """',
+                           'Indent every line at least as far as the closing """', line, col)
+        text = "\n".join(ln[len(indent):] for ln in lines[1:-1])
+        if raw:
+            return text
+        try:
+            return _unescape(text)
+        except _EscapeError as err:
+            self.error(err.message, err.hint, line, col)
 
     def read_raw(self):
         line, col = self.line, self.col
@@ -199,10 +198,10 @@ class _Reader:
             self.advance()
         if self.peek() != '"':
             self.error("malformed raw string", 'Write r"…", r#"…"# or #"…"#', line, col)
-        multi = self.startswith('"""')
-        quote = '"""' if multi else '"'
-        self.advance(len(quote))
-        close = quote + "#" * hashes
+        if self.startswith('"""'):
+            return self.read_multiline(line, col, '"""' + "#" * hashes, raw=True)
+        self.advance()
+        close = '"' + "#" * hashes
         end = self.text.find(close, self.i)
         if end < 0:
             self.error("unterminated raw string", "Close it with %s" % close, line, col)
@@ -224,6 +223,7 @@ class _Reader:
         line, col = self.line, self.col
         if self.peek() == "(":
             self.read_type()
+            self.skip_ws()
             line, col = self.line, self.col
         ch = self.peek()
         if ch == '"':
@@ -239,7 +239,7 @@ class _Reader:
             self.error("unknown keyword %s" % word, "Use #true, #false, #null, #inf, #-inf or #nan", line, col)
         if _NUMBER.match(word):
             return Value(_number(word), line, col), False
-        if word[0].isdigit() or (word[0] in "+-." and len(word) > 1 and word[1].isdigit()):
+        if re.match(r"[+-]?\.?[0-9]", word):
             self.error("malformed number %s" % word, "Write a number like 2, 2048 or 1.5 (or quote it to make it a string)", line, col)
         return Value(word, line, col, bare=True), True
 
@@ -304,7 +304,7 @@ class _Reader:
             slashdash = self.startswith("/-")
             if slashdash:
                 self.advance(2)
-                self.skip_ws()
+                self.skip_ws(newlines=True)
                 ch = self.peek()
             if ch == "{":
                 pos = (self.line, self.col)
@@ -327,16 +327,68 @@ class _Reader:
     def read_entry(self, node, slashdash):
         kline, kcol = self.line, self.col
         value, ident = self.read_value()
+        before = self.i, self.line, self.col
+        self.skip_ws()
         if self.peek() == "=" and (ident or isinstance(value.value, str)):
             self.advance()
+            self.skip_ws()
             vline, vcol = self.line, self.col
             if self.peek() in _SPACES or self.peek() in _NEWLINES or not self.peek():
                 self.error("property %s has no value after =" % value.value, 'Write %s="value"' % value.value, vline, vcol)
             prop_value, _bare = self.read_value()
             if not slashdash:
+                if value.value in node.props:
+                    node.repeated.append((value.value, kline, kcol))
                 node.props[value.value] = (kline, kcol, prop_value)
-        elif not slashdash:
+            return
+        self.i, self.line, self.col = before
+        if not slashdash:
             node.args.append(value)
+
+
+class _EscapeError(Exception):
+    def __init__(self, message, hint, offset):
+        super().__init__(message)
+        self.message, self.hint, self.offset = message, hint, offset
+
+
+def _escaped(text, i):
+    """Whether text[i] follows an odd number of backslashes."""
+    j = i
+    while j > 0 and text[j - 1] == "\\":
+        j -= 1
+    return (i - j) % 2 == 1
+
+
+def _unescape(body):
+    """A string body with its escapes applied; _EscapeError (offset of the backslash) for a bad one."""
+    out = []
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        esc = body[i + 1:i + 2]
+        if esc in _ESCAPES and esc:
+            out.append(_ESCAPES[esc])
+            i += 2
+        elif esc == "u" and body[i + 2:i + 3] == "{":
+            end = body.find("}", i)
+            digits = body[i + 3:end] if end > 0 else ""
+            if not re.match(r"^[0-9a-fA-F]{1,6}$", digits) or int(digits, 16) > 0x10FFFF or 0xD800 <= int(digits, 16) <= 0xDFFF:
+                raise _EscapeError("invalid \\u{…} escape", hint="Use \\u{hex}, e.g. \\u{e9}", offset=i)
+            out.append(chr(int(digits, 16)))
+            i = end + 1
+        elif esc and (esc in _SPACES or esc in _NEWLINES):  # v2 whitespace escape
+            i += 1
+            while i < len(body) and (body[i] in _SPACES or body[i] in _NEWLINES):
+                i += 1
+        else:
+            raise _EscapeError("unknown escape \\%s in a string" % esc,
+                               hint='Use \\\\ for a backslash; raw strings (r"…" or #"…"#) keep it as is', offset=i)
+    return "".join(out)
 
 
 def _number(word):
@@ -355,4 +407,10 @@ def parse(text):
     """The document's top-level nodes, each with positions; raises KdlSyntaxError."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    return _Reader(text).read_nodes()
+    reader = _Reader(text)
+    bad = _DISALLOWED.search(text)
+    if bad:
+        reader.advance(bad.start())
+        reader.error("the invisible character U+%04X is not allowed in KDL" % ord(bad.group()),
+                     "Delete it (it often comes with pasted text)")
+    return reader.read_nodes()

@@ -70,19 +70,42 @@ def known_hosts_line(host, port, public_openssh):
 
 
 def public_openssh_of(private_path):
-    """``type base64`` of the public half of an OpenSSH/PEM private key (``<key>.pub`` is not trusted to match)."""
+    """``type base64`` of the public half of an OpenSSH/PEM private key (``<key>.pub`` is not trusted to match).
+
+    KeygenFailed says why a file is no key vmctl can log in with: a public key, a key behind a
+    passphrase (vmctl uses neither an agent nor a prompt), or no key at all.
+    """
     if not HAS_CRYPTOGRAPHY:
         raise KeygenFailed("cannot read keys: the Python 'cryptography' package is missing",
                            hint="Install it: pip install cryptography")
+    unencrypted = "Use an unencrypted OpenSSH or PEM private key (ssh-keygen -t ed25519 -N '')"
     try:
         with open(private_path, "rb") as f:
             data = f.read()
+        if is_public_key(data.decode("utf-8", "replace")):
+            raise KeygenFailed("%s is a public key, not a private one" % private_path, path=private_path,
+                               hint="Point private-key at the private half (the file without .pub)")
         if b"OPENSSH PRIVATE KEY" in data:
             key = serialization.load_ssh_private_key(data, password=None)
         else:
             key = serialization.load_pem_private_key(data, password=None)
-    except (OSError, ValueError, TypeError) as err:
-        raise KeygenFailed("cannot read the private key %s: %s" % (private_path, err), path=private_path,
-                           hint="Use an unencrypted OpenSSH or PEM private key (ssh-keygen -t ed25519 -N '')")
+    except TypeError:  # cryptography's way to say "encrypted"
+        raise KeygenFailed("the private key %s is protected by a passphrase" % private_path, path=private_path,
+                           hint="vmctl logs in with neither an agent nor a passphrase prompt: use a key without a "
+                                "passphrase (ssh-keygen -t ed25519 -N ''), or leave private-key out and let cloud-init "
+                                "install a key vmctl generates")
+    except (OSError, ValueError) as err:
+        raise KeygenFailed("cannot read the private key %s: %s" % (private_path, err), path=private_path, hint=unencrypted)
     return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                          serialization.PublicFormat.OpenSSH).decode("ascii")
+
+
+def is_public_key(text):
+    """Whether ``text`` is an OpenSSH public key line (``ssh-ed25519 AAAA… comment``)."""
+    fields = text.strip().split()
+    return len(fields) >= 2 and fields[1].startswith("AAAA") and "PRIVATE KEY" not in text
+
+
+def same_key(public_a, public_b):
+    """Whether two OpenSSH public key lines are the same key (comments aside)."""
+    return public_a.split()[:2] == public_b.split()[:2]

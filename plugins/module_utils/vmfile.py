@@ -16,8 +16,8 @@ import difflib
 import os
 import re
 
-from ansible_collections.vmctl.core.plugins.module_utils import _kdl
-from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError, VmfileNotFound
+from ansible_collections.vmctl.core.plugins.module_utils import _kdl, cloudinit, keys
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, KeygenFailed, VmctlError, VmfileNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.types import ACCELS, NAME_RE
 from ansible_collections.vmctl.core.plugins.module_utils.provision import describe
 
@@ -70,14 +70,27 @@ class VmfileError(VmctlError):
 
 class Field:
     def __init__(self, kind, low=None, high=None, choices=None, must_exist=False, multi=False, children=None,
-                 arg=None, props=None, hint=None):
+                 arg=None, props=None, hint=None, check=None, example=None):
         self.kind, self.low, self.high, self.choices = kind, low, high, choices
         self.must_exist, self.multi, self.children = must_exist, multi, children
         self.arg, self.props, self.hint = arg, props or {}, hint
+        self.check = check  # a function of the value that raises InvalidSpec (message, hint) when it is wrong
+        self.example = example
 
 
-NETWORK_NODES = {"bridge": Field("str"), "name": Field("str")}
-CLOUD_INIT_NODES = {"hostname": Field("str"), "ssh-key": Field("path", must_exist=True),
+def _check_ifname(name):
+    if not 0 < len(name) <= 15 or re.search(r"[\s/:]", name):
+        raise InvalidSpec("%r is not a network interface name" % name,
+                          hint="Linux interface names have 1 to 15 characters, without spaces, '/' or ':'")
+
+
+def _check_word(value):
+    if not value or re.search(r"\s", value):
+        raise InvalidSpec("%r is not a QEMU model name" % value, hint='Write one word, e.g. cpu "max" or machine "q35"')
+
+
+NETWORK_NODES = {"bridge": Field("str", check=_check_ifname), "name": Field("str")}
+CLOUD_INIT_NODES = {"hostname": Field("str", check=cloudinit.validate_hostname), "ssh-key": Field("path", must_exist=True),
                     "user-data": Field("path", must_exist=True)}
 SSH_NODES = {"user": Field("str"), "private-key": Field("path", must_exist=True)}
 PROVISION_NODES = {"inline": Field("str"), "script": Field("path", must_exist=True),
@@ -86,24 +99,44 @@ VM_NODES = {
     "image": Field("path", must_exist=True, hint='image "path/to/disk.qcow2"'),
     "image-url": Field("url", hint='image-url "https://…/image.qcow2"'),
     "image-checksum": Field("checksum", hint='image-checksum "sha256:<64 hex digits>"'),
-    "vcpus": Field("int", 1, 255),
-    "memory": Field("int", 16, 16 * 1024 * 1024),
-    "disk": Field("int", 1, 65536),
+    "vcpus": Field("int", 1, 255, example=2),
+    "memory": Field("int", 16, 16 * 1024 * 1024, example=2048),
+    "disk": Field("int", 1, 65536, example=20),
     "network": Field("block", arg=Field("choice", choices=NETWORK_TYPES), children=NETWORK_NODES,
-                     props={"bridge": Field("str"), "name": Field("str")}),
+                     props=NETWORK_NODES),
     "cloud-init": Field("block", children=CLOUD_INIT_NODES),
     "ssh": Field("block", children=SSH_NODES),
     "provision": Field("block", multi=True, arg=Field("choice", choices=PROVISION_TYPES), children=PROVISION_NODES),
     "accel": Field("choice", choices=ACCELS),
-    "cpu": Field("str"),
-    "machine": Field("str"),
+    "cpu": Field("str", check=_check_word),
+    "machine": Field("str", check=_check_word),
 }
 UNITS = {"vcpus": "", "memory": " MB", "disk": " GB"}
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([MGT])i?B?\s*$", re.IGNORECASE)
+# Where each block's settings go, for "hostname belongs inside cloud-init { }".
+HOMES = dict([(child, "%s { }" % block) for block, field in VM_NODES.items() if field.children for child in field.children]
+             + [(name, 'vm "name" { }') for name in VM_NODES])
 
 
-def _suggest(name, known):
+def _suggest(name, known, nodes=True):
+    """"did you mean `x`?" for a near miss; else, for ``nodes``, where the node belongs or the known ones."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-    return ("did you mean `%s`?" % close[0]) if close else "known here: %s" % ", ".join(sorted(known))
+    if close:
+        return "did you mean `%s`?" % close[0]
+    if not nodes:
+        return None
+    if name in HOMES:
+        return "%s belongs inside %s" % (name, HOMES[name])
+    return "known here: %s" % ", ".join(sorted(known))
+
+
+def _as_unit(text, unit):
+    """A size like "4G" or "512MiB" in ``unit`` (" MB" or " GB"), or None."""
+    match = _SIZE.match(text) if unit else None
+    if not match:
+        return None
+    megabytes = float(match.group(1)) * {"M": 1, "G": 1024, "T": 1024 * 1024}[match.group(2).upper()]
+    return int(megabytes if unit == " MB" else megabytes / 1024) or None
 
 
 class _Checker:
@@ -129,8 +162,11 @@ class _Checker:
         v = value.value
         if field.kind == "int":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or isinstance(v, float) and not v.is_integer():
+                unit = UNITS.get(label, "")
+                size = _as_unit(v, unit) if isinstance(v, str) else None
                 self.problem(value, "%s must be a whole number, got %s" % (label, _show(v)),
-                             "Write it without quotes, e.g. %s %d" % (label, max(field.low, 2)), npath)
+                             "%s is in%s: write %s %d" % (label, unit, label, size) if size else
+                             "Write it without quotes, e.g. %s %d" % (label, field.example or field.low), npath)
                 return None
             v = int(v)
             if not field.low <= v <= field.high:
@@ -144,7 +180,9 @@ class _Checker:
             self.problem(value, "%s must be a string, got %s" % (label, _show(v)), 'Quote it: %s "%s"' % (label, v), npath)
             return None
         if field.kind == "choice" and v not in field.choices:
-            self.problem(value, "unknown %s %r" % (label, v), "%s; use one of: %s" % (_suggest(v, field.choices), ", ".join(field.choices)), npath)
+            close = _suggest(v, field.choices, nodes=False)
+            self.problem(value, "unknown %s %r" % (label, v),
+                         "%sUse one of: %s" % (close + "; " if close else "", ", ".join(field.choices)), npath)
             return None
         if field.kind == "url" and not _URL.match(v):
             self.problem(value, "%s must be an http(s):// or file:// URL, got %r" % (label, v),
@@ -159,15 +197,25 @@ class _Checker:
                 self.problem(value, "%s is empty" % label, "Give a file path", npath)
                 return None
             resolved = self.resolve_path(v)
+            if field.must_exist and os.path.isdir(resolved):
+                self.problem(value, "%s %s is a directory, not a file" % (label, v),
+                             "Name one file (a file provisioner uploads one file: pack a directory into a tarball)", npath)
+                return None
             if field.must_exist and not os.path.isfile(resolved):
                 self.problem(value, "%s %s does not exist (looked for %s)" % (label, v, resolved),
                              "Paths are relative to the VMFile's directory (%s); ~ is your home" % self.base_dir, npath)
                 return None
             return resolved
+        if field.check:
+            try:
+                field.check(v)
+            except InvalidSpec as err:
+                self.problem(value, err.message, err.hint, npath)
+                return None
         return v
 
-    def single(self, node, field, npath):
-        """A node holding one value (``vcpus 2``)."""
+    def single(self, node, field, npath, siblings=()):
+        """A node holding one value (``vcpus 2``); ``siblings`` are the node names allowed next to it."""
         if node.children is not None:
             self.problem(node.children_pos and _At(*node.children_pos), "%s takes a value, not a { } block" % node.name,
                          "Write %s <value>" % node.name, npath)
@@ -175,14 +223,18 @@ class _Checker:
             self.problem(_At(kline, kcol), "%s takes no properties (found %s=)" % (node.name, key), "Remove %s=…" % key, npath)
         if len(node.args) != 1:
             at = node.args[1] if len(node.args) > 1 else _At(node.line, node.col + len(node.name))
+            joined = [a.value for a in node.args[1:] if a.bare and a.value in siblings]
             self.problem(at, "%s takes exactly one value, found %d" % (node.name, len(node.args)),
-                         "Write %s" % (field.hint or "%s <value>" % node.name), npath)
+                         'Nodes on one line are separated by ";": write %s …; %s …' % (node.name, joined[0]) if joined
+                         else "Write %s" % (field.hint or "%s <value>" % node.name), npath)
             return None
         return self.check_value(field, node.args[0], node.name, npath)
 
     def block(self, node, schema, npath, props=None, allow_args=0):
         """Children of a block node, checked: ``{name: (value, node)}`` (lists for multi)."""
         values = {}
+        for key, kline, kcol in node.repeated:
+            self.problem(_At(kline, kcol), "%s= is given twice on %s" % (key, node.name), "Keep one %s=" % key, npath)
         for key, (kline, kcol, value) in node.props.items():
             if props and key in props:
                 checked = self.check_value(props[key], value, key, npath)
@@ -206,7 +258,7 @@ class _Checker:
                              "Keep one (the first is on line %d)" % seen[child.name].line, cpath)
                 continue
             seen.setdefault(child.name, child)
-            value = self.single(child, field, cpath)
+            value = self.single(child, field, cpath, schema)
             if value is not None:
                 if child.name in values:  # the same setting as a property and as a child node
                     self.problem(child, "%s is given both as %s= and as a node" % (child.name, child.name),
@@ -228,6 +280,7 @@ class _Checker:
             else:
                 name_ok = True
         npath = 'vm "%s"' % name if name_ok else "vm"
+        self.settings = {}  # block name -> {setting: (value, Value)} of this VM's cloud-init and ssh
         if node.children is None:
             self.problem(_At(node.line, node.col), "vm %s has no { } block" % _show(name), "Add { image … } with its settings", npath)
             return None
@@ -246,7 +299,7 @@ class _Checker:
                 continue
             seen.setdefault(child.name, child)
             if field.kind != "block":
-                value = self.single(child, field, cpath)
+                value = self.single(child, field, cpath, VM_NODES)
                 if value is not None:
                     fields[child.name] = value
             elif child.name == "provision":
@@ -277,6 +330,8 @@ class _Checker:
         if cloud_init is not None:
             cloud_init["generate_key"] = not (cloud_init["ssh_key"] or cloud_init["user_data"]
                                               or (ssh and ssh["private_key"]))
+            self.check_guest(name, npath, seen["cloud-init"], cloud_init, ssh)
+        self.check_keys(npath, cloud_init, ssh)
         return {
             "name": name, "vmfile": os.path.abspath(self.path), "base_dir": self.base_dir,
             "image": fields.get("image"), "image_url": fields.get("image-url"),
@@ -286,6 +341,52 @@ class _Checker:
             "accel": fields.get("accel", "auto"), "cpu": fields.get("cpu"), "machine": fields.get("machine"),
             "provisions": [dict(p, description=describe(p)) for p in provisions if p is not None],
         }
+
+    def check_guest(self, name, npath, node, cloud_init, ssh):
+        """What cloud-init will be given: a valid hostname (the VM name by default) and user."""
+        if cloud_init["hostname"] is None and npath != "vm":
+            try:
+                cloudinit.validate_hostname(name)
+            except InvalidSpec as err:
+                self.problem(node, "the hostname defaults to the VM name, and %s" % err.message,
+                             'Set one: cloud-init { hostname "%s" }' % re.sub(r"[^A-Za-z0-9.-]", "-", name), npath)
+        user = self.settings.get("ssh", {}).get("user")
+        if ssh is not None and user:
+            try:
+                cloudinit.validate_user(user[0])
+            except InvalidSpec as err:
+                self.problem(user[1], "cloud-init cannot create the user: %s" % err.message, err.hint, npath)
+
+    def check_keys(self, npath, cloud_init, ssh):
+        """The key the guest trusts is the key vmctl logs in with, and each key file is what its node says."""
+        ssh_key = self.settings.get("cloud-init", {}).get("ssh-key")
+        private_key = self.settings.get("ssh", {}).get("private-key")
+        if ssh_key and cloud_init["user_data"]:
+            self.problem(ssh_key[1], "ssh-key is not used when user-data is given",
+                         "vmctl passes your user-data untouched: put the key in its ssh_authorized_keys, "
+                         "or remove user-data", npath)
+        public = None
+        if private_key and keys.HAS_CRYPTOGRAPHY:
+            try:
+                public = keys.public_openssh_of(private_key[0])
+            except KeygenFailed as err:
+                self.problem(private_key[1], err.message, err.hint, npath)
+        if ssh_key and not cloud_init["user_data"]:
+            try:
+                with open(ssh_key[0], errors="replace") as f:
+                    text = f.read(64 * 1024)  # a public key is one line; this may be a disk image named by mistake
+            except OSError as err:
+                self.problem(ssh_key[1], "cannot read ssh-key %s: %s" % (ssh_key[1].value, err.strerror),
+                             "Check the file's permissions", npath)
+                return
+            if not keys.is_public_key(text):
+                self.problem(ssh_key[1], "ssh-key %s is not an OpenSSH public key" % ssh_key[1].value,
+                             "Point it at the .pub file (a private key must never reach the guest)", npath)
+            elif public and not keys.same_key(text, public):
+                self.problem(private_key[1], "private-key %s is not the pair of ssh-key %s, which the guest trusts"
+                             % (private_key[1].value, ssh_key[1].value),
+                             "Use the two halves of the same key pair, or drop ssh-key: the public half of "
+                             "private-key is then installed", npath)
 
     def network(self, node, field, npath):
         values = self.block(node, field.children, npath, props=field.props, allow_args=1)
@@ -307,12 +408,12 @@ class _Checker:
                 "name": vnic[0] if kind == "vnic" else None}
 
     def cloud_init(self, node, field, npath):
-        values = self.block(node, field.children, npath)
+        values = self.settings["cloud-init"] = self.block(node, field.children, npath)
         return {"hostname": values.get("hostname", (None,))[0], "ssh_key": values.get("ssh-key", (None,))[0],
                 "user_data": values.get("user-data", (None,))[0]}
 
     def ssh(self, node, field, npath):
-        values = self.block(node, field.children, npath)
+        values = self.settings["ssh"] = self.block(node, field.children, npath)
         return {"user": values.get("user", ("vm",))[0], "private_key": values.get("private-key", (None,))[0]}
 
     def provision(self, node, step, npath):

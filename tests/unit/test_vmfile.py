@@ -1,12 +1,16 @@
 """VMFile.kdl: the guide's examples parse to its defaults (v1 and v2 spelling); every mistake is
 reported with file:line:col, a caret and a hint, all at once."""
 
+import functools
 import os
 import textwrap
 
 import pytest
 
-from ansible_collections.vmctl.core.plugins.module_utils import vmfile
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from ansible_collections.vmctl.core.plugins.module_utils import keys, vmfile
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError, VmfileNotFound
 
 FULL_EXAMPLE_V1 = '''\
@@ -82,17 +86,30 @@ vm minimal { image-url "https://cloud-images.ubuntu.com/noble/current/noble-serv
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """A VMFile directory with the files the examples name, and a home with the ~ files."""
+    """A VMFile directory with the files the examples name, and a home with the ~ files.
+
+    Key pairs: ~/.ssh/id_ed25519, id and other_key (each with its .pub), and sealed (behind a passphrase).
+    """
     home = tmp_path / "home"
-    for rel in ("images/debian-12-generic-amd64.qcow2", ".ssh/id_ed25519", ".ssh/id_ed25519.pub"):
-        (home / rel).parent.mkdir(parents=True, exist_ok=True)
-        (home / rel).write_text("x")
+    (home / "images").mkdir(parents=True)
+    (home / "images/debian-12-generic-amd64.qcow2").write_text("x")
+    (home / ".ssh").mkdir()
     monkeypatch.setenv("HOME", str(home))
     proj = tmp_path / "proj"
-    for rel in ("config/bashrc", "scripts/setup-dev-tools.sh", "disk.qcow2", "key.pub", "user-data.yaml", "id"):
+    for rel in ("config/bashrc", "scripts/setup-dev-tools.sh", "disk.qcow2", "user-data.yaml"):
         (proj / rel).parent.mkdir(parents=True, exist_ok=True)
         (proj / rel).write_text("x")
+    for path in (home / ".ssh/id_ed25519", proj / "id", proj / "other_key"):
+        keys.write_keypair(keys.generate_ed25519("test"), str(path))
+    (proj / "sealed").write_bytes(sealed_key())
     return proj
+
+
+@functools.lru_cache(maxsize=None)
+def sealed_key():
+    """An OpenSSH private key behind a passphrase (made once: its key derivation is slow on purpose)."""
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.BestAvailableEncryption(b"secret"))
 
 
 def write(project, text, name="VMFile.kdl"):
@@ -212,6 +229,62 @@ BAD = [
     ('vm "a" {\n    image "disk.qcow2"\n    accel "hvf"\n}\n', 3, 11, "unknown accel", "auto, kvm, tcg"),
     ('vm "a" {\n    image "disk.qcow2"\n    vcpus 1 2\n}\n', 3, 13, "vcpus takes exactly one value, found 2", "vcpus"),
     ('vm "a" {\n    image "disk.qcow2" {\n    }\n}\n', 2, 24, "image takes a value, not a { } block", "image"),
+    # Types, values and forms.
+    ('vm "a" {\n  image "disk.qcow2"\n  hostname "a"\n}', 3, 3, "unknown node hostname", "belongs inside cloud-init { }"),
+    ('vm "a" { image "disk.qcow2"; vcpus 2 max=4 }', 1, 38, "vcpus takes no properties", "Remove max="),
+    ('vm "a" {\n  image "disk.qcow2"\n  memory "4G"\n}', 3, 10, "memory must be a whole number", "in MB: write memory 4096"),
+    ('vm "a" {\n  image "disk.qcow2"\n  disk true\n}', 3, 8, "disk must be a whole number, got true", "disk 20"),
+    ('vm "a" {\n  image 42\n}', 2, 9, "image must be a string, got 42", 'Quote it: image "42"'),
+    ('vm "a" { image "disk.qcow2"; vcpus 99999999999999999999999 }', 1, 36, "vcpus must be from 1 to 255", "at most 255"),
+    ('vm {\n  image "disk.qcow2"\n}', 1, 3, "vm needs a name", 'vm "name"'),
+    ('vm 7 { image "disk.qcow2" }', 1, 4, "invalid VM name 7", "letters, digits"),
+    ('vm "../etc" { image "disk.qcow2" }', 1, 4, "invalid VM name", "starting with a letter or digit"),
+    ('vm "a" { image "disk.qcow2"; network "tap" bridge="a" bridge="b" }', 1, 55, "bridge= is given twice on network",
+     "Keep one bridge="),
+    ('vm "a" {\n  image "disk.qcow2"\n  ssh { user "me" private-key "id" }\n}', 3, 19, "user takes exactly one value, found 3",
+     'separated by ";"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  memory\n}', 3, 9, "memory takes exactly one value, found 0", "memory"),
+    ('vm "a" {\n  image "disk.qcow2"\n  ssh "ubuntu"\n}', 3, 7, 'unexpected value "ubuntu" after ssh', "inside { }"),
+    # Provisioners and networks.
+    ('vm "a" {\n  image "disk.qcow2"\n  provision "shell" {\n    inline "x"\n    destination "/x"\n  }\n}', 5, 17,
+     "destination belongs to file provisioners", "inline or script"),
+    ('vm "a" {\n  image "disk.qcow2"\n  provision { inline "x" }\n}', 3, 12, "provision needs a type", 'provision "shell"'),
+    ('vm "a" { image "disk.qcow2"; network "usr" }', 1, 38, "unknown network type", "did you mean `user`?; Use one of"),
+    ('vm "a" {\n  image "disk.qcow2"\n  network "user" { bridge "br0" }\n}', 3, 27, "bridge only applies to tap", 'network "tap"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  network "tap" bridge="br1" {\n    bridge "br0"\n  }\n}', 4, 5,
+     "bridge is given both as bridge= and as a node", "Keep one"),
+    ('vm "a" { image "disk.qcow2"; network "tap" bridge="a-very-long-bridge" }', 1, 51, "not a network interface name",
+     "1 to 15 characters"),
+    ('vm "a" {\n  image "disk.qcow2"\n  provision "file" { source "config"; destination "/x" }\n}', 3, 29,
+     "source config is a directory, not a file", "tarball"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cpu "host cpu"\n}', 3, 7, "not a QEMU model name", 'cpu "max"'),
+    # Guest settings cloud-init would refuse, and keys that cannot work.
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init { hostname "web_1" }\n}', 3, 25, "invalid hostname 'web_1'",
+     "dot-separated labels"),
+    ('vm "web_1" {\n  image "disk.qcow2"\n  cloud-init\n}', 3, 3, "the hostname defaults to the VM name", 'hostname "web-1"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init\n  ssh { user "Root Admin" }\n}', 4, 14, "cloud-init cannot create the user",
+     "lowercase Linux user name"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init {\n    ssh-key "id.pub"\n    user-data "user-data.yaml"\n  }\n}', 4, 13,
+     "ssh-key is not used when user-data is given", "ssh_authorized_keys"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init { ssh-key "other_key" }\n}', 3, 24, "not an OpenSSH public key",
+     "the .pub file"),
+    ('vm "a" {\n  image "disk.qcow2"\n  ssh { private-key "other_key.pub" }\n}', 3, 21, "is a public key, not a private one",
+     "without .pub"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init { ssh-key "~/.ssh/id_ed25519.pub" }\n  ssh { private-key "other_key" }\n}',
+     4, 21, "is not the pair of ssh-key", "same key pair"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init\n  ssh { private-key "sealed" }\n}', 4, 21, "protected by a passphrase",
+     "without a passphrase"),
+    ('vm "a" {\n  image "disk.qcow2"\n  ssh { private-key "user-data.yaml" }\n}', 3, 21, "cannot read the private key",
+     "unencrypted OpenSSH or PEM"),
+    # Syntax.
+    ("// nothing here\n/* really */\n", 1, 1, "defines no VM", "Add a vm"),
+    ('vm "a" { image "disk.qcow2" }\n}\n', 2, 1, "KDL syntax: unexpected }", "Remove it"),
+    ('vm "a" {\n  image "disk.qcow2"\n  memory 2G\n}', 3, 10, "KDL syntax: malformed number 2G", "Write a number"),
+    ('vm "a" {\n  image "C:\\disk.qcow2"\n}', 2, 12, "KDL syntax: unknown escape \\d", "raw strings"),
+    ('vm "a" { image "disk.qcow2" }\n/* forgot\n', 2, 1, "KDL syntax: unterminated /* comment", "*/"),
+    ('vm "a" {\n  image "disk\u202e.qcow2"\n}', 2, 14, "U+202E is not allowed", "Delete it"),
+    ('vm "a" {\n  provision "shell" {\n    inline """\n      echo hi"""\n  }\n}', 3, 12,
+     'end with """ on a line of its own', '"""'),
 ]
 
 
@@ -254,3 +327,26 @@ def test_non_utf8_file_is_a_positioned_error(project):
     with pytest.raises(vmfile.VmfileError) as err:
         vmfile.load(str(path))
     assert (err.value.problems[0].line, err.value.problems[0].col) == (2, 12)
+
+
+def test_multi_line_strings_keep_their_escapes_and_lose_their_indent(project):
+    vm = vmfile.load(write(project, '''\
+        vm a {
+            image "disk.qcow2"
+            provision shell {
+                inline """
+                    echo \\"hi\\" \\
+                      there
+                    ls
+                    """
+            }
+        }
+    '''))[0]
+    assert vm["provisions"][0]["inline"] == 'echo "hi" there\nls'
+
+
+def test_the_guest_trusts_the_public_half_of_the_private_key(project):
+    from ansible_collections.vmctl.core.plugins.module_utils import specs
+    vm = vmfile.load(write(project, 'vm "k" { image "disk.qcow2"; cloud-init; ssh { private-key "other_key" } }'))[0]
+    trusted = specs.cloud_init_config(vm).ssh_public_keys
+    assert len(trusted) == 1 and keys.same_key(trusted[0], (project / "other_key.pub").read_text())
