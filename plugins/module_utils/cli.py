@@ -24,7 +24,7 @@ import sys
 import time
 import traceback
 
-from ansible_collections.vmctl.core.plugins.module_utils import errors, paths, vmfile
+from ansible_collections.vmctl.core.plugins.module_utils import errors, vmfile
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
 
 COLLECTION_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -190,14 +190,17 @@ def cmd_destroy(args):
 
 
 def cmd_suspend(args):
-    _manager().suspend(args.name)
-    _out("suspended VM %s (resume it with: vmctl resume %s)" % (args.name, args.name))
+    before = _manager().suspend(args.name)[1]
+    if before == "suspended":
+        _out("VM %s is already suspended" % args.name)
+    else:
+        _out("suspended VM %s (resume it with: vmctl resume %s)" % (args.name, args.name))
     return EXIT_OK
 
 
 def cmd_resume(args):
-    _manager().resume(args.name)
-    _out("resumed VM %s" % args.name)
+    before = _manager().resume(args.name)[1]
+    _out("VM %s is already running" % args.name if before == "running" else "resumed VM %s" % args.name)
     return EXIT_OK
 
 
@@ -242,7 +245,7 @@ def cmd_status(args):
         ("SSH key", ssh["private_key"] if ssh else None), ("Known hosts", ssh["known_hosts"] if ssh else None),
         ("Console", r["console_socket"]), ("Console log", r["console_log"]), ("Provision log", r["provision_log"]),
     ]
-    width = max(len(label) for label, _ in rows) + 1
+    width = max(len(row[0]) for row in rows) + 1
     for label, value in rows:
         _out("%-*s %s" % (width, label + ":", _dash(value)))
     return EXIT_OK
@@ -482,7 +485,7 @@ def cmd_log(args):
         _show_file(path, args.tail)
         shown += 1
     if args.follow:
-        _follow([path for _, path in logs])
+        _follow([entry[1] for entry in logs])
     if not shown:
         raise errors.VmctlError("VM %s has no logs yet" % args.name, code="vmctl.log.not_found", name=args.name,
                                 hint="Start it (vmctl start %s) or bring it up (vmctl up)" % args.name)

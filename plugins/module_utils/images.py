@@ -44,7 +44,6 @@ from __future__ import annotations
 __metaclass__ = type
 
 import contextlib
-import copy
 import dataclasses
 import errno
 import fcntl
