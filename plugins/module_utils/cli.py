@@ -204,7 +204,7 @@ def cmd_resume(args):
     return EXIT_OK
 
 
-LIST_FORMAT = "%-16s %-8s %-7s %5s %-11s %-8s %-6s %s"
+LIST_FORMAT = "%-16s %-8s %-7s %-4s %-11s %-8s %-6s %s"  # the guide's columns, STATE added last
 
 
 def cmd_list(args):
