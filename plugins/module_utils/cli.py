@@ -100,6 +100,11 @@ def _image_cache():
     return ImageCache()
 
 
+def _print_json(data):
+    _out(json.dumps(data, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
 def _dash(value):
     return "-" if value in (None, "", []) else str(value)
 
@@ -211,8 +216,7 @@ def cmd_list(args):
     manager = _manager()
     records = [manager.describe(name) for name in sorted(manager.list())]
     if args.json:
-        _out(json.dumps(records, indent=2, sort_keys=True))
-        return EXIT_OK
+        return _print_json(records)
     _out(LIST_FORMAT % ("NAME", "BACKEND", "VCPUS", "MEM", "NETWORK", "PID", "SSH", "STATE"))
     for r in records:
         active = r["state"] in ("running", "suspended")
@@ -225,8 +229,7 @@ def cmd_list(args):
 def cmd_status(args):
     r = _manager().describe(args.name)
     if args.json:
-        _out(json.dumps(r, indent=2, sort_keys=True))
-        return EXIT_OK
+        return _print_json(r)
     active = r["state"] in ("running", "suspended")
     net = r["network"]
     network = net["type"].lower() + (" (bridge %s)" % net["bridge"] if net.get("bridge") else "") \
@@ -364,8 +367,7 @@ def cmd_image_list(args):
     from ansible_collections.vmctl.core.plugins.module_utils.images import human_size
     entries = _image_cache().list()
     if args.json:
-        _out(json.dumps([e.to_dict(digest=False) for e in entries], indent=2, sort_keys=True))
-        return EXIT_OK
+        return _print_json([e.to_dict(digest=False) for e in entries])
     _out(IMAGE_LIST_FORMAT % ("NAME", "SIZE", "FORMAT", "PATH", "USED BY"))
     for e in sorted(entries, key=lambda e: os.path.basename(e.path)):
         _out(IMAGE_LIST_FORMAT % (os.path.basename(e.path), human_size(e.size or 0), _dash(e.format), e.path,
@@ -377,8 +379,7 @@ def cmd_image_inspect(args):
     from ansible_collections.vmctl.core.plugins.module_utils.images import human_size
     info = _image_cache().inspect(args.image)
     if args.json:
-        _out(json.dumps(info, indent=2, sort_keys=True))
-        return EXIT_OK
+        return _print_json(info)
     sizes = ("virtual_size", "disk_size", "size", "source_size")
     order = ("path", "format", "virtual_size", "disk_size", "size", "backing_file", "backing_format",
              "external_references", "dirty", "cached", "url", "name", "sha256", "compression", "source_size",
@@ -558,6 +559,14 @@ def _name(parser, what="VM name"):
     parser.add_argument("name", metavar="NAME", help=what)
 
 
+def _vm_command(name, summary, description, handler):
+    """A command whose only argument is the VM's NAME."""
+    def add_arguments(parser):
+        _name(parser)
+        return handler
+    COMMANDS.append((name, summary, description, add_arguments))
+
+
 @command("create", "Create a new VM", """\
 Create a VM from a local image (--image) or a downloaded one (--image-url), and optionally start it.
 By default a cloud-init seed is made with an SSH key generated for this VM, so `vmctl ssh NAME` works
@@ -593,15 +602,12 @@ def _create_args(p):
     return cmd_create
 
 
-@command("start", "Start an existing VM", """\
+_vm_command("start", "Start an existing VM", """\
 Start a VM that is prepared or stopped.
 
 examples:
   vmctl start myvm
-""")
-def _start_args(p):
-    _name(p)
-    return cmd_start
+""", cmd_start)
 
 
 @command("stop", "Stop a running VM", """\
@@ -618,16 +624,13 @@ def _stop_args(p):
     return cmd_stop
 
 
-@command("destroy", "Destroy a VM and clean up its files", """\
+_vm_command("destroy", "Destroy a VM and clean up its files", """\
 Stop the VM if it runs, remove its overlay, seed ISO, keys, sockets and logs, and unregister it.
 This is irreversible.
 
 examples:
   vmctl destroy myvm
-""")
-def _destroy_args(p):
-    _name(p)
-    return cmd_destroy
+""", cmd_destroy)
 
 
 @command("list", "List all VMs", """\
@@ -657,16 +660,13 @@ def _status_args(p):
     return cmd_status
 
 
-@command("console", "Attach to a VM's serial console", """\
+_vm_command("console", "Attach to a VM's serial console", """\
 Shows what the guest prints on its serial port and sends what you type. Press Ctrl+] to detach.
 The console log (vmctl log NAME --console) has what was printed before you attached.
 
 examples:
   vmctl console myvm
-""")
-def _console_args(p):
-    _name(p)
-    return cmd_console
+""", cmd_console)
 
 
 @command("ssh", "SSH into a VM", """\
@@ -691,24 +691,18 @@ def _ssh_args(p):
     return cmd_ssh
 
 
-@command("suspend", "Suspend (pause) a running VM", """\
+_vm_command("suspend", "Suspend (pause) a running VM", """\
 Pauses the VM's vCPUs; it stays in memory. vmctl resume continues it.
 
 examples:
   vmctl suspend myvm
-""")
-def _suspend_args(p):
-    _name(p)
-    return cmd_suspend
+""", cmd_suspend)
 
 
-@command("resume", "Resume a suspended VM", """\
+_vm_command("resume", "Resume a suspended VM", """\
 examples:
   vmctl resume myvm
-""")
-def _resume_args(p):
-    _name(p)
-    return cmd_resume
+""", cmd_resume)
 
 
 @command("image", "Manage VM images", """\

@@ -158,7 +158,9 @@ def test_tiny_guest_lifecycle_and_console(test_images, tmp_path):
     (row,) = table(ok("list").stdout)
     assert row["NAME"] == "tiny" and row["STATE"] == "prepared" and row["PID"] == "-" and row["MEM"] == "256"
 
+    assert "VM tiny is prepared: no SSH to it" in fails(4, "ssh", "tiny")
     assert ok("start", "tiny").stdout.startswith("started VM tiny (pid ")
+    assert "known_hosts file to log in with" in fails(1, "ssh", "tiny")  # no cloud-init: no pinned host key
     assert "already running" in ok("start", "tiny").stdout
     status = ok("status", "tiny").stdout
     fields = dict(line.split(":", 1) for line in status.splitlines())
