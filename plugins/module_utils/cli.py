@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -296,15 +295,13 @@ def cmd_ssh(args):
     if args.wait > 0:
         from ansible_collections.vmctl.core.plugins.module_utils.ssh_session import SshSession
         SshSession.open(target, wait_timeout=args.wait).close()  # also waits for cloud-init to finish
-    argv = [shutil.which("ssh") or "ssh",
+    from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
+    argv = [find_tool("ssh"),
             "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=%s" % target.known_hosts,
             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
             "-i", target.private_key_path, "-p", str(target.port), "%s@%s" % (target.user, target.host)]
     if args.remote_command:
         argv += ["--"] + args.remote_command
-    if not shutil.which("ssh"):
-        from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
-        find_tool("ssh")
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)
