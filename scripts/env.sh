@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the project's scripts: where things live. Safe to source from any directory.
 VMCTL_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Caches shared by every clone on this machine (venv, built guest images), keyed by content hash.

@@ -22,7 +22,7 @@ description:
     M(vmctl.core.vms) inventory and for hosts added with M(ansible.builtin.add_host).
   - Waits up to O(wait_timeout) seconds for the guest to accept a login (a booting guest refuses
     connections or closes them before the SSH banner), then, for a VM whose cloud-init vmctl wrote,
-    for C(cloud-init status --wait).
+    until cloud-init has finished (C(/run/cloud-init/result.json) exists, else C(cloud-init status --wait)).
   - The host key the guest offers must be pinned for its address in the VM's known_hosts file, which
     vmctl writes when it creates the VM. Unknown keys are never added; a mismatch fails the host naming
     the VM and both fingerprints.

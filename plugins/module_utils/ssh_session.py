@@ -29,6 +29,9 @@ from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     HostKeyMismatch, SshAuthFailed, SshError, SshTransferFailed, SshWaitTimeout, Timeout)
 
 RETRY_INTERVAL = 1.0
+# cloud-init restarts sshd while it runs, so a login is "ready" only once it has finished; its
+# result.json (on /run, so per boot) says so without starting cloud-init's Python (seconds under TCG).
+CLOUD_INIT_WAIT = "test -e /run/cloud-init/result.json || cloud-init status --wait >/dev/null 2>&1; true"
 # Channel window and packet size: larger than paramiko's defaults (2 MiB, 32 KiB) to keep the
 # pipe full on bulk transfers.
 WINDOW_SIZE = 8 * 1024 * 1024
@@ -260,7 +263,16 @@ class SshSession:
         session = cls(target, transport)
         if target.cloud_init if wait_for_cloud_init is None else wait_for_cloud_init:
             left = max(5.0, deadline - time.monotonic())
-            session.run("cloud-init status --wait >/dev/null 2>&1; true", timeout=left)
+            logged_in = time.monotonic() - begin
+            try:
+                session.run(CLOUD_INIT_WAIT, timeout=left)
+            except Timeout:
+                session.close()
+                raise SshWaitTimeout("VM %s: SSH login worked after %d s, but cloud-init had not finished %d s later "
+                                     "(the wait timeout is %d s)" % (target.vm, round(logged_in), round(left), wait_timeout),
+                                     hint="Raise the wait timeout if the guest is slow (no KVM, many VMs at once). "
+                                          + target.console_hint(),
+                                     name=target.vm, console_log=target.console_log)
         return session
 
     @staticmethod

@@ -3,5 +3,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+import pytest  # noqa: E402
 # Fixtures: a real nginx for download tests.
 from nginx_server import http_files, nginx  # noqa: E402,F401  pylint: disable=unused-import
+from vm_ssh_helpers import new_control_dir, remove_control_dir  # noqa: E402
+
+
+@pytest.fixture
+def control_dir(monkeypatch):
+    """This test's own directory of vm_ssh session daemons (ANSIBLE_VMCTL_CONTROL_PATH_DIR)."""
+    path = new_control_dir()
+    monkeypatch.setenv("ANSIBLE_VMCTL_CONTROL_PATH_DIR", path)
+    yield path
+    remove_control_dir(path)

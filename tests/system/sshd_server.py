@@ -2,7 +2,7 @@
 
 ``LoopbackSshd(directory).start()`` generates an Ed25519 host key and a user key, writes an sshd_config
 (port on 127.0.0.1, ``AuthorizedKeysFile`` pointing at a file here, ``PermitRootLogin prohibit-password``,
-``StrictModes no``, sftp-server as the SFTP subsystem) and runs ``/usr/sbin/sshd -D -e`` with its log
+``StrictModes no``, sftp-server as the SFTP subsystem, then ``extra_config`` lines) and runs ``/usr/sbin/sshd -D -e`` with its log
 in ``sshd.log``. ``store_vm(name)`` records a VM pointing at it in the vmctl store (noop backend, running),
 with a known_hosts file in the format the QEMU backend writes.
 """
@@ -35,7 +35,7 @@ def fingerprint(public_key_path):
 
 
 class LoopbackSshd:
-    def __init__(self, directory, port=None, user="root"):
+    def __init__(self, directory, port=None, user="root", extra_config=()):
         self.dir = str(directory)
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
@@ -57,8 +57,8 @@ class LoopbackSshd:
                 "AuthorizedKeysFile %s" % self.authorized_keys, "PermitRootLogin prohibit-password",
                 "StrictModes no", "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
                 "PidFile none", "Subsystem sftp %s" % SFTP_SERVER, "LogLevel VERBOSE", "MaxStartups 100:30:200",
-                "MaxSessions 100", "",
-            ]))
+                "MaxSessions 100",
+            ] + list(extra_config) + [""]))
 
     @property
     def host_public(self):

@@ -10,6 +10,7 @@ import pytest
 from guests import alive, console_size, tiny_spec, wait_for_console
 
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import kvm_usable
+from ansible_collections.vmctl.core.plugins.module_utils.errors import VmExists
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.qmp import QmpClient
 from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
@@ -134,3 +135,17 @@ def test_auto_acceleration_picks_one_that_boots(test_images, tmp_path, monkeypat
     assert "accel=%s" % expected in open("/proc/%d/cmdline" % handle.pid).read()
     wait_for_console(handle, test_images["tiny"]["ready_marker"], timeout=60)
     manager.destroy("tiny")
+
+
+def test_a_vm_of_one_vmfile_is_not_taken_over_by_another(test_images, tmp_path):
+    manager = VmManager()
+    mine, theirs = str(tmp_path / "a" / "VMFile.kdl"), str(tmp_path / "b" / "VMFile.kdl")
+    handle, created = manager.create(tiny_spec(test_images, tmp_path, name="web", vmfile=mine))
+    assert created and handle.vmfile == mine
+    with pytest.raises(VmExists) as taken:
+        manager.create(tiny_spec(test_images, tmp_path, name="web", vmfile=theirs))
+    assert str(taken.value).startswith("VM 'web' already exists, created from %s (not %s)" % (mine, theirs))
+    assert "Rename the VM" in taken.value.hint
+    assert manager.get("web").vmfile == mine and os.path.exists(handle.work_dir)  # left as it was
+    assert manager.create(tiny_spec(test_images, tmp_path, name="web", vmfile=mine)) == (manager.get("web"), False)
+    manager.destroy("web")

@@ -10,16 +10,14 @@ import io
 import json
 import os
 import select
-import shutil
 import subprocess
 import tarfile
-import tempfile
 import time
 
 import pytest
 from ansible_run import _env
 from guests import alive
-from vm_ssh_helpers import CALLBACKS, stop_daemons
+from vm_ssh_helpers import CALLBACKS, new_control_dir, remove_control_dir
 
 from ansible_collections.vmctl.core.plugins.module_utils import ssh
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
@@ -93,7 +91,7 @@ class Project:
     def __init__(self, root, vmfile_text, image):
         self.root = write_project(str(root), vmfile_text, image)
         self.home = os.path.join(self.root, "xdg-data")
-        self.control = tempfile.mkdtemp(prefix="vmcp-", dir="/tmp")  # short: unix socket paths
+        self.control = new_control_dir()
         self.env = {"XDG_DATA_HOME": self.home, "ANSIBLE_VMCTL_CONTROL_PATH_DIR": self.control,
                     "ANSIBLE_VMCTL_WAIT_TIMEOUT": SSH_TIMEOUT}
 
@@ -149,8 +147,7 @@ class Project:
             return f.read()
 
     def cleanup(self):
-        stop_daemons(self.control)
-        shutil.rmtree(self.control, ignore_errors=True)
+        remove_control_dir(self.control)
         if os.path.exists(os.path.join(self.home, "vmctl", "vms.json")):
             manager = self.manager()
             for name in manager.list():
@@ -220,6 +217,14 @@ def test_down_stops_and_up_restarts_and_provisions_again(web):
     assert web.manager().state("web") == "running"
     assert web.guest("web", "cat /var/tmp/marker") == (0, "before-down\n")  # same disk
     assert web.guest("web", "cat /var/tmp/provision-runs")[1] == "run\nrun\n"  # provisioned again
+
+    # with no_provision, a stopped VM is started and its provisioners are left alone
+    rc, tasks, out = web.run("down")
+    assert rc == 0 and web.manager().state("web") == "stopped", out
+    rc, tasks, out = web.run("up", "-e", "no_provision=true")
+    assert rc == 0 and "Start web" in changed(tasks, "web"), out
+    assert not [name for name in changed(tasks, "web") if name.startswith("Provision web")], out
+    assert web.guest("web", "cat /var/tmp/provision-runs")[1] == "run\nrun\n"
 
 
 def test_provision_runs_the_steps_again(web):

@@ -18,19 +18,33 @@ BRIDGE_CONF = "/etc/qemu/bridge.conf"
 
 
 def sh(*argv):
-    subprocess.run(argv, check=True, capture_output=True, text=True)
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def free_subnet():
+    """A 10.213.N.0/24 that no route of this host uses: a bridge left behind by a killed run (or
+    another run at the same time) keeps its route, and a second route to the same /24 would send
+    our SSH packets to the wrong bridge ("No route to host")."""
+    used = set(sh("ip", "-4", "-o", "route", "show", "table", "all").split())
+    for n in range(77, 255):
+        if "10.213.%d.0/24" % n not in used:
+            return "10.213.%d" % n
+    pytest.fail("no free 10.213.N.0/24 subnet on this host")
 
 
 @pytest.fixture
 def bridge(tmp_path):
-    """A bridge with 10.213.77.1/24, allowed for qemu-bridge-helper, with dnsmasq serving DHCP on it."""
+    """A bridge on a free 10.213.N.0/24, allowed for qemu-bridge-helper, with dnsmasq serving DHCP on
+    it; yields (bridge name, subnet prefix)."""
     name = "vmctlbr%d" % (os.getpid() % 10000)
+    subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)  # left by a killed run
+    subnet = free_subnet()
     sh("ip", "link", "add", "name", name, "type", "bridge")
     saved_conf = None
     dnsmasq = None
     leases = "/var/lib/misc/vmctl-test-%s.leases" % name
     try:
-        sh("ip", "addr", "add", "10.213.77.1/24", "dev", name)
+        sh("ip", "addr", "add", subnet + ".1/24", "dev", name)
         sh("ip", "link", "set", name, "up")
         if os.path.exists(BRIDGE_CONF):
             with open(BRIDGE_CONF) as f:
@@ -41,10 +55,10 @@ def bridge(tmp_path):
         os.makedirs(os.path.dirname(leases), exist_ok=True)
         dnsmasq = subprocess.Popen(
             ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--bind-interfaces",
-             "--interface=%s" % name, "--except-interface=lo", "--dhcp-range=10.213.77.50,10.213.77.99,1h",
+             "--interface=%s" % name, "--except-interface=lo", "--dhcp-range=%s.50,%s.99,1h" % (subnet, subnet),
              "--dhcp-leasefile=%s" % leases, "--pid-file=%s" % (tmp_path / "dnsmasq.pid")],
             stderr=open(tmp_path / "dnsmasq.log", "w"))
-        yield name
+        yield name, subnet
     finally:
         if dnsmasq:
             dnsmasq.terminate()
@@ -61,6 +75,7 @@ def bridge(tmp_path):
 
 
 def test_tap_vm_gets_an_address_found_by_its_mac(test_images, bridge):
+    bridge, subnet = bridge
     manager = VmManager()
     spec = debian_spec(test_images, name="tapvm", hostname="tapvm", network=NetworkConfig(type="tap", bridge=bridge))
     handle = manager.create(spec)[0]
@@ -71,7 +86,7 @@ def test_tap_vm_gets_an_address_found_by_its_mac(test_images, bridge):
         ports = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True, check=False).stdout
         assert "tap" in ports
         ip = manager.guest_ip("tapvm", timeout=240)
-        assert ip.startswith("10.213.77.")
+        assert ip.startswith(subnet + ".")
         out = None
         for _attempt in range(60):  # sshd may still be starting when DHCP is done
             result = subprocess.run(ssh_argv(handle, "cloud-init status --wait >/dev/null; cat /sys/class/net/*/address; hostname",

@@ -4,14 +4,12 @@ everywhere, and ``--check`` on an empty store touches nothing. One guest boot (a
 """
 
 import os
-import shutil
 import sys
-import tempfile
 
 import pytest
 import yaml
 from guests import alive
-from vm_ssh_helpers import playbook, stop_daemons
+from vm_ssh_helpers import playbook
 
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 
@@ -108,10 +106,8 @@ def disk_state(data_home):
 
 
 @pytest.fixture
-def books(test_images, tmp_path, monkeypatch):
+def books(test_images, tmp_path, control_dir):
     """(present.yml, absent.yml, inventory, payload, fetched path) with a private session-daemon directory."""
-    control = tempfile.mkdtemp(prefix="vmcp-", dir="/tmp")  # unix socket paths must stay short
-    monkeypatch.setenv("ANSIBLE_VMCTL_CONTROL_PATH_DIR", control)
     payload = tmp_path / "payload.txt"
     payload.write_text("".join("line %05d of the payload copied to the guest\n" % i for i in range(1500)))
     fetched = tmp_path / "fetched" / "payload.txt"
@@ -121,9 +117,7 @@ def books(test_images, tmp_path, monkeypatch):
     absent.write_text(yaml.safe_dump(ABSENT, sort_keys=False))
     inventory = tmp_path / "hosts.ini"  # the venv's python runs the vmctl modules on the controller
     inventory.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
-    yield present, absent, inventory, payload, fetched
-    stop_daemons(control)
-    shutil.rmtree(control, ignore_errors=True)
+    return present, absent, inventory, payload, fetched
 
 
 def test_playbook_creates_uses_and_removes_a_vm_idempotently(books, vmctl_data_home):

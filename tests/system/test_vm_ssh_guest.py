@@ -7,13 +7,12 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 from ansible_run import _env
 from guests import debian_spec
 from sshd_server import fingerprint, keygen
-from vm_ssh_helpers import adhoc, daemons, stop_daemons
+from vm_ssh_helpers import adhoc, daemons
 
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 
@@ -51,16 +50,12 @@ def _restore(name, value):
 
 
 @pytest.fixture
-def guest(guest_home, monkeypatch, tmp_path):
-    """(handle, inventory file) with this test's environment pointing at the guest's store."""
+def guest(guest_home, monkeypatch, tmp_path, control_dir):
+    """(handle, inventory file, control dir) with this test's environment pointing at the guest's store."""
     monkeypatch.setenv("XDG_DATA_HOME", str(guest_home))
-    control = tempfile.mkdtemp(prefix="vmcp-", dir="/tmp")
-    monkeypatch.setenv("ANSIBLE_VMCTL_CONTROL_PATH_DIR", control)
     inventory = tmp_path / "guest.vmctl.yml"
     inventory.write_text("plugin: vmctl.core.vms\n")
-    yield VmManager().get(NAME), inventory, control
-    stop_daemons(control)
-    shutil.rmtree(control, ignore_errors=True)
+    return VmManager().get(NAME), inventory, control_dir
 
 
 def test_inventory_graph_and_ping(guest):

@@ -7,19 +7,19 @@ daemons are its own; sshd's log counts the SSH logins.
 
 import hashlib
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 
 import pytest
 from sshd_server import LoopbackSshd, fingerprint, free_port, keygen
 from guests import alive
-from vm_ssh_helpers import adhoc, daemons, playbook, stop_daemons
+from vm_ssh_helpers import adhoc, daemons, playbook
 
 from ansible_collections.vmctl.core.plugins.module_utils import ssh_mux
-from ansible_collections.vmctl.core.plugins.module_utils.ssh import resolve_target
+from ansible_collections.vmctl.core.plugins.module_utils.errors import SshWaitTimeout
+from ansible_collections.vmctl.core.plugins.module_utils.ssh import SshTarget, resolve_target
+from ansible_collections.vmctl.core.plugins.module_utils.ssh_session import SshSession
 
 PYTHON = "/usr/bin/python3"  # the guest-side interpreter (root's login shell here has a pyenv shim first in PATH)
 
@@ -29,16 +29,6 @@ def sshd(tmp_path_factory):
     server = LoopbackSshd(tmp_path_factory.mktemp("sshd")).start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def control_dir(monkeypatch):
-    """A short private control directory (unix socket paths are limited to 107 bytes)."""
-    path = tempfile.mkdtemp(prefix="vmcp-", dir="/tmp")
-    monkeypatch.setenv("ANSIBLE_VMCTL_CONTROL_PATH_DIR", path)
-    yield path
-    stop_daemons(path)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -369,3 +359,33 @@ def test_provision_steps_stream_over_the_connection(inventory, loop_vm, tmp_path
     assert killed["failed"] and "signal TERM" in killed["msg"], killed
     log = open(os.path.join(loop_vm.work_dir, "provision.log")).read()
     assert "hello" in log and "oops" in log and "from-script root" in log and "signal TERM" in log
+
+
+def test_a_cloud_init_wait_that_runs_out_says_so(tmp_path, vmctl_data_home):
+    """After the login, a VM seeded by vmctl is ready only when cloud-init has finished; when that
+    wait runs out the error says it was cloud-init, not SSH, and how long the login took."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    ran = tmp_path / "cloud-init-ran"
+    fake = bindir / "cloud-init"  # this host has no /run/cloud-init/result.json, so the wait runs it
+    fake.write_text("#!/bin/sh\necho \"$*\" > %s\nexec sleep 60\n" % ran)
+    fake.chmod(0o755)
+    slow = LoopbackSshd(tmp_path / "sshd", extra_config=["SetEnv PATH=%s:/usr/bin:/bin" % bindir]).start()
+    try:
+        vm = slow.store_vm("seeded", tmp_path / "vm-seeded")
+        target = SshTarget(vm="seeded", host="127.0.0.1", port=slow.port, user="root", private_key_path=slow.user_key,
+                           known_hosts=vm.known_hosts, console_log=vm.console_log, cloud_init=True)
+        begin = time.monotonic()
+        with pytest.raises(SshWaitTimeout) as failed:
+            SshSession.open(target, wait_timeout=6)
+        assert 5 <= time.monotonic() - begin < 30
+        assert ran.read_text().split() == ["status", "--wait"]
+        message = str(failed.value)
+        assert "VM seeded: SSH login worked after" in message and "cloud-init had not finished" in message
+        assert "the wait timeout is 6 s" in message
+        assert "Raise the wait timeout" in failed.value.hint and vm.console_log in failed.value.hint
+        # without cloud-init (an image vmctl did not seed) nothing waits
+        target.cloud_init = False
+        SshSession.open(target, wait_timeout=6).close()
+    finally:
+        slow.stop()

@@ -4,8 +4,10 @@ list the session daemons in a control directory (importable: ``from vm_ssh_helpe
 import glob
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 
 from ansible_run import _env
 
@@ -79,3 +81,15 @@ def stop_daemons(control_dir):
             pass
         finally:
             sock.close()
+
+
+def new_control_dir():
+    """A private directory for vm_ssh session daemons, short because unix socket paths are limited to
+    107 bytes (set it as ANSIBLE_VMCTL_CONTROL_PATH_DIR); undo with ``remove_control_dir``."""
+    return tempfile.mkdtemp(prefix="vmcp-", dir="/tmp")
+
+
+def remove_control_dir(path):
+    """Stop the session daemons in ``path`` and remove it."""
+    stop_daemons(path)
+    shutil.rmtree(path, ignore_errors=True)
