@@ -6,13 +6,12 @@ import os
 import select
 import shutil
 import subprocess
-import tempfile
 import time
 
 import pytest
 from disk_images import compress, make_qcow2
 from guests import alive
-from vm_ssh_helpers import stop_daemons
+from vm_ssh_helpers import new_control_dir, remove_control_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMCTL = os.path.join(ROOT, "bin", "vmctl")
@@ -287,7 +286,7 @@ vm "clidemo" {
 @pytest.mark.guest
 def test_up_ssh_log_down_on_the_debian_guest(test_images, tmp_path):
     (tmp_path / "VMFile.kdl").write_text(VMFILE % test_images["debian"]["path"])
-    control = tempfile.mkdtemp(prefix="vmcli-", dir="/tmp")  # short: unix socket paths
+    control = new_control_dir()
     env = {"ANSIBLE_VMCTL_CONTROL_PATH_DIR": control, "ANSIBLE_VMCTL_WAIT_TIMEOUT": "600", "ANSIBLE_NOCOLOR": "1"}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -311,5 +310,4 @@ def test_up_ssh_log_down_on_the_debian_guest(test_images, tmp_path):
         assert "clidemo: ok" in down.stdout, down.stdout
         assert table(ok("list").stdout) == []
     finally:
-        stop_daemons(control)
-        shutil.rmtree(control, ignore_errors=True)
+        remove_control_dir(control)
