@@ -2,6 +2,7 @@
 lifecycle and console of the busybox guest, images against a real nginx, and up/ssh/log/down on the
 Debian guest."""
 
+import json
 import os
 import select
 import shutil
@@ -302,6 +303,20 @@ def test_up_ssh_log_down_on_the_debian_guest(test_images, tmp_path):
         # the name from the VMFile in the current directory; the command's exit status comes back
         proc = vmctl("ssh", "--", "id -un; exit 7", cwd=tmp_path, timeout=120)
         assert proc.returncode == 7 and proc.stdout == "demo\n", proc.stderr
+
+        # the host key is pinned: with another key in the VM's known_hosts, no login
+        known_hosts = json.loads(ok("status", "clidemo", "--json").stdout)["ssh"]["known_hosts"]
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+        pinned = open(known_hosts).read()
+        try:
+            with open(known_hosts, "w") as f:
+                f.write("* " + " ".join((tmp_path / "other.pub").read_text().split()[:2]) + "\n")
+            assert "host key" in fails(1, "ssh", "clidemo", "--", "true", timeout=120)  # the engine's check
+            proc = vmctl("ssh", "clidemo", "--wait", "0", "--", "true", timeout=120)  # OpenSSH's own check
+            assert proc.returncode == 255 and "Host key verification failed" in proc.stderr, proc.stderr
+        finally:
+            with open(known_hosts, "w") as f:
+                f.write(pinned)
 
         log = ok("log", "clidemo", "--provision").stdout
         assert "clidemo step 1/1 shell: echo provisioned" in log and "provisioned on clidemo" in log
