@@ -7,8 +7,6 @@ from __future__ import annotations
 
 __metaclass__ = type
 
-import os
-
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
@@ -77,7 +75,7 @@ class ActionModule(ActionBase):
         printer = _LinePrinter("[%s] " % vm)
         try:
             if not log_path:
-                log_path = os.path.join(VmStore().get(vm).work_dir, "provision.log")
+                log_path = VmStore().get(vm).provision_log
             with provision.ProvisionLog(log_path) as log:
                 done = provision.run_step(_ConnectionRunner(self), vm, step, total=args.get("total"), log=log, on_output=printer)
         except VmctlError as err:

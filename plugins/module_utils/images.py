@@ -291,7 +291,8 @@ def _write_sidecar(entry):
     atomic_write(entry.path + ".json", json.dumps(entry.sidecar(), indent=2) + "\n", mode=0o644)  # fsyncs the directory
 
 
-def _human(n):
+def human_size(n):
+    """``n`` bytes as people read them: ``512 B``, ``1.5 MB``, ``3.2 GB``."""
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1024 or unit == "GB":
             return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
@@ -320,8 +321,8 @@ class _Meter:
         elapsed = max((now or time.monotonic()) - self.started, 1e-6)
         rate = (self.done - self.start_done) / elapsed
         if self.total:
-            return "%d%% (%s of %s) at %s/s" % (100 * self.done // self.total, _human(self.done), _human(self.total), _human(rate))
-        return "%s at %s/s" % (_human(self.done), _human(rate))
+            return "%d%% (%s of %s) at %s/s" % (100 * self.done // self.total, human_size(self.done), human_size(self.total), human_size(rate))
+        return "%s at %s/s" % (human_size(self.done), human_size(rate))
 
 
 class _Interrupted(DownloadFailed):
@@ -702,7 +703,7 @@ class ImageCache:
                                          url=url, status=resp.status_code)
                 data = resp.raw.read(CHECKSUM_FILE_LIMIT + 1, decode_content=True)
         if len(data) > CHECKSUM_FILE_LIMIT:
-            raise InvalidChecksum("checksum file %s is larger than %s" % (url, _human(CHECKSUM_FILE_LIMIT)), checksum_url=url)
+            raise InvalidChecksum("checksum file %s is larger than %s" % (url, human_size(CHECKSUM_FILE_LIMIT)), checksum_url=url)
         return data.decode("utf-8", "replace")
 
     def _entry_matches(self, entry, digest, record=True):
@@ -787,7 +788,7 @@ class ImageCache:
             self._discard_partial(key)
             raise
         self._discard_partial(key)
-        LOG.info("cached %s as %s (%s, %s)", url, path, entry.format, _human(size))
+        LOG.info("cached %s as %s (%s, %s)", url, path, entry.format, human_size(size))
         entry._cache = self  # for digest(): its sha256, if not known, is computed when asked for
         return entry
 

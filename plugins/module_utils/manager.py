@@ -84,6 +84,7 @@ class VmManager:
         handle = self.live(name)
         info = handle.to_json()
         info["ssh"] = self.ssh_endpoint(handle)
+        info["provision_log"] = handle.provision_log
         return info
 
     def state(self, name):

@@ -73,11 +73,11 @@ def spec_from_record(record, image_path, image_format=None):
     )
 
 
-def resolve_image(image=None, image_url=None, checksum=None, validate_certs=True, check_mode=False):
+def resolve_image(image=None, image_url=None, checksum=None, validate_certs=True, check_mode=False, progress=None):
     """``{"path", "format", ...}`` of a local image, or of ``image_url`` pulled into the image cache.
 
     In check mode an image that is not cached yet is not downloaded: its future path is returned
-    with ``would_download: true``.
+    with ``would_download: true``. ``progress(done_bytes, total_bytes_or_None)`` follows a download.
     """
     from ansible_collections.vmctl.core.plugins.module_utils import images
     cache = images.ImageCache()
@@ -90,4 +90,4 @@ def resolve_image(image=None, image_url=None, checksum=None, validate_certs=True
             return {"path": os.path.join(cache.root, images.cache_file_name(image_url)), "format": None,
                     "url": image_url, "would_download": True}
         return cached.to_dict(digest=False)
-    return cache.pull(image_url, checksum=checksum, validate_certs=validate_certs).to_dict(digest=False)
+    return cache.pull(image_url, checksum=checksum, validate_certs=validate_certs, progress=progress).to_dict(digest=False)

@@ -141,9 +141,10 @@ def require_running(handle):
     state = backend_for(handle.backend).state(handle)
     if state == VmState.RUNNING:
         return
-    action = "resume it" if state == VmState.SUSPENDED else "start it"
+    command = "resume" if state == VmState.SUSPENDED else "start"
     raise InvalidState("VM %s is %s: no SSH to it" % (handle.name, state),
-                       hint="%s first, e.g. vmctl.core.vm_state name=%s state=running" % (action.capitalize(), handle.name),
+                       hint="%s it first: vmctl %s %s, or vmctl.core.vm_state name=%s state=running"
+                            % (command.capitalize(), command, handle.name, handle.name),
                        name=handle.name, state=state)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 __metaclass__ = type
 
 import dataclasses
+import os
 import re
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidName, InvalidSpec
@@ -230,6 +231,11 @@ class VmHandle:
         handle = cls(**kwargs)
         handle.extra = {k: v for k, v in data.items() if k not in known}
         return handle
+
+    @property
+    def provision_log(self):
+        """Where the output of the VM's provision steps is appended."""
+        return os.path.join(self.work_dir, "provision.log")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

@@ -79,6 +79,9 @@ vms:
     work_dir:
       description: The VM's directory (overlay, seed ISO, keys, sockets, logs).
       type: str
+    provision_log:
+      description: File the output of the VM's provision steps is appended to (it may not exist yet).
+      type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
