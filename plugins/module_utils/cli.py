@@ -256,8 +256,7 @@ def cmd_status(args):
 def cmd_console(args):
     from ansible_collections.vmctl.core.plugins.module_utils import console
     manager = _manager()
-    endpoint = manager.console_endpoint(args.name)
-    sock = console.connect(endpoint, args.name)
+    sock = manager.open_console(args.name)
     _note("Connected to the serial console of %s. Press Ctrl+] to detach." % args.name)
     try:
         outcome = console.relay(sock, sys.stdin.fileno(), sys.stdout.fileno())

@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Attach a terminal (or any pair of file descriptors) to a VM's serial console.
 
-The QEMU backend's console endpoint is a unix socket (``console_endpoint`` kind ``unix``). Bytes
-from the input go to the guest unchanged, except the escape byte (Ctrl+], 0x1d) that detaches.
+The stream comes from the VM's backend (``VmManager.open_console``): QEMU's console is a unix
+socket (``connect_unix``), propolis-server's a websocket. Bytes from the input go to the guest
+unchanged, except the escape byte (Ctrl+], 0x1d) that detaches.
 A terminal input is put in raw mode while attached (so Ctrl+C reaches the guest) and restored after.
 """
 
@@ -42,27 +43,25 @@ def _raw(fd):
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def connect(endpoint, vm):
-    """A connected socket to ``endpoint`` (a backend's ConsoleEndpoint) of VM ``vm``."""
-    if endpoint.kind != "unix":
-        raise VmctlError("VM %s: its backend offers a %s console, which this client cannot attach to" % (vm, endpoint.kind),
-                         code="vmctl.console.unsupported", hint="Read the console log instead (vmctl log %s --console)" % vm)
+def connect_unix(path, vm):
+    """A connected socket to the console socket ``path`` of VM ``vm``."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(endpoint.address)
+        sock.connect(path)
     except OSError as err:
         sock.close()
         if err.errno in (errno.ENOENT, errno.ECONNREFUSED):
-            raise InvalidState("VM %s has no serial console to attach to (%s: %s)" % (vm, endpoint.address, err.strerror),
+            raise InvalidState("VM %s has no serial console to attach to (%s: %s)" % (vm, path, err.strerror),
                                hint="Start it first (vmctl start %s)" % vm, name=vm)
-        raise VmctlError("VM %s: cannot attach to its console %s: %s" % (vm, endpoint.address, err.strerror),
+        raise VmctlError("VM %s: cannot attach to its console %s: %s" % (vm, path, err.strerror),
                          code="vmctl.console.failed", name=vm)
     return sock
 
 
 def relay(sock, in_fd, out_fd, escape=ESCAPE):
-    """Copy ``in_fd`` -> ``sock`` and ``sock`` -> ``out_fd`` until the escape byte or the socket closes.
+    """Copy ``in_fd`` -> ``sock`` and ``sock`` -> ``out_fd`` until the escape byte or the stream closes.
 
+    ``sock`` is a socket or a stream like it (``recv`` may return ``None``: nothing to show yet).
     Returns DETACHED or CLOSED. At the end of the input the output keeps flowing (like ``tail -f``).
     """
     reading_input = True
@@ -72,9 +71,10 @@ def relay(sock, in_fd, out_fd, escape=ESCAPE):
             ready = select.select(watch, [], [])[0]
             if sock in ready:
                 data = sock.recv(65536)
-                if not data:
+                if data == b"":
                     return CLOSED
-                _write_all(out_fd, data)
+                if data:
+                    _write_all(out_fd, data)
             if reading_input and in_fd in ready:
                 data = os.read(in_fd, 4096)
                 if not data:

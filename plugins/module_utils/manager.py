@@ -210,3 +210,8 @@ class VmManager:
     def console_endpoint(self, name):
         handle = self.get(name)
         return self.backend(handle).console_endpoint(handle)
+
+    def open_console(self, name):
+        """A connected stream on the VM's serial console (see ``Backend.open_console``)."""
+        handle = self.get(name)
+        return self.backend(handle).open_console(handle)

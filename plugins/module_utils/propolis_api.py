@@ -172,11 +172,12 @@ class PropolisClient:
         host = "[%s]" % self.host if ":" in self.host else self.host
         return "ws://%s:%d%s" % (host, self.port, self.serial_path(most_recent))
 
-    def serial(self, most_recent=16384, from_start=None, timeout=10.0):
+    def serial(self, most_recent=16384, from_start=None, timeout=10.0, buffered=True):
         """A websocket on the serial console: ``recv()`` gives ``(OP_BINARY, guest output)`` messages."""
         path = self.serial_path(most_recent, from_start)
         try:
-            return websocket.WebSocketClient.connect(self.host, self.port, path, self.headers(), timeout=timeout)
+            return websocket.WebSocketClient.connect(self.host, self.port, path, self.headers(), timeout=timeout,
+                                                     buffered=buffered)
         except websocket.WebSocketHandshakeError as err:
             try:
                 parsed = json.loads(err.body)

@@ -111,7 +111,9 @@ class WebSocketClient:
         self.close_reason = None
 
     @classmethod
-    def connect(cls, host, port, path, headers=None, timeout=10.0):
+    def connect(cls, host, port, path, headers=None, timeout=10.0, buffered=True):
+        """``buffered=False`` reads no byte past the frame asked for, so ``select`` on ``sock`` tells
+        truly whether a next frame is there (what an interactive relay needs)."""
         sock = socket.create_connection((host, port), timeout=timeout)
         try:
             key = base64.b64encode(os.urandom(16)).decode("ascii")
@@ -119,7 +121,7 @@ class WebSocketClient:
                      "Connection: Upgrade", "Sec-WebSocket-Key: %s" % key, "Sec-WebSocket-Version: 13"]
             lines += ["%s: %s" % item for item in (headers or {}).items()]
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            reader = sock.makefile("rb")
+            reader = sock.makefile("rb", buffering=-1 if buffered else 0)
             status_line = reader.readline(65537).decode("latin-1").strip()
             response_headers = {}
             while True:
@@ -191,3 +193,31 @@ class WebSocketHandshakeError(WebSocketError):
         super(WebSocketHandshakeError, self).__init__("websocket upgrade refused: %s %s" % (status_line, body))
         self.status = status
         self.body = body
+
+
+class MessageStream:
+    """A websocket seen as a byte stream, the way a console relay uses a socket: ``fileno``,
+    ``recv`` (guest output; ``b""`` once the connection closed; ``None`` for a message that carries
+    no output, such as a text control message), ``sendall`` (binary frames) and ``close``.
+    Open the client with ``buffered=False`` so that ``select`` on ``fileno`` is exact."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def fileno(self):
+        return self.client.sock.fileno()
+
+    def recv(self, _size=None):
+        try:
+            opcode, data = self.client.recv()
+        except (OSError, WebSocketError):
+            return b""
+        if opcode == OP_CLOSE:
+            return b""
+        return (data or None) if opcode == OP_BINARY else None
+
+    def sendall(self, data):
+        self.client.send_binary(data)
+
+    def close(self):
+        self.client.close()

@@ -8,14 +8,16 @@ also checks that the fake saw nothing off-contract from our client (``assert_cle
 import http.client
 import json
 import os
+import select
 import subprocess
+import threading
 import time
 
 import pytest
 from propolis_fake import FakeIllumos, FakePropolis, document, spec_problem
 from sshd_server import free_port
 
-from ansible_collections.vmctl.core.plugins.module_utils import websocket
+from ansible_collections.vmctl.core.plugins.module_utils import console, websocket
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import STATE_MAP, PropolisBackend, parse_arp
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     InvalidSpec, IpDiscoveryTimeout, PropolisApiError, PropolisError, PropolisTimeout, PropolisUnreachable,
@@ -506,3 +508,40 @@ def test_a_server_holding_another_vm_is_never_driven(host):
     assert [r["body"] for r in host.api("PUT", "/instance/state")] == ["Run"]  # only the other client's
     assert len(host.api("PUT", "/instance")) == 1 and host.server.state() == (3, "Running")
     host.assert_clean()
+
+
+def test_the_console_relay_attaches_to_the_serial_websocket(host):
+    """What ``vmctl console`` does, on a propolis VM: recent output first, typed bytes reach the guest
+    (the fake echoes them), Ctrl+] detaches; attached again, the VM's stop ends the relay."""
+    manager = host.manager
+    manager.create(host.spec())
+    manager.start("web")
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    stream = manager.open_console("web")
+    os.write(in_w, b"root\r")
+    result = {}
+    relay = threading.Thread(target=lambda: result.update(outcome=console.relay(stream, in_r, out_w)))
+    relay.start()
+    seen = b""
+    deadline = time.monotonic() + 10
+    while not (b"web login: " in seen and b"root\r" in seen) and time.monotonic() < deadline:
+        if select.select([out_r], [], [], 0.5)[0]:
+            seen += os.read(out_r, 65536)
+    assert b"web login: " in seen and b"root\r" in seen, seen
+    os.write(in_w, b"\x1d")  # Ctrl+]
+    relay.join(10)
+    assert result["outcome"] == console.DETACHED
+    stream.close()
+
+    stream = manager.open_console("web")
+    relay = threading.Thread(target=lambda: result.update(outcome=console.relay(stream, in_r, out_w)))
+    relay.start()
+    manager.stop("web", timeout=10)
+    relay.join(10)
+    assert result["outcome"] == console.CLOSED  # close 1001 "VM stopped"
+    upgrades = host.api("GET", "/instance/serial")
+    assert len(upgrades) == 2 and all(u["status"] == 101 for u in upgrades)
+    host.assert_clean()
+    for fd in (in_r, in_w, out_r, out_w):
+        os.close(fd)

@@ -10,6 +10,7 @@ __metaclass__ = type
 import collections
 
 from ansible_collections.vmctl.core.plugins.module_utils import cloudinit, keys
+from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
 from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 
 # kind: "unix" (path), "websocket" (url) or "none"
@@ -54,6 +55,17 @@ class Backend:
 
     def console_endpoint(self, handle):
         return ConsoleEndpoint("none", None)
+
+    def open_console(self, handle):
+        """A connected stream on the serial console for a relay (``fileno``, ``recv``, ``sendall``,
+        ``close``): here a unix socket endpoint; backends with other endpoints override it."""
+        from ansible_collections.vmctl.core.plugins.module_utils import console
+        endpoint = self.console_endpoint(handle)
+        if endpoint.kind != "unix":
+            raise VmctlError("VM %s: the %s backend has no serial console to attach to" % (handle.name, handle.backend),
+                             code="vmctl.console.unsupported", name=handle.name,
+                             hint="Read the console log instead (vmctl log %s --console)" % handle.name)
+        return console.connect_unix(endpoint.address, handle.name)
 
 
 def prepare_cloud_init(spec, handle, files):

@@ -27,7 +27,7 @@ import shutil
 import time
 import uuid
 
-from ansible_collections.vmctl.core.plugins.module_utils import qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils import qemu_img, websocket
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import Backend, ConsoleEndpoint, prepare_cloud_init
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     IllumosCommandFailed, InvalidSpec, IpDiscoveryTimeout, PropolisApiError, PropolisError, PropolisTimeout,
@@ -430,6 +430,10 @@ class PropolisBackend(Backend):
 
     def console_endpoint(self, handle):
         return ConsoleEndpoint("websocket", self.client(handle).serial_url())
+
+    def open_console(self, handle):
+        """The serial websocket as a stream (the last 16 KiB of output first, as propolis-cli does)."""
+        return websocket.MessageStream(self.client(handle).serial(buffered=False))
 
 
 def _pci(device):
