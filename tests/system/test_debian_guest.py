@@ -28,6 +28,9 @@ def test_boot_ssh_suspend_resume_stop_start_destroy(test_images, tmp_path, capsy
         print("\n[measure] Debian guest: start to SSH under %s: %.1fs" % (accel, time.monotonic() - begin))
     assert waited >= 0
     assert ssh(handle, "hostname").strip() == "deb-test"
+    # cloud-init applied our seed without an error in any stage (an error also ends its --wait early)
+    status = ssh(handle, "cloud-init status --long; sudo cat /run/cloud-init/result.json")
+    assert status.startswith("status: done") and '"errors": []' in status, status
     assert ssh(handle, "sudo -n id -u").strip() == "0"
     assert ssh(handle, "getent passwd vm | cut -d: -f7").strip() == "/bin/bash"
     # the host key the guest presents is the one we generated and pinned
