@@ -66,6 +66,11 @@ class VmManager:
         handle = self.get(name)
         return handle.replace(state=self.backend(handle).state(handle))
 
+    def live_state(self, name):
+        """The VM's live state, or ``absent`` when there is no such VM (nothing is written)."""
+        handle = self.find(name)
+        return "absent" if handle is None else self.backend(handle).state(handle)
+
     def ssh_endpoint(self, handle):
         """``{host, port, user, private_key, known_hosts}`` to log in to the VM, or None without SSH settings."""
         if not handle.ssh_user or handle.network.type not in ("user", "tap"):

@@ -26,6 +26,12 @@ options:
     description: Only these VMs (an error names the ones that are not defined).
     type: list
     elements: str
+  current_state:
+    description:
+      - Also return each VM's live state on this host (RV(vms[].current_state)), read from the vmctl store
+        and the VM's backend, so that a play can decide what to do without another task.
+    type: bool
+    default: false
 notes:
   - Read-only; it never reports a change.
 attributes:
@@ -91,6 +97,11 @@ vms:
     ssh:
       description: C(user), C(private_key); null without an ssh block.
       type: dict
+    current_state:
+      description: >-
+        The VM's live state on this host (C(absent) when it does not exist), when O(current_state=true).
+      type: str
+      sample: running
     provisions:
       description: >-
         Steps with C(step) (from 1), C(type), C(inline), C(script) or C(source) and C(destination), and
@@ -107,12 +118,14 @@ problems:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vmctl.core.plugins.module_utils import vmfile
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(path=dict(type="path"), name=dict(type="list", elements="str")),
+        argument_spec=dict(path=dict(type="path"), name=dict(type="list", elements="str"),
+                           current_state=dict(type="bool", default=False)),
         supports_check_mode=True,
     )
     run_module(module, _run)
@@ -120,7 +133,12 @@ def main():
 
 def _run(module):
     path = vmfile.find(module.params["path"])
-    return dict(changed=False, path=path, vms=vmfile.load(path, module.params["name"]))
+    vms = vmfile.load(path, module.params["name"])
+    if module.params["current_state"]:
+        manager = VmManager()
+        for vm in vms:
+            vm["current_state"] = manager.live_state(vm["name"])
+    return dict(changed=False, path=path, vms=vms)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ def test_records_and_problems(tmp_path):
     assert web["ssh"] == {"user": "admin", "private_key": None}
     assert web["cloud_init"] == {"hostname": "web.example", "ssh_key": None, "user_data": None, "generate_key": True}
     assert web["provisions"] == [{"step": 1, "type": "shell", "inline": "echo hi", "description": "shell: echo hi"}]
+    assert "current_state" not in web
+    with_state = module("vmfile", {"path": str(good), "current_state": True}, check=True)
+    assert [(vm["name"], vm["current_state"]) for vm in with_state["vms"]] == [("web", "absent"), ("db", "absent")]
 
     bad = tmp_path / "bad.kdl"
     bad.write_text('vm "web" {\n    image "disk.qcow2"\n    vcpus 0\n    memroy 5\n}\n')
