@@ -263,7 +263,7 @@ vm "alpha" {
     memory 768
     cloud-init { }
     ssh { user "builder"; }
-    provision "shell" { inline "echo alpha was here | sudo tee /var/tmp/alpha"; }
+    provision "shell" { inline "echo alpha was here | sudo tee /var/tmp/alpha; sleep 15"; }
 }
 
 vm "beta" {
@@ -298,9 +298,11 @@ def test_two_vms_come_up_in_parallel_and_a_failing_step_stops_only_its_vm(pair):
     a, b = tasks["Start alpha"]["alpha"], tasks["Start beta"]["beta"]
     assert a["_started"] < b["_ended"] and b["_started"] < a["_ended"], (a, b)
     assert min(a["_ended"], b["_ended"]) - max(a["_started"], b["_started"]) > 10
-    # and so did their provisioning (each VM goes at its own pace)
-    a, b = tasks["Provision alpha step 1: shell: echo alpha was here | sudo tee /var/tmp/alpha"]["alpha"], tasks["Provision beta step 1: shell: true"]["beta"]
-    assert a["_started"] < b["_ended"] and b["_started"] < a["_ended"], (a, b)
+    # and each VM is provisioned at its own pace: beta ran its steps 1 and 2 while alpha's slow step 1
+    # was still running (with the linear strategy beta's step 2 would wait for alpha's step 1)
+    a = tasks["Provision alpha step 1: shell: echo alpha was here | sudo tee /var/tmp/alpha; sleep 15"]["alpha"]
+    b = tasks["Provision beta step 2: shell: echo about to fail; exit 3"]["beta"]
+    assert b["_ended"] < a["_ended"], (a, b)
     # alpha was provisioned; beta stopped at step 2 and its log holds the output
     assert pair.guest("alpha", "cat /var/tmp/alpha") == (0, "alpha was here\n")
     assert pair.guest("beta", "test -e /var/tmp/never")[0] == 1
