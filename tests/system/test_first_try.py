@@ -11,6 +11,7 @@ limits, three 1-vCPU VMs of one VMFile on the 2-core machine: the guide's declar
 import json
 import os
 import re
+import signal
 import subprocess
 
 import pytest
@@ -165,3 +166,68 @@ def test_the_guide_vmfiles_come_up_and_up_converges(test_images, http_files, tmp
         remove_control_dir(control)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(ok("list", "--json", env=env).stdout) == []
+
+
+INTERRUPTED = """\
+vm "slowstep" {
+    image "%(image)s"
+    vcpus 1
+    memory 768
+    cloud-init { }
+    ssh { user "builder"; }
+    provision "shell" {
+        inline "echo step-started; sleep 25; echo run >> /var/tmp/provision-runs"
+    }
+}
+"""
+
+
+def interrupt_when(cwd, env, pattern, timeout=1200):
+    """Run ``ansible-playbook vmctl.core.up`` and send it SIGINT (Ctrl-C) once a line matches ``pattern``."""
+    proc = subprocess.Popen(["ansible-playbook", "vmctl.core.up"], cwd=str(cwd), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=_env(dict(env, ANSIBLE_STDOUT_CALLBACK="default")))
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if re.search(pattern, line):
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(seen) + (rest or "")
+    assert re.search(pattern, out), out  # it got that far before the Ctrl-C
+    return proc.returncode, out
+
+
+@pytest.mark.guest
+def test_up_converges_after_a_ctrl_c_mid_boot_and_mid_step(test_images, tmp_path):
+    """Bad input: Ctrl-C during the readiness wait, then during a provision step. It gets: each next
+    `up` carries on (waits, runs the plan that never completed) and the last changes nothing."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "VMFile.kdl").write_text(INTERRUPTED % {"image": test_images["debian"]["path"]})
+    control = new_control_dir()
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "ANSIBLE_VMCTL_CONTROL_PATH_DIR": control}
+    try:
+        rc, out = interrupt_when(project, env, r"^slowstep: waiting for ")
+        assert rc != 0, out
+        assert json.loads(ok("status", "slowstep", "--json", env=env).stdout)["state"] == "running"
+
+        rc, out = interrupt_when(project, env, r"\[slowstep\] step-started")
+        assert rc != 0, out
+        record = json.loads(ok("status", "slowstep", "--json", env=env).stdout)["provision"]
+        assert record["completed"] is False, record
+
+        rc, out = run_playbook(project, "up", env=env)
+        assert rc == 0 and "[slowstep] step-started" in out, out
+        assert ok("ssh", "slowstep", "--", "cat", "/var/tmp/provision-runs", env=env).stdout.split() == ["run"]
+
+        rc, out = run_playbook(project, "up", env=env)
+        assert rc == 0 and "step-started" not in out and not re.search(r"changed=[1-9]", out), out
+    finally:
+        subprocess.run([VMCTL, "down", "--destroy"], cwd=str(project), capture_output=True, text=True,
+                       env=dict(os.environ, **env), timeout=600, check=False)
+        remove_control_dir(control)
