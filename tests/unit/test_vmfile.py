@@ -188,7 +188,8 @@ def test_discovery_and_missing_file(project):
     assert "VMFile.kdl" in str(err.value)
 
 
-# (VMFile text, line, col, a fragment of the message, a fragment of the hint)
+# (VMFile text, line, col, a fragment of the message, a fragment of the hint). Each text has one mistake, and
+# it is reported as exactly one problem (a wrong or missing file is never also reported as a missing setting).
 BAD = [
     ('vm "a" {\n    image "disk.qcow2"\n    memroy 2048\n}\n', 3, 5, "unknown node memroy", "did you mean `memory`?"),
     ('vm "a" {\n    image "disk.qcow2"\n    network "tap" bridg="br0"\n}\n', 3, 19, "unknown property bridg=", "did you mean `bridge`?"),
@@ -244,7 +245,7 @@ BAD = [
     ('vm "a" {\n  image "disk.qcow2"\n  ssh { user "me" private-key "id" }\n}', 3, 19, "user takes exactly one value, found 3",
      'separated by ";"'),
     ('vm "a" {\n  image "disk.qcow2"\n  memory\n}', 3, 9, "memory takes exactly one value, found 0", "memory"),
-    ('vm "a" {\n  image "disk.qcow2"\n  ssh "ubuntu"\n}', 3, 7, 'unexpected value "ubuntu" after ssh', "inside { }"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init\n  ssh "ubuntu"\n}', 4, 7, 'unexpected value "ubuntu" after ssh', "inside { }"),
     # Provisioners and networks.
     ('vm "a" {\n  image "disk.qcow2"\n  provision "shell" {\n    inline "x"\n    destination "/x"\n  }\n}', 5, 17,
      "destination belongs to file provisioners", "inline or script"),
@@ -276,6 +277,29 @@ BAD = [
      "without a passphrase"),
     ('vm "a" {\n  image "disk.qcow2"\n  ssh { private-key "user-data.yaml" }\n}', 3, 21, "cannot read the private key",
      "unencrypted OpenSSH or PEM"),
+    # A wrong setting is one problem: the checks between settings see it as given (issue 10 item 8).
+    ('vm "a" {\n  image "disk.qcow2"\n  provision "shell" { inline 5; }\n}', 3, 30, "inline must be a string", 'inline "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  provision "shell" { script; }\n}', 3, 29, "script takes exactly one value, found 0",
+     "script"),
+    ('vm "a" {\n  image "disk.qcow2"\n  provision "file" { source 5; destination "/x" }\n}', 3, 29,
+     "source must be a string", 'source "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  provision "file" { source "id"; destination 5 }\n}', 3, 47,
+     "destination must be a string", 'destination "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  provision "file" { source "id"; destination "/x" bash }\n}', 3, 52,
+     "destination takes exactly one value, found 2", "destination"),
+    ('vm "web_1" {\n  image "disk.qcow2"\n  cloud-init { hostname "web_1" }\n}', 3, 25, "invalid hostname 'web_1'",
+     "dot-separated labels"),
+    ('vm "web_1" {\n  image "disk.qcow2"\n  cloud-init { hostname 5 }\n}', 3, 25, "hostname must be a string", 'hostname "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init\n  ssh { user 5 }\n}', 4, 14, "user must be a string", 'user "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init { ssh-key "nokey.pub" }\n  ssh { private-key "id" }\n}', 3, 24,
+     "ssh-key nokey.pub does not exist", "relative"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init { ssh-key "id.pub" }\n  ssh { private-key "nope" }\n}', 4, 21,
+     "private-key nope does not exist", "relative"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init { user-data "nope.yaml" }\n  ssh { user "me"; private-key "id" }\n}',
+     3, 26, "user-data nope.yaml does not exist", "relative"),
+    ('vm "a" {\n  image "disk.qcow2"\n  network "tapp" { bridge "br0" }\n}', 3, 11, "unknown network type", "did you mean `tap`?"),
+    ('vm "a" {\n  image "disk.qcow2"\n  network "vnic" { name 5 }\n}', 3, 25, "name must be a string", 'name "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  network "tap" bridge=5\n}', 3, 24, "bridge must be a string", 'bridge "5"'),
     # Syntax.
     ("// nothing here\n/* really */\n", 1, 1, "defines no VM", "Add a vm"),
     ('vm "a" { image "disk.qcow2" }\n}\n', 2, 1, "KDL syntax: unexpected }", "Remove it"),
@@ -293,9 +317,9 @@ def test_each_mistake_names_line_col_and_hint(project, text, line, col, message,
     path = write(project, text)
     with pytest.raises(vmfile.VmfileError) as err:
         vmfile.load(path)
-    matching = [p for p in err.value.problems if message in p.message]
-    assert matching, "\n".join(p.render() for p in err.value.problems)
-    problem = matching[0]
+    problems = err.value.problems
+    assert len(problems) == 1 and message in problems[0].message, "\n".join(p.render() for p in problems)
+    problem = problems[0]
     assert (problem.line, problem.col) == (line, col), problem.render()
     assert hint in problem.hint
     rendered = problem.render()
@@ -319,6 +343,15 @@ def test_all_problems_are_reported_in_one_run(project):
     lines = sorted(p.line for p in err.value.problems)
     assert lines == [3, 4, 5, 7]
     assert str(err.value).startswith("4 problems")
+
+
+def test_a_missing_file_and_a_missing_setting_are_two_problems(project):
+    """A file provisioner whose source is missing and that has no destination: both are real, both reported."""
+    path = write(project, 'vm "a" {\n  image "disk.qcow2"\n  provision "file" { source "nope" }\n}\n')
+    with pytest.raises(vmfile.VmfileError) as err:
+        vmfile.load(path)
+    assert [(p.line, p.col, p.message.split(" (")[0]) for p in err.value.problems] == [
+        (3, 29, "source nope does not exist"), (3, 3, "a file provisioner needs destination")]
 
 
 def test_non_utf8_file_is_a_positioned_error(project):
