@@ -27,7 +27,7 @@ import subprocess
 import time
 import uuid
 
-from ansible_collections.vmctl.core.plugins.module_utils import qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils import bridge_acl, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
     Backend, ConsoleEndpoint, prepare_cloud_init, write_known_hosts,
 )
@@ -171,9 +171,15 @@ class QemuProcess:
 class QemuBackend(Backend):
     tag = "qemu"
 
-    def __init__(self, binary=QEMU_BINARY, qmp_timeout=10.0):
+    def __init__(self, binary=QEMU_BINARY, qmp_timeout=10.0, bridge_acl_file=None):
         self.binary = binary
         self.qmp_timeout = qmp_timeout
+        self.bridge_acl_file = bridge_acl_file  # None: $VMCTL_BRIDGE_CONF or /etc/qemu/bridge.conf
+
+    def _check_bridge(self, name, network):
+        """A TAP VM's bridge must be allowed in qemu-bridge-helper's ACL (else QEMU fails obscurely)."""
+        if network.type == "tap":
+            bridge_acl.check(network.bridge, name, self.bridge_acl_file)
 
     # --- files ---------------------------------------------------------------------------------
     @staticmethod
@@ -200,6 +206,7 @@ class QemuBackend(Backend):
     def prepare(self, spec, handle):
         """Create overlay, keys and seed ISO in the work directory. Safe to re-run after a crash."""
         find_tool(self.binary)
+        self._check_bridge(spec.name, spec.network)
         files = self._files(handle.work_dir)
         os.makedirs(handle.work_dir, mode=0o700, exist_ok=True)
         os.chmod(handle.work_dir, 0o700)
@@ -287,6 +294,7 @@ class QemuBackend(Backend):
         if current in VmState.ACTIVE:
             return handle.replace(state=current, pid=self._process(handle).pid())
         find_tool(self.binary)
+        self._check_bridge(handle.name, handle.network)
         f = self._files(handle.work_dir)
         if not os.path.exists(f["overlay"]):
             raise InvalidState("VM %s has no disk overlay %s" % (handle.name, f["overlay"]),
@@ -305,8 +313,12 @@ class QemuBackend(Backend):
         except subprocess.TimeoutExpired:
             raise SpawnFailed("VM %s: QEMU did not finish starting within 120s" % handle.name)
         if result.returncode != 0:
+            hint = None
+            if handle.network.type == "tap" and "acl file" in result.stderr:
+                hint = "qemu-bridge-helper refused bridge %s: add the line `allow %s` to %s" % (
+                    handle.network.bridge, handle.network.bridge, bridge_acl.DEFAULT_ACL_FILE)
             raise SpawnFailed("VM %s: QEMU failed to start (exit %d): %s" % (handle.name, result.returncode, result.stderr.strip()),
-                              argv=argv)
+                              hint=hint, argv=argv)
         pid = self._process(handle).pid()
         if pid is None:
             raise SpawnFailed("VM %s: QEMU exited right after starting; see %s" % (handle.name, f["console_log"]))
