@@ -92,7 +92,8 @@ def _check_word(value):
 NETWORK_NODES = {"bridge": Field("str", check=_check_ifname), "name": Field("str")}
 CLOUD_INIT_NODES = {"hostname": Field("str", check=cloudinit.validate_hostname), "ssh-key": Field("path", must_exist=True),
                     "user-data": Field("path", must_exist=True)}
-SSH_NODES = {"user": Field("str"), "private-key": Field("path", must_exist=True)}
+SSH_NODES = {"user": Field("str"), "private-key": Field("path", must_exist=True),
+             "host-key-checking": Field("choice", choices=("yes", "accept-new"))}
 PROVISION_NODES = {"inline": Field("str"), "script": Field("path", must_exist=True),
                    "source": Field("path", must_exist=True), "destination": Field("str")}
 VM_NODES = {
@@ -419,7 +420,8 @@ class _Checker:
 
     def ssh(self, node, field, npath):
         values = self.settings["ssh"] = self.block(node, field.children, npath)
-        return {"user": values.get("user", ("vm",))[0], "private_key": values.get("private-key", (None,))[0]}
+        return {"user": values.get("user", ("vm",))[0], "private_key": values.get("private-key", (None,))[0],
+                "host_key_checking": values.get("host-key-checking", ("yes",))[0]}
 
     def provision(self, node, step, npath):
         field = VM_NODES["provision"]

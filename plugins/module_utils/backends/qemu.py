@@ -27,7 +27,7 @@ import subprocess
 import time
 import uuid
 
-from ansible_collections.vmctl.core.plugins.module_utils import bridge_acl, qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils import bridge_acl, host_keys, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
     Backend, ConsoleEndpoint, prepare_cloud_init, write_known_hosts,
 )
@@ -230,7 +230,16 @@ class QemuBackend(Backend):
         ci = spec.cloud_init
         if ci is not None:
             changes.update(prepare_cloud_init(spec, handle, files))
+        # No key generated (user-data, no cloud-init): pinned from the console, so `vmctl ssh --user --key` works too.
+        changes.setdefault("known_hosts", files["known_hosts"])
         return handle.replace(**changes)
+
+    @staticmethod
+    def _pin_console_keys(handle):
+        """Pin the host keys this boot printed (cloud-init prints them on the first boot only), before
+        the window closes: at stop, and at the next start (after a crash)."""
+        if handle.known_hosts:
+            host_keys.pin_from_console(handle.known_hosts, handle.console_log, handle.console_offset, handle.ssh_host_port)
 
     _write_known_hosts = staticmethod(write_known_hosts)
 
@@ -302,6 +311,8 @@ class QemuBackend(Backend):
         for stale in (f["qmp"], f["console"], f["pidfile"]):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
+        self._pin_console_keys(handle)
+        console_offset = host_keys.console_size(f["console_log"])  # only what this boot prints is trusted
         if handle.network.type == "user" and not port_is_free(handle.ssh_host_port):
             raise SpawnFailed("VM %s: SSH forward port 127.0.0.1:%d is in use by another program" % (handle.name, handle.ssh_host_port),
                               hint="Free the port, or destroy and recreate the VM to get another one",
@@ -328,7 +339,7 @@ class QemuBackend(Backend):
                 vnc = qmp.query_vnc() or {}
                 if vnc.get("enabled"):
                     vnc_addr = "%s:%s" % (vnc.get("host"), vnc.get("service"))
-        return handle.replace(state=VmState.RUNNING, pid=pid, vnc_addr=vnc_addr)
+        return handle.replace(state=VmState.RUNNING, pid=pid, vnc_addr=vnc_addr, console_offset=console_offset)
 
     def _qmp(self, handle, timeout=None):
         client = QmpClient(handle.qmp_socket or self._files(handle.work_dir)["qmp"], timeout or self.qmp_timeout)
@@ -385,6 +396,7 @@ class QemuBackend(Backend):
         """ACPI power-down, wait up to ``timeout``; then SIGTERM, then SIGKILL; verify the process is gone."""
         proc = self._process(handle)
         pid = proc.pid()
+        self._pin_console_keys(handle)
         if pid is None:
             return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None)
         method = "acpi"
