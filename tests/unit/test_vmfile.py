@@ -300,6 +300,8 @@ BAD = [
     ('vm "a" {\n  image "disk.qcow2"\n  network "tapp" { bridge "br0" }\n}', 3, 11, "unknown network type", "did you mean `tap`?"),
     ('vm "a" {\n  image "disk.qcow2"\n  network "vnic" { name 5 }\n}', 3, 25, "name must be a string", 'name "5"'),
     ('vm "a" {\n  image "disk.qcow2"\n  network "tap" bridge=5\n}', 3, 24, "bridge must be a string", 'bridge "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init\n  ssh { host-key-checking "no" }\n}', 4, 27,
+     "unknown host-key-checking 'no'", "yes, accept-new"),
     # Syntax.
     ("// nothing here\n/* really */\n", 1, 1, "defines no VM", "Add a vm"),
     ('vm "a" { image "disk.qcow2" }\n}\n', 2, 1, "KDL syntax: unexpected }", "Remove it"),
@@ -383,3 +385,11 @@ def test_the_guest_trusts_the_public_half_of_the_private_key(project):
     vm = vmfile.load(write(project, 'vm "k" { image "disk.qcow2"; cloud-init; ssh { private-key "other_key" } }'))[0]
     trusted = specs.cloud_init_config(vm).ssh_public_keys
     assert len(trusted) == 1 and keys.same_key(trusted[0], (project / "other_key.pub").read_text())
+
+
+def test_host_key_checking_in_both_spellings(project):
+    """ssh { host-key-checking "accept-new" } (KDL v1) and ssh { host-key-checking accept-new } (v2)."""
+    for text in ('vm "a" {\n  image "disk.qcow2"\n  cloud-init { user-data "user-data.yaml" }\n'
+                 '  ssh { user "me"; host-key-checking "accept-new" }\n}\n',
+                 'vm a { image "disk.qcow2"; cloud-init { user-data "user-data.yaml" }; ssh { user me; host-key-checking accept-new } }\n'):
+        assert vmfile.load(write(project, text))[0]["ssh"]["host_key_checking"] == "accept-new"
