@@ -115,7 +115,7 @@ def cmd_create(args):
     record = {
         "name": args.name, "vcpus": args.vcpus, "memory": args.memory, "disk": args.disk,
         "network": {"type": "tap", "bridge": args.bridge} if args.bridge else {"type": "user"},
-        "ssh": {"user": args.user, "private_key": _private_half(args.ssh_key)},
+        "ssh": {"user": args.user, "private_key": _private_half(args.ssh_key), "host_key_checking": args.host_key_checking},
         "kernel": _abspath(args.kernel), "initrd": _abspath(args.initrd), "kernel_append": args.kernel_append,
         "vnc": not args.no_vnc,
     }
@@ -125,7 +125,7 @@ def cmd_create(args):
         record["cloud_init"] = {"ssh_key": args.ssh_key}
     elif not args.no_cloud_init:
         record["cloud_init"] = {"generate_key": True}
-    if "cloud_init" not in record and not record["ssh"]["private_key"]:
+    if "cloud_init" not in record and not record["ssh"]["private_key"] and args.host_key_checking == "yes":
         record["ssh"] = None  # nothing to log in with: no SSH settings at all
     from ansible_collections.vmctl.core.plugins.module_utils.types import validate_name
     validate_name(args.name)  # before a download, not after
@@ -304,9 +304,10 @@ def cmd_ssh(args):
     if args.wait > 0:
         from ansible_collections.vmctl.core.plugins.module_utils.ssh_session import SshSession
         SshSession.open(target, wait_timeout=args.wait).close()  # also waits for cloud-init to finish
+    checking = _host_key_checking(target)
     from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
     argv = [find_tool("ssh"),
-            "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=%s" % target.known_hosts,
+            "-o", "StrictHostKeyChecking=%s" % checking, "-o", "UserKnownHostsFile=%s" % target.known_hosts,
             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
             "-i", target.private_key_path, "-p", str(target.port), "%s@%s" % (target.user, target.host)]
     if args.remote_command:
@@ -315,6 +316,26 @@ def cmd_ssh(args):
     sys.stderr.flush()
     os.execv(argv[0], argv)
     return EXIT_FAILED  # not reached
+
+
+def _host_key_checking(target):
+    """OpenSSH's StrictHostKeyChecking for ``target``, after pinning the keys its console printed.
+
+    ``yes`` when a key is pinned; ``accept-new`` when the VM opted in and nothing is pinned yet (OpenSSH
+    then pins the first key in the VM's known_hosts and refuses any change after it); else an error.
+    """
+    from ansible_collections.vmctl.core.plugins.module_utils import host_keys
+    target.pin_console_keys()
+    if host_keys.pinned_keys(target.known_hosts):
+        return "yes"
+    if target.learn_host_keys == "accept-new":
+        return "accept-new"
+    raise errors.SshError(
+        "VM %s: no host key pinned in %s yet, and the guest has not printed cloud-init's SSH HOST KEY KEYS "
+        "block on its console since it started" % (target.vm, target.known_hosts),
+        hint="Wait for the guest to finish booting (vmctl ssh --wait SECONDS %s), or, for an image that prints no host "
+             "keys, create the VM with --host-key-checking accept-new" % target.vm,
+        code="vmctl.ssh.host_key_unknown", name=target.vm)
 
 
 # --- images ------------------------------------------------------------------------------------------
@@ -612,6 +633,9 @@ def _create_args(p):
     ci.add_argument("--ssh-key", metavar="PATH", help="SSH public key to install for the user")
     ci.add_argument("--no-cloud-init", action="store_true", help="no cloud-init seed (images without cloud-init)")
     p.add_argument("--user", default="vm", help="SSH user cloud-init creates (default vm)")
+    p.add_argument("--host-key-checking", choices=("yes", "accept-new"), default="yes",
+                   help="yes (default): trust only the host key vmctl generated or the guest printed on its console; "
+                        "accept-new: else pin the first key seen and refuse any change after it")
     p.add_argument("--kernel", metavar="PATH", help="boot this kernel directly")
     p.add_argument("--initrd", metavar="PATH", help="initial ramdisk for --kernel")
     p.add_argument("--kernel-append", metavar="CMDLINE", help="kernel command line for --kernel")

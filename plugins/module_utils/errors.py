@@ -73,6 +73,11 @@ class SpawnFailed(VmctlError):
                     "or set accel to tcg (VMCTL_ACCEL=tcg)")
 
 
+class BridgeNotAllowed(VmctlError):
+    """qemu-bridge-helper's ACL (/etc/qemu/bridge.conf) does not let a TAP VM onto its bridge."""
+    code = "vmctl.qemu.bridge_not_allowed"
+
+
 class QmpError(VmctlError):
     code = "vmctl.qemu.qmp_command_failed"
 

@@ -147,6 +147,7 @@ class VmManager:
             state=VmState.PREPARING, accel=spec.accel, cpu=spec.cpu, machine=spec.machine, vnc=spec.vnc,
             ssh_user=spec.ssh.user if spec.ssh else None,
             private_key_path=spec.ssh.private_key_path if spec.ssh else None,
+            host_key_checking=spec.ssh.host_key_checking if spec.ssh else "yes",
             vmfile=os.path.abspath(spec.vmfile) if spec.vmfile else None, created_at=time.time(),
             kernel=spec.kernel, initrd=spec.initrd, kernel_append=spec.kernel_append,
         )

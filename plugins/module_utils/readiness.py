@@ -186,10 +186,10 @@ class ReadinessWait:
     def run(self):
         from ansible_collections.vmctl.core.plugins.module_utils.ssh_session import Retryable, SshSession
         target = self.target or self._target()
-        pins, pkey = SshSession.credentials(target)
+        pkey = SshSession.credentials(target)
         while True:
             self.waiting_for = "SSH"
-            session = self._login(SshSession, Retryable, target, pins, pkey)
+            session = self._login(SshSession, Retryable, target, pkey)
             if not target.cloud_init:
                 session.close()
                 return self.elapsed()
@@ -214,12 +214,12 @@ class ReadinessWait:
                 self.last_error = err.message
             self.tick()
 
-    def _login(self, session_class, retryable, target, pins, pkey):
+    def _login(self, session_class, retryable, target, pkey):
         while True:
             self.tick()
             left = self.deadline - self.elapsed()
             try:
-                session = session_class.attempt(target, pins, pkey, max(1.0, min(ATTEMPT_TIMEOUT, left)))
+                session = session_class.attempt(target, pkey, max(1.0, min(ATTEMPT_TIMEOUT, left)))
                 phase = 3
             except retryable as err:
                 session, phase, self.last_error = None, err.phase, err.args[0]

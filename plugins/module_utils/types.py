@@ -112,6 +112,12 @@ class CloudInitConfig:
 class SshConfig:
     user: str = "vm"
     private_key_path: str | None = None
+    # "yes": only keys vmctl generated or read from the console; "accept-new": else the first key seen (host_keys.py)
+    host_key_checking: str = "yes"
+
+    def __post_init__(self):
+        if self.host_key_checking not in ("yes", "accept-new"):
+            raise InvalidSpec("unknown host_key_checking %r" % self.host_key_checking, hint="Use yes or accept-new")
 
     def to_json(self):
         return dataclasses.asdict(self)
@@ -120,7 +126,8 @@ class SshConfig:
     def from_json(cls, data):
         if data is None:
             return None
-        return cls(user=data.get("user") or "vm", private_key_path=data.get("private_key_path"))
+        return cls(user=data.get("user") or "vm", private_key_path=data.get("private_key_path"),
+                   host_key_checking=data.get("host_key_checking") or "yes")
 
 
 @dataclasses.dataclass
@@ -202,6 +209,8 @@ class VmHandle:
     ssh_user: str | None = None
     private_key_path: str | None = None
     known_hosts: str | None = None
+    host_key_checking: str = "yes"  # SshConfig.host_key_checking
+    console_offset: int = 0  # size of console.log when the latest start began: older text is never trusted
     cloud_init: bool = False
     vmfile: str | None = None
     created_at: float | None = None

@@ -101,6 +101,16 @@ options:
       private_key:
         description: Private key to log in with; defaults to the generated one.
         type: path
+      host_key_checking:
+        description:
+          - Which host key to trust. V(yes) trusts the key vmctl generated for the VM or, when it generated
+            none (the user's own O(cloud_init.user_data), or an image that already trusts O(ssh.private_key)),
+            the keys the guest's cloud-init printed on its serial console after the VM's latest start.
+          - V(accept-new) (OpenSSH's name) is for images that print no keys there; the first key the guest
+            offers is pinned, and any other key after it is refused.
+        type: str
+        choices: ["yes", accept-new]
+        default: "yes"
   backend:
     description:
       - Hypervisor backend. V(auto) is QEMU on Linux and Propolis on illumos.
@@ -246,6 +256,7 @@ def main():
             ssh=dict(type="dict", options=dict(
                 user=dict(type="str", default="vm"),
                 private_key=dict(type="path", no_log=False),
+                host_key_checking=dict(type="str", choices=["yes", "accept-new"], default="yes"),
             )),
             backend=dict(type="str", choices=["auto", "qemu", "propolis", "noop"], default="auto"),
             accel=dict(type="str", choices=["auto", "kvm", "tcg"], default="auto"),

@@ -27,7 +27,7 @@ import subprocess
 import time
 import uuid
 
-from ansible_collections.vmctl.core.plugins.module_utils import qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils import bridge_acl, host_keys, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
     Backend, ConsoleEndpoint, prepare_cloud_init, write_known_hosts,
 )
@@ -171,9 +171,15 @@ class QemuProcess:
 class QemuBackend(Backend):
     tag = "qemu"
 
-    def __init__(self, binary=QEMU_BINARY, qmp_timeout=10.0):
+    def __init__(self, binary=QEMU_BINARY, qmp_timeout=10.0, bridge_acl_file=None):
         self.binary = binary
         self.qmp_timeout = qmp_timeout
+        self.bridge_acl_file = bridge_acl_file  # None: $VMCTL_BRIDGE_CONF or /etc/qemu/bridge.conf
+
+    def _check_bridge(self, name, network):
+        """A TAP VM's bridge must be allowed in qemu-bridge-helper's ACL (else QEMU fails obscurely)."""
+        if network.type == "tap":
+            bridge_acl.check(network.bridge, name, self.bridge_acl_file)
 
     # --- files ---------------------------------------------------------------------------------
     @staticmethod
@@ -200,6 +206,7 @@ class QemuBackend(Backend):
     def prepare(self, spec, handle):
         """Create overlay, keys and seed ISO in the work directory. Safe to re-run after a crash."""
         find_tool(self.binary)
+        self._check_bridge(spec.name, spec.network)
         files = self._files(handle.work_dir)
         os.makedirs(handle.work_dir, mode=0o700, exist_ok=True)
         os.chmod(handle.work_dir, 0o700)
@@ -223,7 +230,16 @@ class QemuBackend(Backend):
         ci = spec.cloud_init
         if ci is not None:
             changes.update(prepare_cloud_init(spec, handle, files))
+        # No key generated (user-data, no cloud-init): pinned from the console, so `vmctl ssh --user --key` works too.
+        changes.setdefault("known_hosts", files["known_hosts"])
         return handle.replace(**changes)
+
+    @staticmethod
+    def _pin_console_keys(handle):
+        """Pin the host keys this boot printed (cloud-init prints them on the first boot only), before
+        the window closes: at stop, and at the next start (after a crash)."""
+        if handle.known_hosts:
+            host_keys.pin_from_console(handle.known_hosts, handle.console_log, handle.console_offset, handle.ssh_host_port)
 
     _write_known_hosts = staticmethod(write_known_hosts)
 
@@ -287,6 +303,7 @@ class QemuBackend(Backend):
         if current in VmState.ACTIVE:
             return handle.replace(state=current, pid=self._process(handle).pid())
         find_tool(self.binary)
+        self._check_bridge(handle.name, handle.network)
         f = self._files(handle.work_dir)
         if not os.path.exists(f["overlay"]):
             raise InvalidState("VM %s has no disk overlay %s" % (handle.name, f["overlay"]),
@@ -294,6 +311,8 @@ class QemuBackend(Backend):
         for stale in (f["qmp"], f["console"], f["pidfile"]):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
+        self._pin_console_keys(handle)
+        console_offset = host_keys.console_size(f["console_log"])  # only what this boot prints is trusted
         if handle.network.type == "user" and not port_is_free(handle.ssh_host_port):
             raise SpawnFailed("VM %s: SSH forward port 127.0.0.1:%d is in use by another program" % (handle.name, handle.ssh_host_port),
                               hint="Free the port, or destroy and recreate the VM to get another one",
@@ -305,8 +324,12 @@ class QemuBackend(Backend):
         except subprocess.TimeoutExpired:
             raise SpawnFailed("VM %s: QEMU did not finish starting within 120s" % handle.name)
         if result.returncode != 0:
+            hint = None
+            if handle.network.type == "tap" and "acl file" in result.stderr:
+                hint = "qemu-bridge-helper refused bridge %s: add the line `allow %s` to %s" % (
+                    handle.network.bridge, handle.network.bridge, bridge_acl.DEFAULT_ACL_FILE)
             raise SpawnFailed("VM %s: QEMU failed to start (exit %d): %s" % (handle.name, result.returncode, result.stderr.strip()),
-                              argv=argv)
+                              hint=hint, argv=argv)
         pid = self._process(handle).pid()
         if pid is None:
             raise SpawnFailed("VM %s: QEMU exited right after starting; see %s" % (handle.name, f["console_log"]))
@@ -316,7 +339,7 @@ class QemuBackend(Backend):
                 vnc = qmp.query_vnc() or {}
                 if vnc.get("enabled"):
                     vnc_addr = "%s:%s" % (vnc.get("host"), vnc.get("service"))
-        return handle.replace(state=VmState.RUNNING, pid=pid, vnc_addr=vnc_addr)
+        return handle.replace(state=VmState.RUNNING, pid=pid, vnc_addr=vnc_addr, console_offset=console_offset)
 
     def _qmp(self, handle, timeout=None):
         client = QmpClient(handle.qmp_socket or self._files(handle.work_dir)["qmp"], timeout or self.qmp_timeout)
@@ -373,6 +396,7 @@ class QemuBackend(Backend):
         """ACPI power-down, wait up to ``timeout``; then SIGTERM, then SIGKILL; verify the process is gone."""
         proc = self._process(handle)
         pid = proc.pid()
+        self._pin_console_keys(handle)
         if pid is None:
             return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None)
         method = "acpi"
