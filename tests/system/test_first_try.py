@@ -16,7 +16,6 @@ import subprocess
 
 import pytest
 from ansible_run import _env
-from nginx_server import http_files, nginx  # noqa: F401  (fixtures)
 from test_cli import VMCTL, ok
 from vm_ssh_helpers import new_control_dir, remove_control_dir
 
@@ -122,7 +121,7 @@ vm "minimal" {
 
 
 @pytest.mark.guest
-def test_the_guide_vmfiles_come_up_and_up_converges(test_images, http_files, tmp_path):  # noqa: F811
+def test_the_guide_vmfiles_come_up_and_up_converges(test_images, http_files, tmp_path):
     """Three 1-vCPU VMs at once with the default limits; a failed step makes the first up fail (the
     summary says the VM is unprovisioned), the second up provisions it without `provision`, the third
     changes nothing, and a changed plan is a warning, not a silent re-run."""
