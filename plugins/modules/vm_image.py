@@ -77,6 +77,9 @@ options:
       - Seconds to wait for the server to accept the connection and between two reads of data.
     type: int
     default: 30
+extends_documentation_fragment:
+  - vmctl.core.attributes
+  - vmctl.core.attributes.action_group
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.

@@ -34,10 +34,15 @@ options:
     default: false
 notes:
   - Read-only; it never reports a change.
+extends_documentation_fragment:
+  - vmctl.core.attributes
+  - vmctl.core.attributes.action_group
 attributes:
   check_mode:
     description: Runs the same in check mode.
     support: full
+  diff_mode:
+    support: N/A
 seealso:
   - module: vmctl.core.vm
 """
