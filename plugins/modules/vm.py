@@ -46,11 +46,11 @@ options:
     type: int
     default: 1
   memory:
-    description: Memory in MB.
+    description: Memory in MiB.
     type: int
     default: 1024
   disk:
-    description: Disk size in GB; the overlay is grown to it. Defaults to the image's size.
+    description: Disk size in GiB; the overlay is grown to it. Defaults to the image's size.
     type: int
   network:
     description: How the VM is connected.

@@ -70,7 +70,7 @@ vms:
       description: Virtual CPUs.
       type: int
     memory_mb:
-      description: Memory in MB.
+      description: Memory in MiB.
       type: int
     network:
       description: Network type and its bridge or VNIC.

@@ -88,10 +88,10 @@ vms:
       description: Virtual CPUs (default 1).
       type: int
     memory:
-      description: Memory in MB (default 1024).
+      description: Memory in MiB (default 1024).
       type: int
     disk:
-      description: Disk size in GB, or null for the image's size.
+      description: Disk size in GiB, or null for the image's size.
       type: int
     network:
       description: C(type) (user, tap, vnic, none), C(bridge), C(name).
