@@ -236,8 +236,8 @@ def cmd_status(args):
     ssh = r["ssh"]
     rows = [
         ("Name", r["name"]), ("ID", r["id"]), ("Backend", r["backend"]), ("State", r["state"]),
-        ("vCPUs", r["vcpus"]), ("Memory", "%s MB" % r["memory_mb"]),
-        ("Disk", "%s GB" % r["disk_gb"] if r["disk_gb"] else "image size"),
+        ("vCPUs", r["vcpus"]), ("Memory", "%s MiB" % r["memory_mb"]),
+        ("Disk", "%s GiB" % r["disk_gb"] if r["disk_gb"] else "image size"),
         ("Network", network), ("Work dir", r["work_dir"]), ("Overlay", r["overlay_path"]),
         ("Seed ISO", r["seed_iso_path"]), ("PID", r["pid"] if active else None),
         ("VNC", r["vnc_addr"] if active and r["vnc"] else None),
@@ -625,8 +625,8 @@ def _create_args(p):
     source.add_argument("--image-url", metavar="URL", help="URL of an image to download and cache")
     p.add_argument("--checksum", metavar="SUM", help="sha256:<hex>, sha512:<hex> or a SHA256SUMS URL for --image-url")
     p.add_argument("--vcpus", type=int, default=1, help="virtual CPUs (default 1)")
-    p.add_argument("--memory", type=int, default=1024, metavar="MB", help="memory in MB (default 1024)")
-    p.add_argument("--disk", type=int, metavar="GB", help="disk size in GB (the overlay is grown to it)")
+    p.add_argument("--memory", type=int, default=1024, metavar="MiB", help="memory in MiB (default 1024)")
+    p.add_argument("--disk", type=int, metavar="GiB", help="disk size in GiB (the overlay is grown to it)")
     p.add_argument("--bridge", metavar="BRIDGE", help="TAP networking on this bridge (default: user networking)")
     ci = p.add_mutually_exclusive_group()
     ci.add_argument("--cloud-init", metavar="PATH", help="your own cloud-init user-data file")

@@ -292,9 +292,9 @@ def _write_sidecar(entry):
 
 
 def human_size(n):
-    """``n`` bytes as people read them: ``512 B``, ``1.5 MB``, ``3.2 GB``."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
+    """``n`` bytes as people read them, in the binary units they are computed in: ``512 B``, ``1.5 MiB``, ``3.2 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
             return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
         n /= 1024.0
     return "%d" % n

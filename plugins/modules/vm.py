@@ -46,11 +46,11 @@ options:
     type: int
     default: 1
   memory:
-    description: Memory in MB.
+    description: Memory in MiB.
     type: int
     default: 1024
   disk:
-    description: Disk size in GB; the overlay is grown to it. Defaults to the image's size.
+    description: Disk size in GiB; the overlay is grown to it. Defaults to the image's size.
     type: int
   network:
     description: How the VM is connected.
@@ -164,6 +164,13 @@ seealso:
   - module: vmctl.core.vm_state
   - module: vmctl.core.vm_info
   - module: vmctl.core.vm_image
+extends_documentation_fragment:
+  - vmctl.core.attributes
+  - vmctl.core.attributes.action_group
+requirements:
+  - QEMU on the host that runs the VM (Debian packages C(qemu-system-x86) and C(qemu-utils)); none for the propolis backend
+  - Python packages C(pycdlib), C(PyYAML) and C(cryptography) on that host (cloud-init seed, SSH keys)
+  - Python package C(requests) on that host, for O(image_url) and the propolis backend
 attributes:
   check_mode:
     description: Reports what would be created, changed or destroyed, and touches nothing.

@@ -82,6 +82,9 @@ options:
       - Internal, set by the action plugin of this module; leave it unset. A file to which the download appends a
         progress line (share, size, rate) about every 5 seconds, for the action plugin to show while the task runs.
     type: path
+extends_documentation_fragment:
+  - vmctl.core.attributes
+  - vmctl.core.attributes.action_group
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
