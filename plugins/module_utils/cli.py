@@ -176,7 +176,7 @@ def cmd_start(args):
 def cmd_stop(args):
     begin = time.monotonic()
     handle, before = _manager().stop(args.name, timeout=args.timeout)
-    if before not in ("running", "suspended"):
+    if before not in ("running", "suspended", "unknown"):
         _out("VM %s is not running (%s)" % (handle.name, before))
         return EXIT_OK
     how = {"acpi": "ACPI power-off", "sigterm": "terminated after %d s" % args.timeout,
@@ -221,8 +221,14 @@ def cmd_list(args):
         active = r["state"] in ("running", "suspended")
         ssh_port = r["ssh_host_port"] if r["network"]["type"] == "User" else None
         _out(LIST_FORMAT % (r["name"], r["backend"], r["vcpus"], r["memory_mb"], r["network"]["type"].lower(),
-                            _dash(r["pid"] if active else None), _dash(ssh_port), r["state"]))
+                            _dash(r["pid"] if active else None), _dash(ssh_port), _state_text(r)))
     return EXIT_OK
+
+
+def _state_text(record):
+    """``running``, or ``unknown (monitor not answering)`` for a VM whose QEMU does not answer."""
+    reason = record.get("state_reason")
+    return "%s (%s)" % (record["state"], reason) if reason else record["state"]
 
 
 def cmd_status(args):
@@ -235,7 +241,9 @@ def cmd_status(args):
         + (" (vnic %s)" % net["name"] if net.get("name") else "")
     ssh = r["ssh"]
     rows = [
-        ("Name", r["name"]), ("ID", r["id"]), ("Backend", r["backend"]), ("State", r["state"]),
+        ("Name", r["name"]), ("ID", r["id"]), ("Backend", r["backend"]), ("State", _state_text(r)),
+        ("Problem", r["problem"]["message"] if r.get("problem") else None),
+        ("Hint", r["problem"]["hint"] if r.get("problem") else None),
         ("vCPUs", r["vcpus"]), ("Memory", "%s MB" % r["memory_mb"]),
         ("Disk", "%s GB" % r["disk_gb"] if r["disk_gb"] else "image size"),
         ("Network", network), ("Work dir", r["work_dir"]), ("Overlay", r["overlay_path"]),
@@ -247,6 +255,7 @@ def cmd_status(args):
         ("SSH key", ssh["private_key"] if ssh else None), ("Known hosts", ssh["known_hosts"] if ssh else None),
         ("Console", r["console_socket"]), ("Console log", r["console_log"]), ("Provision log", r["provision_log"]),
     ]
+    rows = [row for row in rows if row[1] is not None or row[0] not in ("Problem", "Hint")]
     width = max(len(row[0]) for row in rows) + 1
     for label, value in rows:
         _out("%-*s %s" % (width, label + ":", _dash(value)))
