@@ -117,7 +117,7 @@ def cmd_create(args):
         "network": {"type": "tap", "bridge": args.bridge} if args.bridge else {"type": "user"},
         "ssh": {"user": args.user, "private_key": _private_half(args.ssh_key)},
         "kernel": _abspath(args.kernel), "initrd": _abspath(args.initrd), "kernel_append": args.kernel_append,
-        "vnc": not args.no_vnc,
+        "vnc": not args.no_vnc, "vnc_tcp": args.vnc_tcp,
     }
     if args.cloud_init:
         record["cloud_init"] = {"user_data": args.cloud_init}
@@ -248,7 +248,8 @@ def cmd_status(args):
         ("Disk", "%s GB" % r["disk_gb"] if r["disk_gb"] else "image size"),
         ("Network", network), ("Work dir", r["work_dir"]), ("Overlay", r["overlay_path"]),
         ("Seed ISO", r["seed_iso_path"]), ("PID", r["pid"] if active else None),
-        ("VNC", r["vnc_addr"] if active and r["vnc"] else None),
+        ("VNC", "%s%s" % (r["vnc_addr"], " (password in %s)" % os.path.join(r["work_dir"], "vnc.password") if r.get("vnc_tcp") else "")
+         if active and r["vnc"] and r["vnc_addr"] else None),
         ("SSH port", r["ssh_host_port"]), ("MAC", r["mac_addr"]), ("Image", r["image_path"]),
         ("Accel", r["accel"]), ("VMFile", r["vmfile"]),
         ("SSH", "%s@%s:%s" % (ssh["user"], ssh["host"] or "?", ssh["port"]) if ssh else None),
@@ -602,7 +603,10 @@ def _create_args(p):
     p.add_argument("--kernel", metavar="PATH", help="boot this kernel directly")
     p.add_argument("--initrd", metavar="PATH", help="initial ramdisk for --kernel")
     p.add_argument("--kernel-append", metavar="CMDLINE", help="kernel command line for --kernel")
-    p.add_argument("--no-vnc", action="store_true", help="no VNC display (default: one on 127.0.0.1)")
+    vnc = p.add_mutually_exclusive_group()
+    vnc.add_argument("--no-vnc", action="store_true", help="no VNC display (default: a unix socket, vnc.sock in the work dir)")
+    vnc.add_argument("--vnc-tcp", action="store_true",
+                     help="VNC on 127.0.0.1 instead, with a password generated at each start (vnc.password in the work dir)")
     p.add_argument("--start", action="store_true", help="start the VM after creating it")
     return cmd_create
 
