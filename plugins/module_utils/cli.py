@@ -355,7 +355,9 @@ def cmd_image_pull(args):
     progress = _Progress(args.url)
     begin = time.monotonic()
     try:
-        entry = _image_cache().pull(args.url, checksum=args.checksum, name=args.name, progress=progress, force=args.force)
+        entry = _image_cache().pull(args.url, checksum=args.checksum, name=args.name, progress=progress, force=args.force,
+                                    deadline=args.deadline, stall_timeout=args.stall_timeout,
+                                    max_size=args.max_size << 30 if args.max_size else None)
     finally:
         progress.finish()
     if entry.downloaded:
@@ -737,6 +739,12 @@ examples:
     pull.add_argument("--name", help="readable name of the cached file")
     pull.add_argument("--checksum", metavar="SUM", help="sha256:<hex>, sha512:<hex> or the URL of a SHA256SUMS file")
     pull.add_argument("--force", action="store_true", help="download again even if cached")
+    pull.add_argument("--deadline", type=int, metavar="SECONDS",
+                      help="give up when the download takes longer (default: its size at 256 KB/s, at least 600 s)")
+    pull.add_argument("--stall-timeout", type=int, metavar="SECONDS",
+                      help="give up when less than 64 KB arrive in this long (default 60)")
+    pull.add_argument("--max-size", type=int, metavar="GB",
+                      help="largest image accepted on disk, decompressed (default 64; less when its qcow2 header declares less)")
     pull.set_defaults(handler=cmd_image_pull)
     listing = _subparser(sub, "list", "List cached images", "examples:\n  vmctl image list\n")
     listing.add_argument("--json", action="store_true", help="machine-readable output")

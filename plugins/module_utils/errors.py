@@ -223,6 +223,12 @@ class Timeout(VmctlError):
     code = "vmctl.timeout"
 
 
+class DownloadTimeout(DownloadFailed, Timeout):
+    """A download broke its overall deadline or stalled (``limit`` names which)."""
+
+    code = "vmctl.image.download_timeout"
+
+
 class InvalidChecksum(ImageError):
     code = "vmctl.image.invalid_checksum"
     default_hint = ("Give 'sha256:<64 hex digits>', 'sha512:<128 hex digits>', or the URL of a checksum file "
