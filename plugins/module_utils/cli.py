@@ -896,7 +896,9 @@ def _configure_logging(verbose):
     if verbose:
         level = min(level, logging.INFO if verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, stream=sys.stderr, format="vmctl: %(levelname)s: %(message)s")
-    logging.getLogger("paramiko").setLevel(max(level, logging.WARNING))
+    # paramiko logs each failed attempt of a retried login (a booting guest) with a traceback; our own
+    # error carries the last one, so its log shows only with -vv.
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)
 
 
 def main(argv=None):
@@ -914,7 +916,7 @@ def main(argv=None):
         return args.handler(args)
     except VmctlError as err:
         _note("error: %s" % err.message)
-        if err.hint:
+        if err.hint and err.hint not in err.message:  # a VMFile problem renders its own hint under its line
             _note("hint: %s" % err.hint)
         if verbose:
             _note("code: %s" % err.code)

@@ -632,9 +632,7 @@ class ImageCache:
         """A local image checked for use as a base: it exists, qemu-img knows its format, and it does
         not refer to other files (unless ``allow_backing``)."""
         path = os.path.abspath(os.path.expanduser(path))
-        if not os.path.isfile(path):
-            raise ImageNotFound("image %s does not exist" % path, path=path)
-        info = qemu_img.info(path)
+        info = qemu_img.info(path)  # a missing path, a directory, a FIFO or a device is an error saying which
         refs = external_references(info)
         if refs and not allow_backing:
             raise UnsafeImage("image %s refers to other files (%s); refusing to use it as a base image" % (path, "; ".join(refs)),
