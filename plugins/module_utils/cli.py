@@ -14,6 +14,7 @@ from __future__ import annotations
 __metaclass__ = type
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -927,6 +928,11 @@ def main(argv=None):
     except BrokenPipeError:  # vmctl list | head
         return EXIT_OK
     except Exception as err:  # a bug: say so, with the traceback when asked
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # not a bug: a full disk
+            from ansible_collections.vmctl.core.plugins.module_utils import paths
+            _note("error: no space left on the device%s" % (" (writing %s)" % err.filename if err.filename else ""))
+            _note("hint: free space in %s (vmctl image prune removes unused images), then run the command again" % paths.data_dir())
+            return EXIT_FAILED
         _note("error: internal error: %s: %s" % (type(err).__name__, err))
         if verbose:
             _note(traceback.format_exc())
