@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from guests import alive, tiny_spec, wait_for_console

@@ -405,8 +405,8 @@ class QemuBackend(Backend):
         if pid is None:
             return err
         return MonitorNotAnswering(
-            "VM %s: QEMU (pid %d) is alive but its %s (%s)" % (handle.name, pid, reason, err.message),
-            hint="QEMU may be stopped (SIGSTOP; 'kill -CONT %d' resumes it) or hung; 'vmctl stop %s' ends it "
+            "VM %s: QEMU (pid %s) is alive, %s (%s)" % (handle.name, pid, reason, err.message),
+            hint="QEMU may be stopped (SIGSTOP; 'kill -CONT %s' resumes it) or hung; 'vmctl stop %s' ends it "
                  "with SIGTERM, then SIGKILL" % (pid, handle.name), reason=reason, pid=pid, name=handle.name)
 
     def _query_status(self, handle):
