@@ -14,6 +14,7 @@ from __future__ import annotations
 __metaclass__ = type
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -117,7 +118,7 @@ def cmd_create(args):
         "network": {"type": "tap", "bridge": args.bridge} if args.bridge else {"type": "user"},
         "ssh": {"user": args.user, "private_key": _private_half(args.ssh_key), "host_key_checking": args.host_key_checking},
         "kernel": _abspath(args.kernel), "initrd": _abspath(args.initrd), "kernel_append": args.kernel_append,
-        "vnc": not args.no_vnc,
+        "vnc": not args.no_vnc, "vnc_tcp": args.vnc_tcp,
     }
     if args.cloud_init:
         record["cloud_init"] = {"user_data": args.cloud_init}
@@ -176,7 +177,7 @@ def cmd_start(args):
 def cmd_stop(args):
     begin = time.monotonic()
     handle, before = _manager().stop(args.name, timeout=args.timeout)
-    if before not in ("running", "suspended"):
+    if before not in ("running", "suspended", "unknown"):
         _out("VM %s is not running (%s)" % (handle.name, before))
         return EXIT_OK
     how = {"acpi": "ACPI power-off", "sigterm": "terminated after %d s" % args.timeout,
@@ -221,8 +222,14 @@ def cmd_list(args):
         active = r["state"] in ("running", "suspended")
         ssh_port = r["ssh_host_port"] if r["network"]["type"] == "User" else None
         _out(LIST_FORMAT % (r["name"], r["backend"], r["vcpus"], r["memory_mb"], r["network"]["type"].lower(),
-                            _dash(r["pid"] if active else None), _dash(ssh_port), r["state"]))
+                            _dash(r["pid"] if active else None), _dash(ssh_port), _state_text(r)))
     return EXIT_OK
+
+
+def _state_text(record):
+    """``running``, or ``unknown (monitor not answering)`` for a VM whose QEMU does not answer."""
+    reason = record.get("state_reason")
+    return "%s (%s)" % (record["state"], reason) if reason else record["state"]
 
 
 def cmd_status(args):
@@ -235,12 +242,15 @@ def cmd_status(args):
         + (" (vnic %s)" % net["name"] if net.get("name") else "")
     ssh = r["ssh"]
     rows = [
-        ("Name", r["name"]), ("ID", r["id"]), ("Backend", r["backend"]), ("State", r["state"]),
+        ("Name", r["name"]), ("ID", r["id"]), ("Backend", r["backend"]), ("State", _state_text(r)),
+        ("Problem", r["problem"]["message"] if r.get("problem") else None),
+        ("Hint", r["problem"]["hint"] if r.get("problem") else None),
         ("vCPUs", r["vcpus"]), ("Memory", "%s MiB" % r["memory_mb"]),
         ("Disk", "%s GiB" % r["disk_gb"] if r["disk_gb"] else "image size"),
         ("Network", network), ("Work dir", r["work_dir"]), ("Overlay", r["overlay_path"]),
         ("Seed ISO", r["seed_iso_path"]), ("PID", r["pid"] if active else None),
-        ("VNC", r["vnc_addr"] if active and r["vnc"] else None),
+        ("VNC", "%s%s" % (r["vnc_addr"], " (password in %s)" % os.path.join(r["work_dir"], "vnc.password") if r.get("vnc_tcp") else "")
+         if active and r["vnc"] and r["vnc_addr"] else None),
         ("SSH port", r["ssh_host_port"]), ("MAC", r["mac_addr"]), ("Image", r["image_path"]),
         ("Accel", r["accel"]), ("VMFile", r["vmfile"]),
         ("SSH", "%s@%s:%s" % (ssh["user"], ssh["host"] or "?", ssh["port"]) if ssh else None),
@@ -248,6 +258,7 @@ def cmd_status(args):
         ("Console", r["console_socket"]), ("Console log", r["console_log"]),
         ("Provisioned", _provisioned(r.get("provision"))), ("Provision log", r["provision_log"]),
     ]
+    rows = [row for row in rows if row[1] is not None or row[0] not in ("Problem", "Hint")]
     width = max(len(row[0]) for row in rows) + 1
     for label, value in rows:
         _out("%-*s %s" % (width, label + ":", _dash(value)))
@@ -374,7 +385,9 @@ def cmd_image_pull(args):
     progress = _Progress(args.url)
     begin = time.monotonic()
     try:
-        entry = _image_cache().pull(args.url, checksum=args.checksum, name=args.name, progress=progress, force=args.force)
+        entry = _image_cache().pull(args.url, checksum=args.checksum, name=args.name, progress=progress, force=args.force,
+                                    deadline=args.deadline, stall_timeout=args.stall_timeout,
+                                    max_size=args.max_size << 30 if args.max_size else None)
     finally:
         progress.finish()
     if entry.downloaded:
@@ -639,7 +652,10 @@ def _create_args(p):
     p.add_argument("--kernel", metavar="PATH", help="boot this kernel directly")
     p.add_argument("--initrd", metavar="PATH", help="initial ramdisk for --kernel")
     p.add_argument("--kernel-append", metavar="CMDLINE", help="kernel command line for --kernel")
-    p.add_argument("--no-vnc", action="store_true", help="no VNC display (default: one on 127.0.0.1)")
+    vnc = p.add_mutually_exclusive_group()
+    vnc.add_argument("--no-vnc", action="store_true", help="no VNC display (default: a unix socket, vnc.sock in the work dir)")
+    vnc.add_argument("--vnc-tcp", action="store_true",
+                     help="VNC on 127.0.0.1 instead, with a password generated at each start (vnc.password in the work dir)")
     p.add_argument("--start", action="store_true", help="start the VM after creating it")
     return cmd_create
 
@@ -770,6 +786,12 @@ examples:
     pull.add_argument("--name", help="readable name of the cached file")
     pull.add_argument("--checksum", metavar="SUM", help="sha256:<hex>, sha512:<hex> or the URL of a SHA256SUMS file")
     pull.add_argument("--force", action="store_true", help="download again even if cached")
+    pull.add_argument("--deadline", type=int, metavar="SECONDS",
+                      help="give up when the download takes longer (default: its size at 256 KB/s, at least 600 s)")
+    pull.add_argument("--stall-timeout", type=int, metavar="SECONDS",
+                      help="give up when less than 64 KB arrive in this long (default 60)")
+    pull.add_argument("--max-size", type=int, metavar="GB",
+                      help="largest image accepted on disk, decompressed (default 64; less when its qcow2 header declares less)")
     pull.set_defaults(handler=cmd_image_pull)
     listing = _subparser(sub, "list", "List cached images", "examples:\n  vmctl image list\n")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -930,7 +952,9 @@ def _configure_logging(verbose):
     if verbose:
         level = min(level, logging.INFO if verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, stream=sys.stderr, format="vmctl: %(levelname)s: %(message)s")
-    logging.getLogger("paramiko").setLevel(max(level, logging.WARNING))
+    # paramiko logs each failed attempt of a retried login (a booting guest) with a traceback; our own
+    # error carries the last one, so its log shows only with -vv.
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)
 
 
 def main(argv=None):
@@ -948,7 +972,7 @@ def main(argv=None):
         return args.handler(args)
     except VmctlError as err:
         _note("error: %s" % err.message)
-        if err.hint:
+        if err.hint and err.hint not in err.message:  # a VMFile problem renders its own hint under its line
             _note("hint: %s" % err.hint)
         if verbose:
             _note("code: %s" % err.code)
@@ -959,6 +983,11 @@ def main(argv=None):
     except BrokenPipeError:  # vmctl list | head
         return EXIT_OK
     except Exception as err:  # a bug: say so, with the traceback when asked
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # not a bug: a full disk
+            from ansible_collections.vmctl.core.plugins.module_utils import paths
+            _note("error: no space left on the device%s" % (" (writing %s)" % err.filename if err.filename else ""))
+            _note("hint: free space in %s (vmctl image prune removes unused images), then run the command again" % paths.data_dir())
+            return EXIT_FAILED
         _note("error: internal error: %s: %s" % (type(err).__name__, err))
         if verbose:
             _note(traceback.format_exc())
