@@ -68,23 +68,28 @@ def resolve_accel(requested, binary="qemu-system-x86_64"):
 _KVM_PROBE = {}
 
 
+KVM_PROBE_TIMEOUT = 30.0
+
+
 def kvm_usable(binary="qemu-system-x86_64"):
     """Whether QEMU can start a KVM vCPU with ``-cpu host`` (cached per process).
 
     An accessible /dev/kvm is not enough: under nested virtualization QEMU may abort at vCPU setup
-    ("failed to set MSR"). A paused QEMU that is still alive after a second has passed that point.
+    ("failed to set MSR"). The probe asks a paused QEMU for its status over QMP: QMP answers only
+    after the machine (and its vCPUs) are set up, so an answer proves KVM works, however loaded the
+    host is; an abort, or no answer within the probe's generous deadline, falls back to TCG.
     """
     if binary in _KVM_PROBE:
         return _KVM_PROBE[binary]
     usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
     if usable:
         argv = [binary, "-machine", "q35,accel=kvm", "-cpu", "host", "-nodefaults", "-display", "none",
-                "-S", "-monitor", "none", "-serial", "none"]
+                "-S", "-monitor", "none", "-serial", "none", "-qmp", "stdio"]
+        commands = b'{"execute": "qmp_capabilities"}\n{"execute": "query-status"}\n{"execute": "quit"}\n'
         try:
-            usable = subprocess.run(argv, capture_output=True, timeout=1.0, check=False).returncode == 0
-        except subprocess.TimeoutExpired:
-            usable = True  # still running, paused: KVM works
-        except OSError:
+            probe = subprocess.run(argv, input=commands, capture_output=True, timeout=KVM_PROBE_TIMEOUT, check=False)
+            usable = b'"status"' in probe.stdout and b'"prelaunch"' in probe.stdout
+        except (subprocess.TimeoutExpired, OSError):
             usable = False
     _KVM_PROBE[binary] = usable
     return usable
