@@ -14,6 +14,7 @@ from __future__ import annotations
 __metaclass__ = type
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -117,7 +118,7 @@ def cmd_create(args):
         "network": {"type": "tap", "bridge": args.bridge} if args.bridge else {"type": "user"},
         "ssh": {"user": args.user, "private_key": _private_half(args.ssh_key), "host_key_checking": args.host_key_checking},
         "kernel": _abspath(args.kernel), "initrd": _abspath(args.initrd), "kernel_append": args.kernel_append,
-        "vnc": not args.no_vnc,
+        "vnc": not args.no_vnc, "vnc_tcp": args.vnc_tcp,
     }
     if args.cloud_init:
         record["cloud_init"] = {"user_data": args.cloud_init}
@@ -176,7 +177,7 @@ def cmd_start(args):
 def cmd_stop(args):
     begin = time.monotonic()
     handle, before = _manager().stop(args.name, timeout=args.timeout)
-    if before not in ("running", "suspended"):
+    if before not in ("running", "suspended", "unknown"):
         _out("VM %s is not running (%s)" % (handle.name, before))
         return EXIT_OK
     how = {"acpi": "ACPI power-off", "sigterm": "terminated after %d s" % args.timeout,
@@ -221,8 +222,14 @@ def cmd_list(args):
         active = r["state"] in ("running", "suspended")
         ssh_port = r["ssh_host_port"] if r["network"]["type"] == "User" else None
         _out(LIST_FORMAT % (r["name"], r["backend"], r["vcpus"], r["memory_mb"], r["network"]["type"].lower(),
-                            _dash(r["pid"] if active else None), _dash(ssh_port), r["state"]))
+                            _dash(r["pid"] if active else None), _dash(ssh_port), _state_text(r)))
     return EXIT_OK
+
+
+def _state_text(record):
+    """``running``, or ``unknown (monitor not answering)`` for a VM whose QEMU does not answer."""
+    reason = record.get("state_reason")
+    return "%s (%s)" % (record["state"], reason) if reason else record["state"]
 
 
 def cmd_status(args):
@@ -235,22 +242,36 @@ def cmd_status(args):
         + (" (vnic %s)" % net["name"] if net.get("name") else "")
     ssh = r["ssh"]
     rows = [
-        ("Name", r["name"]), ("ID", r["id"]), ("Backend", r["backend"]), ("State", r["state"]),
-        ("vCPUs", r["vcpus"]), ("Memory", "%s MB" % r["memory_mb"]),
-        ("Disk", "%s GB" % r["disk_gb"] if r["disk_gb"] else "image size"),
+        ("Name", r["name"]), ("ID", r["id"]), ("Backend", r["backend"]), ("State", _state_text(r)),
+        ("Problem", r["problem"]["message"] if r.get("problem") else None),
+        ("Hint", r["problem"]["hint"] if r.get("problem") else None),
+        ("vCPUs", r["vcpus"]), ("Memory", "%s MiB" % r["memory_mb"]),
+        ("Disk", "%s GiB" % r["disk_gb"] if r["disk_gb"] else "image size"),
         ("Network", network), ("Work dir", r["work_dir"]), ("Overlay", r["overlay_path"]),
         ("Seed ISO", r["seed_iso_path"]), ("PID", r["pid"] if active else None),
-        ("VNC", r["vnc_addr"] if active and r["vnc"] else None),
+        ("VNC", "%s%s" % (r["vnc_addr"], " (password in %s)" % os.path.join(r["work_dir"], "vnc.password") if r.get("vnc_tcp") else "")
+         if active and r["vnc"] and r["vnc_addr"] else None),
         ("SSH port", r["ssh_host_port"]), ("MAC", r["mac_addr"]), ("Image", r["image_path"]),
         ("Accel", r["accel"]), ("VMFile", r["vmfile"]),
         ("SSH", "%s@%s:%s" % (ssh["user"], ssh["host"] or "?", ssh["port"]) if ssh else None),
         ("SSH key", ssh["private_key"] if ssh else None), ("Known hosts", ssh["known_hosts"] if ssh else None),
-        ("Console", r["console_socket"]), ("Console log", r["console_log"]), ("Provision log", r["provision_log"]),
+        ("Console", r["console_socket"]), ("Console log", r["console_log"]),
+        ("Provisioned", _provisioned(r.get("provision"))), ("Provision log", r["provision_log"]),
     ]
+    rows = [row for row in rows if row[1] is not None or row[0] not in ("Problem", "Hint")]
     width = max(len(row[0]) for row in rows) + 1
     for label, value in rows:
         _out("%-*s %s" % (width, label + ":", _dash(value)))
     return EXIT_OK
+
+
+def _provisioned(record):
+    """What ``vmctl status`` says of the VM's provision plan (as ``up`` or ``provision`` last ran it)."""
+    if not isinstance(record, dict):
+        return "never (no plan has run on it)"
+    if record.get("completed") is True:
+        return "yes (plan %s)" % str(record.get("digest", "?"))[:19]
+    return "no: its plan started but did not complete (vmctl up runs it again)"
 
 
 def cmd_console(args):
@@ -343,11 +364,9 @@ class _Progress:
         now = time.monotonic()
         if now - self.shown < (0.2 if self.tty else 5.0) and not (total and done >= total):
             return
-        from ansible_collections.vmctl.core.plugins.module_utils.images import human_size
+        from ansible_collections.vmctl.core.plugins.module_utils.progress import download_text
         self.shown = now
-        rate = human_size(done / max(now - self.begin, 1e-3))
-        text = ("%d%% (%s of %s)" % (100 * done // total, human_size(done), human_size(total)) if total
-                else human_size(done)) + " at %s/s" % rate
+        text = download_text(done, total, now - self.begin)
         if self.tty:
             sys.stderr.write("\rpulling %s: %s\033[K" % (os.path.basename(self.url), text))
             self.active = True
@@ -366,7 +385,9 @@ def cmd_image_pull(args):
     progress = _Progress(args.url)
     begin = time.monotonic()
     try:
-        entry = _image_cache().pull(args.url, checksum=args.checksum, name=args.name, progress=progress, force=args.force)
+        entry = _image_cache().pull(args.url, checksum=args.checksum, name=args.name, progress=progress, force=args.force,
+                                    deadline=args.deadline, stall_timeout=args.stall_timeout,
+                                    max_size=args.max_size << 30 if args.max_size else None)
     finally:
         progress.finish()
     if entry.downloaded:
@@ -435,6 +456,17 @@ def cmd_image_prune(args):
 
 # --- VMFile commands: the collection's playbooks -----------------------------------------------------
 
+def _seconds(text):
+    """An argparse type: a whole number of seconds, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("%r is not a whole number of seconds of at least 1" % text)
+    return value
+
+
 def _ansible_playbook():
     beside = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
     if os.access(beside, os.X_OK):
@@ -452,6 +484,9 @@ def playbook_argv(args):
         argv += ["-e", "name=%s" % args.name]
     if getattr(args, "no_provision", False):
         argv += ["-e", "no_provision=true"]
+    for option, variable in (("timeout", "ssh_timeout"), ("stall_timeout", "stall_timeout")):
+        if getattr(args, option, None) is not None:
+            argv += ["-e", "%s=%d" % (variable, getattr(args, option))]
     if getattr(args, "destroy", False):
         argv += ["-e", "destroy=true"]
     if args.verbose:
@@ -603,8 +638,8 @@ def _create_args(p):
     source.add_argument("--image-url", metavar="URL", help="URL of an image to download and cache")
     p.add_argument("--checksum", metavar="SUM", help="sha256:<hex>, sha512:<hex> or a SHA256SUMS URL for --image-url")
     p.add_argument("--vcpus", type=int, default=1, help="virtual CPUs (default 1)")
-    p.add_argument("--memory", type=int, default=1024, metavar="MB", help="memory in MB (default 1024)")
-    p.add_argument("--disk", type=int, metavar="GB", help="disk size in GB (the overlay is grown to it)")
+    p.add_argument("--memory", type=int, default=1024, metavar="MiB", help="memory in MiB (default 1024)")
+    p.add_argument("--disk", type=int, metavar="GiB", help="disk size in GiB (the overlay is grown to it)")
     p.add_argument("--bridge", metavar="BRIDGE", help="TAP networking on this bridge (default: user networking)")
     ci = p.add_mutually_exclusive_group()
     ci.add_argument("--cloud-init", metavar="PATH", help="your own cloud-init user-data file")
@@ -617,7 +652,10 @@ def _create_args(p):
     p.add_argument("--kernel", metavar="PATH", help="boot this kernel directly")
     p.add_argument("--initrd", metavar="PATH", help="initial ramdisk for --kernel")
     p.add_argument("--kernel-append", metavar="CMDLINE", help="kernel command line for --kernel")
-    p.add_argument("--no-vnc", action="store_true", help="no VNC display (default: one on 127.0.0.1)")
+    vnc = p.add_mutually_exclusive_group()
+    vnc.add_argument("--no-vnc", action="store_true", help="no VNC display (default: a unix socket, vnc.sock in the work dir)")
+    vnc.add_argument("--vnc-tcp", action="store_true",
+                     help="VNC on 127.0.0.1 instead, with a password generated at each start (vnc.password in the work dir)")
     p.add_argument("--start", action="store_true", help="start the VM after creating it")
     return cmd_create
 
@@ -748,6 +786,12 @@ examples:
     pull.add_argument("--name", help="readable name of the cached file")
     pull.add_argument("--checksum", metavar="SUM", help="sha256:<hex>, sha512:<hex> or the URL of a SHA256SUMS file")
     pull.add_argument("--force", action="store_true", help="download again even if cached")
+    pull.add_argument("--deadline", type=int, metavar="SECONDS",
+                      help="give up when the download takes longer (default: its size at 256 KB/s, at least 600 s)")
+    pull.add_argument("--stall-timeout", type=int, metavar="SECONDS",
+                      help="give up when less than 64 KB arrive in this long (default 60)")
+    pull.add_argument("--max-size", type=int, metavar="GB",
+                      help="largest image accepted on disk, decompressed (default 64; less when its qcow2 header declares less)")
     pull.set_defaults(handler=cmd_image_pull)
     listing = _subparser(sub, "list", "List cached images", "examples:\n  vmctl image list\n")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -774,6 +818,12 @@ def _vmfile_args(p, no_provision=False, destroy=False):
     p.add_argument("--name", metavar="VM", help="only this VM of the VMFile")
     if no_provision:
         p.add_argument("--no-provision", action="store_true", help="skip the provision steps")
+        p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                       help="deadline of the wait for SSH and cloud-init (default: the VMFile's ssh { boot-timeout }, "
+                            "else 600 under TCG, 300 with KVM)")
+        p.add_argument("--stall-timeout", type=_seconds, metavar="SECONDS",
+                       help="fail the wait when the guest shows no progress for this long (default: the VMFile's "
+                            "ssh { stall-timeout }, else 120)")
     if destroy:
         p.add_argument("--destroy", action="store_true", help="destroy the VMs instead of stopping them")
     p.set_defaults(extra=[])
@@ -781,14 +831,17 @@ def _vmfile_args(p, no_provision=False, destroy=False):
 
 
 @command("up", "Bring up VMs from VMFile.kdl", """\
-Create, start and provision every VM of the VMFile (in parallel): a running VM is left alone, a
-stopped one is started and provisioned again. Runs ansible-playbook vmctl.core.up.
+Create, start and provision every VM of the VMFile (in parallel): a running VM is left alone (unless
+its provision steps never completed: then they run), a stopped one is started and provisioned again.
+The wait for SSH fails a guest that shows no progress for --stall-timeout seconds, or that is not
+ready by the --timeout deadline. Runs ansible-playbook vmctl.core.up.
 
 examples:
   vmctl up
   vmctl up --name webserver
   vmctl up --no-provision
   vmctl up --file path/to/VMFile.kdl
+  vmctl up --timeout 1200 --stall-timeout 300    # a slow host
 """)
 def _up_args(p):
     return _vmfile_args(p, no_provision=True)
@@ -899,7 +952,9 @@ def _configure_logging(verbose):
     if verbose:
         level = min(level, logging.INFO if verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, stream=sys.stderr, format="vmctl: %(levelname)s: %(message)s")
-    logging.getLogger("paramiko").setLevel(max(level, logging.WARNING))
+    # paramiko logs each failed attempt of a retried login (a booting guest) with a traceback; our own
+    # error carries the last one, so its log shows only with -vv.
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)
 
 
 def main(argv=None):
@@ -917,7 +972,7 @@ def main(argv=None):
         return args.handler(args)
     except VmctlError as err:
         _note("error: %s" % err.message)
-        if err.hint:
+        if err.hint and err.hint not in err.message:  # a VMFile problem renders its own hint under its line
             _note("hint: %s" % err.hint)
         if verbose:
             _note("code: %s" % err.code)
@@ -928,6 +983,11 @@ def main(argv=None):
     except BrokenPipeError:  # vmctl list | head
         return EXIT_OK
     except Exception as err:  # a bug: say so, with the traceback when asked
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # not a bug: a full disk
+            from ansible_collections.vmctl.core.plugins.module_utils import paths
+            _note("error: no space left on the device%s" % (" (writing %s)" % err.filename if err.filename else ""))
+            _note("hint: free space in %s (vmctl image prune removes unused images), then run the command again" % paths.data_dir())
+            return EXIT_FAILED
         _note("error: internal error: %s: %s" % (type(err).__name__, err))
         if verbose:
             _note(traceback.format_exc())

@@ -26,7 +26,7 @@ Outcome = collections.namedtuple("Outcome", "handle changed actions diff")
 RUNTIME_STATES = ("running", "stopped", "suspended", "restarted")
 
 # Settings read when QEMU starts: applied to a VM that is not running.
-_BOOT_SETTINGS = ("vcpus", "memory_mb", "accel", "cpu", "machine", "vnc", "kernel", "initrd", "kernel_append")
+_BOOT_SETTINGS = ("vcpus", "memory_mb", "accel", "cpu", "machine", "vnc", "vnc_tcp", "kernel", "initrd", "kernel_append")
 
 
 def cloud_init_digest(spec):
@@ -43,7 +43,7 @@ def spec_view(spec):
     return {
         "backend": spec.backend, "image": os.path.abspath(spec.image_path), "vcpus": spec.vcpus,
         "memory_mb": spec.memory_mb, "disk_gb": spec.disk_gb, "network": spec.network.to_json(),
-        "accel": spec.accel, "cpu": spec.cpu, "machine": spec.machine, "vnc": spec.vnc,
+        "accel": spec.accel, "cpu": spec.cpu, "machine": spec.machine, "vnc": spec.vnc, "vnc_tcp": spec.vnc_tcp,
         "cloud_init": cloud_init_digest(spec),
         "ssh_user": spec.ssh.user if spec.ssh else None,
         "kernel": spec.kernel, "initrd": spec.initrd, "kernel_append": spec.kernel_append,
@@ -54,7 +54,7 @@ def handle_view(handle):
     return {
         "backend": handle.backend, "image": handle.image_path, "vcpus": handle.vcpus,
         "memory_mb": handle.memory_mb, "disk_gb": handle.disk_gb, "network": handle.network.to_json(),
-        "accel": handle.accel, "cpu": handle.cpu, "machine": handle.machine, "vnc": handle.vnc,
+        "accel": handle.accel, "cpu": handle.cpu, "machine": handle.machine, "vnc": handle.vnc, "vnc_tcp": handle.vnc_tcp,
         "cloud_init": handle.extra.get("cloud_init_digest"), "ssh_user": handle.ssh_user,
         "kernel": handle.kernel, "initrd": handle.initrd, "kernel_append": handle.kernel_append,
     }
@@ -179,10 +179,11 @@ def ensure_state(manager, name, state, stop_timeout=30, check_mode=False):
     return Outcome(handle, True, actions, diff)
 
 
-def wait_for_ssh(handle, wanted=None, timeout=120):
+def wait_for_ssh(handle, wanted=None, deadline=None, stall=None, on_progress=None):
     """Seconds waited until the VM accepts SSH (and cloud-init is done), or None when not waited for.
 
     ``wanted=None`` waits when the VM has what a login needs (a user, a key, a reachable network).
+    ``deadline`` and ``stall`` bound the wait (``readiness``: None picks the defaults for the hardware).
     """
     reachable = bool(handle.ssh_user and handle.private_key_path and handle.network.type in ("user", "tap"))
     if wanted is False or (wanted is None and not reachable):
@@ -191,5 +192,5 @@ def wait_for_ssh(handle, wanted=None, timeout=120):
         raise InvalidState("VM %s has no SSH settings to wait for" % handle.name,
                            hint="Give it an ssh user and key (the ssh option of vmctl.core.vm), or set wait_for_ssh: false",
                            name=handle.name)
-    from ansible_collections.vmctl.core.plugins.module_utils import ssh
-    return ssh.wait_until_ready(handle, timeout)
+    from ansible_collections.vmctl.core.plugins.module_utils import readiness
+    return readiness.wait_until_ready(handle, deadline=deadline, stall=stall, on_progress=on_progress)

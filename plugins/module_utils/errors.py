@@ -92,6 +92,14 @@ class QmpTimeout(QmpError):
     default_hint = "The QEMU monitor did not answer in time; the process may be hung. Stop it with a timeout or destroy the VM"
 
 
+class MonitorNotAnswering(QmpError):
+    """QEMU (a proven PID) is alive but its monitor does not answer or its socket is gone.
+
+    ``reason`` is what ``vmctl list`` shows next to the state ``unknown``."""
+
+    code = "vmctl.qemu.monitor_not_answering"
+
+
 class OverlayFailed(VmctlError):
     code = "vmctl.image.overlay_creation_failed"
     default_hint = "Ensure qemu-img is installed and the base image exists and is readable"
@@ -129,6 +137,14 @@ class UnsafeImage(ImageError):
 class ImageInUse(ImageError):
     code = "vmctl.image.in_use"
     default_hint = "Destroy the VMs that use it first, or pass force"
+
+
+class ImageTooLarge(ImageError):
+    code = "vmctl.image.too_large"
+
+
+class DiskFull(ImageError):
+    code = "vmctl.image.disk_full"
 
 
 class CloudInitError(VmctlError):
@@ -210,6 +226,12 @@ class VmfileNotFound(VmctlError):
 
 class Timeout(VmctlError):
     code = "vmctl.timeout"
+
+
+class DownloadTimeout(DownloadFailed, Timeout):
+    """A download broke its overall deadline or stalled (``limit`` names which)."""
+
+    code = "vmctl.image.download_timeout"
 
 
 class InvalidChecksum(ImageError):

@@ -21,7 +21,7 @@ from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import new_vm_id, pick_ssh_port, port_is_free
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
 from ansible_collections.vmctl.core.plugins.module_utils.desired import cloud_init_digest
-from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, VmExists, VmNotFound
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, MonitorNotAnswering, VmExists, VmNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, file_lock
 from ansible_collections.vmctl.core.plugins.module_utils.types import VmHandle, VmState, validate_name
 
@@ -53,23 +53,31 @@ class VmManager:
     def list(self):
         return self.store.list()
 
+    def _live_state(self, handle):
+        """``(state, problem)``: a VM whose monitor fails is ``unknown`` with the error as the problem,
+        so one hung QEMU degrades that VM alone (list, status and stop still work)."""
+        try:
+            return self.backend(handle).state(handle), None
+        except MonitorNotAnswering as err:
+            return VmState.UNKNOWN, err
+
     def refresh(self, name):
         """The handle with its live state (and the store updated if it changed)."""
         handle = self.get(name)
-        live = self.backend(handle).state(handle)
-        if live != handle.state:
+        live = self._live_state(handle)[0]
+        if live != handle.state and live != VmState.UNKNOWN:
             handle = self._save(handle.replace(state=live, pid=handle.pid if live in VmState.ACTIVE else None))
         return handle
 
     def live(self, name):
         """The handle with its live state, without writing anything (for info and planning)."""
         handle = self.get(name)
-        return handle.replace(state=self.backend(handle).state(handle))
+        return handle.replace(state=self._live_state(handle)[0])
 
     def live_state(self, name):
         """The VM's live state, or ``absent`` when there is no such VM (nothing is written)."""
         handle = self.find(name)
-        return "absent" if handle is None else self.backend(handle).state(handle)
+        return "absent" if handle is None else self._live_state(handle)[0]
 
     def ssh_endpoint(self, handle):
         """``{host, port, user, private_key, known_hosts}`` to log in to the VM, or None without SSH settings."""
@@ -86,8 +94,12 @@ class VmManager:
 
     def describe(self, name):
         """Everything ``vmctl status`` shows, with the live state and how to log in."""
-        handle = self.live(name)
+        handle = self.get(name)
+        state, problem = self._live_state(handle)
+        handle = handle.replace(state=state)
         info = handle.to_json()
+        info["state_reason"] = problem.details.get("reason") if problem else None
+        info["problem"] = {"message": problem.message, "hint": problem.hint} if problem else None
         info["ssh"] = self.ssh_endpoint(handle)
         info["provision_log"] = handle.provision_log
         return info
@@ -144,7 +156,7 @@ class VmManager:
         return VmHandle(
             id=new_vm_id(), name=spec.name, backend=spec.backend, work_dir=paths.vm_dir(spec.name),
             vcpus=spec.vcpus, memory_mb=spec.memory_mb, disk_gb=spec.disk_gb, network=spec.network,
-            state=VmState.PREPARING, accel=spec.accel, cpu=spec.cpu, machine=spec.machine, vnc=spec.vnc,
+            state=VmState.PREPARING, accel=spec.accel, cpu=spec.cpu, machine=spec.machine, vnc=spec.vnc, vnc_tcp=spec.vnc_tcp,
             ssh_user=spec.ssh.user if spec.ssh else None,
             private_key_path=spec.ssh.private_key_path if spec.ssh else None,
             host_key_checking=spec.ssh.host_key_checking if spec.ssh else "yes",
@@ -163,7 +175,7 @@ class VmManager:
     def _operate(self, name, operation):
         with self.vm_lock(name):
             handle = self.get(name)
-            before = self.backend(handle).state(handle)
+            before = self._live_state(handle)[0]
             updated = operation(self.backend(handle), handle.replace(state=before))
             return self._save(updated), before
 
@@ -208,6 +220,14 @@ class VmManager:
             self.backend(handle).destroy(handle)
             self.store.remove(name)
             return handle
+
+    def record_provision(self, name, digest, completed):
+        """Record that VM ``name``'s provision plan ``digest`` started (``completed`` False) or completed."""
+        with self.store.transaction() as vms:
+            if name not in vms:
+                raise VmNotFound("VM %r is not in the store; it cannot be provisioned" % name, name=name)
+            vms[name] = vms[name].replace(provision={"digest": digest, "completed": bool(completed)})
+            return vms[name]
 
     def guest_ip(self, name, timeout=0):
         handle = self.get(name)

@@ -70,6 +70,7 @@ def spec_from_record(record, image_path, image_format=None):
         accel=record.get("accel") or "auto", cpu=record.get("cpu"), machine=record.get("machine"),
         backend=default_backend_tag() if backend == "auto" else backend,
         vmfile=record.get("vmfile"), vnc=record.get("vnc", True) is not False,
+        vnc_tcp=record.get("vnc_tcp") is True,
         kernel=record.get("kernel"), initrd=record.get("initrd"), kernel_append=record.get("kernel_append"),
     )
 

@@ -199,7 +199,17 @@ class PinnedHostKeys:
 # --- the session ---------------------------------------------------------------------------
 
 class _Retryable(Exception):
-    """A failure that is normal while a guest boots."""
+    """A failure that is normal while a guest boots; ``phase`` is how far the attempt got (a PHASES index),
+    ``hint`` what to do if it never stops."""
+
+    def __init__(self, message, phase=0, hint=None):
+        super().__init__(message)
+        self.phase = phase
+        self.hint = hint
+
+
+# How far a login attempt got: the readiness wait counts a later phase as progress.
+PHASES = ("no TCP connection", "no SSH handshake", "login refused", "logged in")
 
 
 def _load_private_key(target):
@@ -241,9 +251,7 @@ class SshSession:
         A host key mismatch fails at once (HostKeyMismatch). ``wait_for_cloud_init`` (default: the
         target's ``cloud_init``) then waits for ``cloud-init status --wait``: cloud-init restarts sshd.
         """
-        _require_paramiko()
-        target.check()
-        pkey = _load_private_key(target)
+        pkey = cls.credentials(target)
         begin = time.monotonic()
         deadline = begin + max(0, wait_timeout)
         last = None
@@ -255,8 +263,7 @@ class SshSession:
                 transport = cls._connect_once(target, pkey, min(attempt_timeout, max(1.0, deadline - time.monotonic())))
                 break
             except _Retryable as err:
-                last = err.args[0]
-                hint = err.args[1] if len(err.args) > 1 else None
+                last, hint = err.args[0], err.hint
             if on_retry:
                 on_retry(attempts, last)
             if time.monotonic() + RETRY_INTERVAL > deadline:
@@ -281,6 +288,18 @@ class SshSession:
         return session
 
     @staticmethod
+    def credentials(target):
+        """The target's private key, checked (with the rest of its settings) before any network traffic."""
+        _require_paramiko()
+        target.check()
+        return _load_private_key(target)
+
+    @classmethod
+    def attempt(cls, target, pkey, timeout):
+        """One login attempt: a session, or ``Retryable`` (with how far it got) for what is normal while a guest boots."""
+        return cls(target, cls._connect_once(target, pkey, timeout))
+
+    @staticmethod
     def _pins(target):
         """The pins for this attempt: the known_hosts file, after pinning what the console printed meanwhile."""
         target.pin_console_keys()
@@ -296,7 +315,7 @@ class SshSession:
             if target.learn_host_keys != "accept-new":
                 raise _Retryable(
                     "no host key pinned yet: the guest has not printed cloud-init's SSH HOST KEY KEYS block on its "
-                    "console (%s) since it started (it offers %s)" % (target.console_log, fingerprint(key_type, blob)),
+                    "console (%s) since it started (it offers %s)" % (target.console_log, fingerprint(key_type, blob)), 1,
                     "An image that prints no host keys on its serial console needs the opt-in "
                     "ssh { host-key-checking \"accept-new\" } (pins the first key seen, refuses any change after it)")
             host_keys.pin(target.known_hosts, ["%s %s" % (key_type, base64.b64encode(blob).decode("ascii"))],
@@ -311,7 +330,7 @@ class SshSession:
         try:
             sock = socket.create_connection((target.host, target.port), timeout=timeout)
         except OSError as err:
-            raise _Retryable("%s: %s" % (target.address, _describe(err)))
+            raise _Retryable("%s: %s" % (target.address, _describe(err)), 0)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
         try:
@@ -330,15 +349,15 @@ class SshSession:
                 server_key = transport.get_remote_server_key()
             except (paramiko.SSHException, EOFError, OSError) as err:
                 # a booting guest: QEMU's forward accepts and closes, or sshd restarts under cloud-init
-                raise _Retryable("%s: %s" % (target.address, _describe(err)))
+                raise _Retryable("%s: %s" % (target.address, _describe(err)), 1)
             cls._verify_host_key(target, pins, server_key)
             try:
                 transport.auth_publickey(target.user, pkey)
             except paramiko.AuthenticationException as err:
                 # cloud-init may not have installed the key yet: retried until the deadline
-                raise _Retryable("authentication as %s with %s failed (%s)" % (target.user, target.private_key_path, _describe(err)))
+                raise _Retryable("authentication as %s with %s failed (%s)" % (target.user, target.private_key_path, _describe(err)), 2)
             except (paramiko.SSHException, EOFError, OSError) as err:
-                raise _Retryable("%s: %s" % (target.address, _describe(err)))
+                raise _Retryable("%s: %s" % (target.address, _describe(err)), 2)
             transport.set_keepalive(15)
             return transport
         except BaseException:
@@ -511,4 +530,6 @@ class SshSession:
             self._release(sftp, healthy)
 
 
-__all__ = ["SshSession", "PinnedHostKeys", "fingerprint"]
+Retryable = _Retryable
+
+__all__ = ["SshSession", "PinnedHostKeys", "fingerprint", "Retryable", "PHASES"]

@@ -37,6 +37,7 @@ class VmState:
     DESTROYED = "destroyed"
     ALL = (PREPARING, PREPARED, RUNNING, SUSPENDED, STOPPED, FAILED, DESTROYED)
     ACTIVE = (RUNNING, SUSPENDED)  # a QEMU process exists
+    UNKNOWN = "unknown"  # shown, never stored: the process lives but its monitor does not answer
 
 
 def validate_name(name, what="VM name"):
@@ -149,6 +150,7 @@ class VmSpec:
     backend: str = "qemu"
     vmfile: str | None = None
     vnc: bool = True
+    vnc_tcp: bool = False  # VNC on 127.0.0.1 with a password, instead of a unix socket in the work dir
     # Direct kernel boot (optional): used by the tiny test guest, open for a VMFile `kernel` node.
     kernel: str | None = None
     initrd: str | None = None
@@ -203,6 +205,7 @@ class VmHandle:
     cpu: str | None = None
     machine: str | None = None
     vnc: bool = True
+    vnc_tcp: bool = False  # VNC on 127.0.0.1 with a password, instead of a unix socket in the work dir
     pidfile: str | None = None
     console_log: str | None = None
     hostname: str | None = None
@@ -217,6 +220,8 @@ class VmHandle:
     kernel: str | None = None
     initrd: str | None = None
     kernel_append: str | None = None
+    # The provision plan as last run by up/provision: {"digest": "sha256:…", "completed": bool}, or None.
+    provision: dict | None = None
     extra: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self):

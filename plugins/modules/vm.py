@@ -46,11 +46,11 @@ options:
     type: int
     default: 1
   memory:
-    description: Memory in MB.
+    description: Memory in MiB.
     type: int
     default: 1024
   disk:
-    description: Disk size in GB; the overlay is grown to it. Defaults to the image's size.
+    description: Disk size in GiB; the overlay is grown to it. Defaults to the image's size.
     type: int
   network:
     description: How the VM is connected.
@@ -134,9 +134,18 @@ options:
     description: QEMU machine type (default C(q35)).
     type: str
   vnc:
-    description: Offer a VNC display on 127.0.0.1.
+    description:
+      - Offer a VNC display. By default it is a unix socket, C(vnc.sock) in the VM's work directory (mode 0700),
+        so only its owner can reach it (for example C(ssh -L 5900:/path/vnc.sock host), or a viewer that opens unix sockets).
     type: bool
     default: true
+  vnc_tcp:
+    description:
+      - Offer the VNC display on 127.0.0.1 (a free port from 5900) instead, protected by a password that is
+        generated at each start and written to C(vnc.password) in the work directory (mode 0600).
+      - Any local user can connect to a TCP port; the password is what keeps them out.
+    type: bool
+    default: false
   kernel:
     description: Boot this Linux kernel directly instead of the disk's boot loader.
     type: path
@@ -164,6 +173,13 @@ seealso:
   - module: vmctl.core.vm_state
   - module: vmctl.core.vm_info
   - module: vmctl.core.vm_image
+extends_documentation_fragment:
+  - vmctl.core.attributes
+  - vmctl.core.attributes.action_group
+requirements:
+  - QEMU on the host that runs the VM (Debian packages C(qemu-system-x86) and C(qemu-utils)); none for the propolis backend
+  - Python packages C(pycdlib), C(PyYAML) and C(cryptography) on that host (cloud-init seed, SSH keys)
+  - Python package C(requests) on that host, for O(image_url) and the propolis backend
 attributes:
   check_mode:
     description: Reports what would be created, changed or destroyed, and touches nothing.
@@ -263,6 +279,7 @@ def main():
             cpu=dict(type="str"),
             machine=dict(type="str"),
             vnc=dict(type="bool", default=True),
+            vnc_tcp=dict(type="bool", default=False),
             kernel=dict(type="path"),
             initrd=dict(type="path"),
             kernel_append=dict(type="str"),

@@ -25,10 +25,15 @@ notes:
 seealso:
   - module: vmctl.core.vm
   - module: vmctl.core.vm_state
+extends_documentation_fragment:
+  - vmctl.core.attributes
+  - vmctl.core.attributes.action_group
 attributes:
   check_mode:
     description: Read-only; runs the same in check mode.
     support: full
+  diff_mode:
+    support: N/A
 """
 
 EXAMPLES = r"""
@@ -65,7 +70,7 @@ vms:
       description: Virtual CPUs.
       type: int
     memory_mb:
-      description: Memory in MB.
+      description: Memory in MiB.
       type: int
     network:
       description: Network type and its bridge or VNIC.
@@ -82,6 +87,13 @@ vms:
     provision_log:
       description: File the output of the VM's provision steps is appended to (it may not exist yet).
       type: str
+    provision:
+      description: >-
+        The VM's provision plan as C(up) or C(provision) last ran it - C(digest) (of the steps and the files they
+        upload) and C(completed) (false while it runs, and after a failed or interrupted step) - or null when no
+        plan has run on it.
+      type: dict
+      sample: {"digest": "sha256:3b1f…", "completed": true}
 """
 
 from ansible.module_utils.basic import AnsibleModule
