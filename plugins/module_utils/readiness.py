@@ -179,6 +179,8 @@ class ReadinessWait:
                     "window: ssh { stall-timeout %d } in the VMFile, -e stall_timeout=%d, vmctl up --stall-timeout %d, "
                     "or stall_timeout of vmctl.core.vm_state" % ((self.stall,) + (self.stall * 2,) * 3))
             cls = WaitStalled
+        if getattr(self, "last_hint", None) and self.waiting_for == "SSH":
+            hint = "%s. %s" % (self.last_hint, hint)
         return cls(message, hint=hint, name=name, console_log=self.handle.console_log, console=tail,
                    limit="deadline" if deadline else "stall", waited=round(self.elapsed(), 1))
 
@@ -223,6 +225,7 @@ class ReadinessWait:
                 phase = 3
             except retryable as err:
                 session, phase, self.last_error = None, err.phase, err.args[0]
+                self.last_hint = err.hint  # e.g. the host-key opt-in when the console printed no keys
             if phase > self.phase:
                 self.phase = phase
                 self._changed()

@@ -307,17 +307,17 @@ class SshSession:
 
     @classmethod
     def _verify_host_key(cls, target, pins, server_key):
-        """HostKeyMismatch for a key other than the pinned one; with nothing pinned yet in the VM's own file,
+        """HostKeyMismatch for a key other than the pinned one; with nothing at all pinned yet in the VM's own file,
         ``accept-new`` pins the offered key, else the login waits for the console to print the keys."""
+        from ansible_collections.vmctl.core.plugins.module_utils import host_keys
         key_type, blob = server_key.get_name(), server_key.asbytes()
-        if target.learn_host_keys and not pins.lookup(target.host, target.port)[0]:
+        if target.learn_host_keys and not pins.entries and not host_keys.pinned_keys(target.known_hosts):
             if target.learn_host_keys != "accept-new":
                 raise _Retryable(
                     "no host key pinned yet: the guest has not printed cloud-init's SSH HOST KEY KEYS block on its "
                     "console (%s) since it started (it offers %s)" % (target.console_log, fingerprint(key_type, blob)), 1,
                     "An image that prints no host keys on its serial console needs the opt-in "
                     "ssh { host-key-checking \"accept-new\" } (pins the first key seen, refuses any change after it)")
-            from ansible_collections.vmctl.core.plugins.module_utils import host_keys
             host_keys.pin(target.known_hosts, ["%s %s" % (key_type, base64.b64encode(blob).decode("ascii"))],
                           target.forward_port)
             pins = PinnedHostKeys(target.known_hosts)  # a pin written meanwhile by someone else wins
