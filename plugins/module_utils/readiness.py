@@ -113,6 +113,7 @@ class ReadinessWait:
         self.cloud_init_log = None
         self.waiting_for = "SSH"
         self.last_error = None
+        self.last_hint = None  # what a login attempt said to do, e.g. the host-key opt-in
 
     # -- progress bookkeeping ----------------------------------------------------------------------
     def elapsed(self):
@@ -179,7 +180,7 @@ class ReadinessWait:
                     "window: ssh { stall-timeout %d } in the VMFile, -e stall_timeout=%d, vmctl up --stall-timeout %d, "
                     "or stall_timeout of vmctl.core.vm_state" % ((self.stall,) + (self.stall * 2,) * 3))
             cls = WaitStalled
-        if getattr(self, "last_hint", None) and self.waiting_for == "SSH":
+        if self.last_hint and self.waiting_for == "SSH":
             hint = "%s. %s" % (self.last_hint, hint)
         return cls(message, hint=hint, name=name, console_log=self.handle.console_log, console=tail,
                    limit="deadline" if deadline else "stall", waited=round(self.elapsed(), 1))
@@ -225,7 +226,7 @@ class ReadinessWait:
                 phase = 3
             except retryable as err:
                 session, phase, self.last_error = None, err.phase, err.args[0]
-                self.last_hint = err.hint  # e.g. the host-key opt-in when the console printed no keys
+                self.last_hint = err.hint
             if phase > self.phase:
                 self.phase = phase
                 self._changed()
