@@ -192,7 +192,7 @@ def interrupt_when(cwd, env, pattern, timeout=1200):
             if re.search(pattern, line, re.M):
                 proc.send_signal(signal.SIGINT)
                 break
-        rest, _ = proc.communicate(timeout=timeout)
+        rest = proc.communicate(timeout=timeout)[0]
     finally:
         if proc.poll() is None:
             proc.kill()
