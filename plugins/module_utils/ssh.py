@@ -120,7 +120,7 @@ def resolve_target(vm_name, host=None, port=None, user=None, private_key_path=No
     from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
     from ansible_collections.vmctl.core.plugins.module_utils.types import NAME_RE
     store = store or VmStore()
-    handle = store.find(vm_name) if isinstance(vm_name, str) and NAME_RE.match(vm_name) else None
+    handle = store.find(vm_name) if isinstance(vm_name, str) and NAME_RE.fullmatch(vm_name) else None
     if handle is not None:
         return target_for(handle, host=host, port=port, user=user, private_key_path=private_key_path,
                           known_hosts=known_hosts, guest_ip_timeout=guest_ip_timeout), handle

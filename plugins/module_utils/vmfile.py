@@ -16,17 +16,17 @@ import difflib
 import os
 import re
 
-from ansible_collections.vmctl.core.plugins.module_utils import _kdl, cloudinit, keys
+from ansible_collections.vmctl.core.plugins.module_utils import _kdl, checks, keys
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, KeygenFailed, VmctlError, VmfileNotFound
-from ansible_collections.vmctl.core.plugins.module_utils.types import ACCELS, NAME_RE
+from ansible_collections.vmctl.core.plugins.module_utils.types import ACCELS
 from ansible_collections.vmctl.core.plugins.module_utils.provision import describe
 
 DEFAULT_NAME = "VMFile.kdl"
 TAP_DEFAULT_BRIDGE = "br0"
 NETWORK_TYPES = ("user", "tap", "vnic", "none")
 PROVISION_TYPES = ("shell", "file")
-_CHECKSUM = re.compile(r"^(sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128}|https?://\S+)$")
-_URL = re.compile(r"^(https?|file)://\S+$")
+_CHECKSUM = re.compile(r"sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128}|https?://\S+")
+_URL = re.compile(r"(https?|file)://\S+")
 
 
 class Problem:
@@ -78,19 +78,8 @@ class Field:
         self.example = example
 
 
-def _check_ifname(name):
-    if not 0 < len(name) <= 15 or re.search(r"[\s/:]", name):
-        raise InvalidSpec("%r is not a network interface name" % name,
-                          hint="Linux interface names have 1 to 15 characters, without spaces, '/' or ':'")
-
-
-def _check_word(value):
-    if not value or re.search(r"\s", value):
-        raise InvalidSpec("%r is not a QEMU model name" % value, hint='Write one word, e.g. cpu "max" or machine "q35"')
-
-
-NETWORK_NODES = {"bridge": Field("str", check=_check_ifname), "name": Field("str")}
-CLOUD_INIT_NODES = {"hostname": Field("str", check=cloudinit.validate_hostname), "ssh-key": Field("path", must_exist=True),
+NETWORK_NODES = {"bridge": Field("str", check=checks.check_bridge), "name": Field("str")}
+CLOUD_INIT_NODES = {"hostname": Field("str", check=checks.validate_hostname), "ssh-key": Field("path", must_exist=True),
                     "user-data": Field("path", must_exist=True)}
 SSH_NODES = {"user": Field("str"), "private-key": Field("path", must_exist=True)}
 PROVISION_NODES = {"inline": Field("str"), "script": Field("path", must_exist=True),
@@ -99,20 +88,20 @@ VM_NODES = {
     "image": Field("path", must_exist=True, hint='image "path/to/disk.qcow2"'),
     "image-url": Field("url", hint='image-url "https://…/image.qcow2"'),
     "image-checksum": Field("checksum", hint='image-checksum "sha256:<64 hex digits>"'),
-    "vcpus": Field("int", 1, 255, example=2),
-    "memory": Field("int", 16, 16 * 1024 * 1024, example=2048),
-    "disk": Field("int", 1, 65536, example=20),
+    "vcpus": Field("int", *checks.VCPUS, example=2),
+    "memory": Field("int", *checks.MEMORY_MB, example=2048),
+    "disk": Field("int", *checks.DISK_GB, example=20),
     "network": Field("block", arg=Field("choice", choices=NETWORK_TYPES), children=NETWORK_NODES,
                      props=NETWORK_NODES),
     "cloud-init": Field("block", children=CLOUD_INIT_NODES),
     "ssh": Field("block", children=SSH_NODES),
     "provision": Field("block", multi=True, arg=Field("choice", choices=PROVISION_TYPES), children=PROVISION_NODES),
     "accel": Field("choice", choices=ACCELS),
-    "cpu": Field("str", check=_check_word),
-    "machine": Field("str", check=_check_word),
+    "cpu": Field("str", check=checks.check_word),
+    "machine": Field("str", check=checks.check_word),
 }
 UNITS = {"vcpus": "", "memory": " MB", "disk": " GB"}
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([MGT])i?B?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([MGT])i?B?\s*", re.IGNORECASE)
 # Where each block's settings go, for "hostname belongs inside cloud-init { }".
 HOMES = dict([(child, "%s { }" % block) for block, field in VM_NODES.items() if field.children for child in field.children]
              + [(name, 'vm "name" { }') for name in VM_NODES])
@@ -132,7 +121,7 @@ def _suggest(name, known, nodes=True):
 
 def _as_unit(text, unit):
     """A size like "4G" or "512MiB" in ``unit`` (" MB" or " GB"), or None."""
-    match = _SIZE.match(text) if unit else None
+    match = _SIZE.fullmatch(text) if unit else None
     if not match:
         return None
     megabytes = float(match.group(1)) * {"M": 1, "G": 1024, "T": 1024 * 1024}[match.group(2).upper()]
@@ -168,14 +157,11 @@ class _Checker:
                              "%s is in%s: write %s %d" % (label, unit, label, size) if size else
                              "Write it without quotes, e.g. %s %d" % (label, field.example or field.low), npath)
                 return None
-            v = int(v)
-            if not field.low <= v <= field.high:
-                unit = UNITS.get(label, "")
-                self.problem(value, "%s must be from %d to %d%s, got %d" % (label, field.low, field.high, unit, v),
-                             "Use at most %d%s (values are never wrapped around)" % (field.high, unit)
-                             if v > field.high else "Use at least %d%s" % (field.low, unit), npath)
+            try:
+                return checks.whole_number(label, int(v), field.low, field.high, UNITS.get(label, ""))
+            except InvalidSpec as err:
+                self.problem(value, err.message, err.hint, npath)
                 return None
-            return v
         if not isinstance(v, str):
             self.problem(value, "%s must be a string, got %s" % (label, _show(v)), 'Quote it: %s "%s"' % (label, v), npath)
             return None
@@ -184,11 +170,11 @@ class _Checker:
             self.problem(value, "unknown %s %r" % (label, v),
                          "%sUse one of: %s" % (close + "; " if close else "", ", ".join(field.choices)), npath)
             return None
-        if field.kind == "url" and not _URL.match(v):
+        if field.kind == "url" and not _URL.fullmatch(v):
             self.problem(value, "%s must be an http(s):// or file:// URL, got %r" % (label, v),
                          "For a local file use image \"%s\"" % v, npath)
             return None
-        if field.kind == "checksum" and not _CHECKSUM.match(v):
+        if field.kind == "checksum" and not _CHECKSUM.fullmatch(v):
             self.problem(value, "malformed %s %r" % (label, v),
                          "Write sha256:<64 hex digits>, sha512:<128 hex digits> or the URL of a SHA256SUMS file", npath)
             return None
@@ -274,11 +260,10 @@ class _Checker:
             self.problem(_At(node.line, node.col + 2), "vm needs a name", 'Write vm "name" { … }', "vm")
         else:
             name = node.args[0].value
-            if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
-                self.problem(node.args[0], "invalid VM name %s" % _show(name),
-                             "Use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", "vm")
-            else:
-                name_ok = True
+            try:
+                name_ok = bool(checks.validate_name(name))
+            except VmctlError as err:
+                self.problem(node.args[0], err.message, err.hint, "vm")
         npath = 'vm "%s"' % name if name_ok else "vm"
         self.settings = {}  # block name -> {setting: (value, Value)} of this VM's cloud-init and ssh
         if node.children is None:
@@ -332,6 +317,7 @@ class _Checker:
                                               or (ssh and ssh["private_key"]))
             self.check_guest(name, npath, seen["cloud-init"], cloud_init, ssh)
         self.check_keys(npath, cloud_init, ssh)
+        self.check_login_user(npath, cloud_init)
         return {
             "name": name, "vmfile": os.path.abspath(self.path), "base_dir": self.base_dir,
             "image": fields.get("image"), "image_url": fields.get("image-url"),
@@ -346,16 +332,25 @@ class _Checker:
         """What cloud-init will be given: a valid hostname (the VM name by default) and user."""
         if cloud_init["hostname"] is None and npath != "vm":
             try:
-                cloudinit.validate_hostname(name)
+                checks.validate_hostname(name)
             except InvalidSpec as err:
                 self.problem(node, "the hostname defaults to the VM name, and %s" % err.message,
                              'Set one: cloud-init { hostname "%s" }' % re.sub(r"[^A-Za-z0-9.-]", "-", name), npath)
         user = self.settings.get("ssh", {}).get("user")
         if ssh is not None and user:
             try:
-                cloudinit.validate_user(user[0])
+                checks.validate_user(user[0])
             except InvalidSpec as err:
                 self.problem(user[1], "cloud-init cannot create the user: %s" % err.message, err.hint, npath)
+
+    def check_login_user(self, npath, cloud_init):
+        """The ssh user of a VM whose users cloud-init does not create (an image's own, or user-data's)."""
+        user = self.settings.get("ssh", {}).get("user")
+        if user and (cloud_init is None or cloud_init["user_data"]):
+            try:
+                checks.validate_login_user(user[0])
+            except InvalidSpec as err:
+                self.problem(user[1], err.message, err.hint, npath)
 
     def check_keys(self, npath, cloud_init, ssh):
         """The key the guest trusts is the key vmctl logs in with, and each key file is what its node says."""
@@ -373,16 +368,11 @@ class _Checker:
                 self.problem(private_key[1], err.message, err.hint, npath)
         if ssh_key and not cloud_init["user_data"]:
             try:
-                with open(ssh_key[0], errors="replace") as f:
-                    text = f.read(64 * 1024)  # a public key is one line; this may be a disk image named by mistake
-            except OSError as err:
-                self.problem(ssh_key[1], "cannot read ssh-key %s: %s" % (ssh_key[1].value, err.strerror),
-                             "Check the file's permissions", npath)
+                text = checks.read_public_key(ssh_key[0], ssh_key[1].value)
+            except InvalidSpec as err:
+                self.problem(ssh_key[1], err.message, err.hint, npath)
                 return
-            if not keys.is_public_key(text):
-                self.problem(ssh_key[1], "ssh-key %s is not an OpenSSH public key" % ssh_key[1].value,
-                             "Point it at the .pub file (a private key must never reach the guest)", npath)
-            elif public and not keys.same_key(text, public):
+            if public and not keys.same_key(text, public):
                 self.problem(private_key[1], "private-key %s is not the pair of ssh-key %s, which the guest trusts"
                              % (private_key[1].value, ssh_key[1].value),
                              "Use the two halves of the same key pair, or drop ssh-key: the public half of "

@@ -42,7 +42,7 @@ SERVICE = "svc:/system/illumos/propolis-server"
 MAX_CPUS = 32  # bhyve's VM_MAXCPU
 SEED_INLINE_MAX = 256 * 1024  # base64 bytes; above this the seed is a file backend (the body cap is 1 MiB)
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
-VNIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,29}[0-9]$")
+VNIC_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,29}[0-9]")
 
 # propolis InstanceState → our VmState. Creating: the VM objects exist but it was never run.
 STATE_MAP = {
@@ -84,7 +84,7 @@ def parse_arp(output, mac):
     want = normalize_mac(mac)
     for line in output.splitlines():
         fields = line.split()
-        if len(fields) >= 3 and re.match(r"^\d+\.\d+\.\d+\.\d+$", fields[1]) and normalize_mac(fields[-1]) == want:
+        if len(fields) >= 3 and re.fullmatch(r"\d+\.\d+\.\d+\.\d+", fields[1]) and normalize_mac(fields[-1]) == want:
             return fields[1]
     return None
 
@@ -170,7 +170,7 @@ class PropolisBackend(Backend):
         if net.type not in ("vnic", "none"):
             raise InvalidSpec("VM %s: network %r is not available on propolis" % (spec.name, net.type),
                               hint="Use network type vnic (an illumos VNIC) or none")
-        if net.type == "vnic" and not VNIC_RE.match(net.name):
+        if net.type == "vnic" and not VNIC_RE.fullmatch(net.name):
             raise InvalidSpec("VM %s: invalid VNIC name %r" % (spec.name, net.name),
                               hint="VNIC names are letters, digits and _, start with a letter, end with a digit, "
                                    "at most 31 characters (e.g. vnic0)")
