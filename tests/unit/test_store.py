@@ -34,7 +34,12 @@ def test_reads_the_guides_store_layout_and_keeps_unknown_fields(tmp_path):
     written = json.loads(path.read_text())["myvm"]
     assert written["future_field"] == {"x": 1}
     assert written["network"] == {"type": "User"}
-    assert {k: written[k] for k in GUIDE_HANDLE if k != "vcpus"} == {k: v for k, v in GUIDE_HANDLE.items() if k != "vcpus"}
+    kept = [k for k in GUIDE_HANDLE if k != "vcpus" and not k.endswith(("_dir", "_path", "_socket"))]
+    assert {k: written[k] for k in kept} == {k: GUIDE_HANDLE[k] for k in kept}
+    # the guide's paths are under another home: ignored, the VM's own paths (under this store) are written
+    own = str(tmp_path / "vms" / "myvm")
+    assert written["work_dir"] == own and written["overlay_path"] == own + "/overlay.qcow2"
+    assert written["qmp_socket"] == own + "/qmp.sock" and written["seed_iso_path"] == own + "/seed.iso"
 
 
 def test_tap_network_round_trip():

@@ -23,11 +23,10 @@ import hashlib
 import os
 import re
 import shlex
-import shutil
 import time
 import uuid
 
-from ansible_collections.vmctl.core.plugins.module_utils import qemu_img, websocket
+from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img, websocket
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import Backend, ConsoleEndpoint, prepare_cloud_init
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     IllumosCommandFailed, InvalidSpec, IpDiscoveryTimeout, PropolisApiError, PropolisError, PropolisTimeout,
@@ -139,12 +138,7 @@ class PropolisBackend(Backend):
     def run(self, argv, check=True):
         return self.runner(list(argv), check=check)
 
-    @staticmethod
-    def _files(work_dir):
-        j = os.path.join
-        return {"disk": j(work_dir, "disk0.raw"), "seed": j(work_dir, "seed.iso"),
-                "user_key": j(work_dir, "id_ed25519_generated"), "host_key": j(work_dir, "ssh_host_ed25519_key"),
-                "known_hosts": j(work_dir, "known_hosts")}
+    _files = staticmethod(paths.vm_files)
 
     def zone_state(self, zone):
         """The zone's state (configured, installed, running, …), or None when there is no such zone."""
@@ -157,10 +151,10 @@ class PropolisBackend(Backend):
             return handle
         address = self.settings["address"]
         split_address(address)
-        for other in known:
-            if other.name != spec.name and (other.extra.get("propolis") or {}).get("address") == address:
+        for other, raw in known.raw_items():
+            if other != spec.name and isinstance(raw.get("propolis"), dict) and raw["propolis"].get("address") == address:
                 raise InvalidSpec("VM %s: propolis-server address %s is already used by VM %s (one server holds one VM)"
-                                  % (spec.name, address, other.name), name=spec.name,
+                                  % (spec.name, address, other), name=spec.name,
                                   hint="Give each VM its own address (VMCTL_PROPOLIS_ADDRESS)")
         info = {"address": address, "zone": zone_name(spec.name), "instance_id": str(uuid.uuid4())}
         return handle.replace(extra=dict(handle.extra, propolis=info))
@@ -188,8 +182,7 @@ class PropolisBackend(Backend):
         changes = {"state": VmState.PREPARED, "image_path": os.path.abspath(spec.image_path)}
         if spec.network.type == "vnic":
             changes["mac_addr"] = self.vnic_mac(spec.name, spec.network.name)
-        os.makedirs(handle.work_dir, mode=0o700, exist_ok=True)
-        os.chmod(handle.work_dir, 0o700)
+        paths.make_vm_dir(handle.work_dir)
         if not os.path.exists(files["disk"]):
             tmp = files["disk"] + ".tmp"
             qemu_img.convert_raw(spec.image_path, tmp, spec.image_format)
@@ -390,8 +383,8 @@ class PropolisBackend(Backend):
             state = "configured"
         if state == "configured":
             self.run(["zonecfg", "-z", zone, "delete", "-F"])
-        shutil.rmtree(handle.work_dir, ignore_errors=True)
-        if os.path.exists(handle.work_dir):
+        paths.remove_vm_dir(handle.work_dir, handle.name)
+        if os.path.lexists(handle.work_dir):
             raise VmctlError("VM %s: could not remove %s" % (handle.name, handle.work_dir), code="vmctl.io")
 
     def state(self, handle):
