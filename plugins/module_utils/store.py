@@ -212,7 +212,7 @@ class Records:
     def __init__(self, path, raw, lines=None):
         self.path = path
         self.raw = raw          # name -> the JSON object as read
-        self.lines = lines or {}  # name -> its text in the file (unchanged records are written back as is)
+        self.lines = lines or {}  # name -> its line in the file (unchanged records are written back as is)
         self._handles = {}
         self._errors = {}
         self.snapshots = None  # name -> the handle's JSON when first built (transactions only: change detection)
@@ -370,10 +370,10 @@ class VmStore:
     def _write(self, records, changed, removed):
         lines = []
         for name in sorted((set(records.raw) - removed) | set(changed)):
-            text = json.dumps(changed[name]) if name in changed else records.lines.get(name)
-            if text is None:
-                text = json.dumps(records.raw[name])
-            lines.append("  %s: %s" % (json.dumps(name), text))
+            line = None if name in changed else records.lines.get(name)
+            if line is None:
+                line = "  %s: %s" % (json.dumps(name), json.dumps(changed[name] if name in changed else records.raw[name]))
+            lines.append(line)
         atomic_write(self.path, "{\n%s\n}\n" % ",\n".join(lines) if lines else "{}\n")
 
     def records(self):
@@ -429,8 +429,8 @@ def _record_lines(text, data):
         return {}
     found = {}
     for name, line in zip(data, lines[1:-1]):
-        prefix = "  %s: " % json.dumps(name)
+        prefix = '  "%s": ' % name if checks.NAME_RE.fullmatch(name) else "  %s: " % json.dumps(name)
         if not line.startswith(prefix):
             return {}
-        found[name] = line[len(prefix):].rstrip(",")
+        found[name] = line[:-1] if line.endswith(",") else line
     return found
