@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 
-from ansible_collections.vmctl.core.plugins.module_utils import errors, vmfile
+from ansible_collections.vmctl.core.plugins.module_utils import checks, errors, vmfile
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
 
 COLLECTION_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -213,16 +213,21 @@ LIST_FORMAT = "%-16s %-8s %-7s %-4s %-11s %-8s %-6s %s"  # the guide's columns, 
 
 def cmd_list(args):
     manager = _manager()
-    records = [manager.describe(name) for name in sorted(manager.list())]
+    handles = manager.list()  # one read of the store for the whole list
+    records = [manager.describe(name, handle) for name, handle in sorted(handles.items())]
+    for name, err in sorted(manager.store.bad.items()):
+        _note("error: %s" % err.message)
     if args.json:
-        return _print_json(records)
+        return _print_json(records + [{"name": name, "error": err.to_dict()} for name, err in sorted(manager.store.bad.items())])
     _out(LIST_FORMAT % ("NAME", "BACKEND", "VCPUS", "MEM", "NETWORK", "PID", "SSH", "STATE"))
     for r in records:
         active = r["state"] in ("running", "suspended")
         ssh_port = r["ssh_host_port"] if r["network"]["type"] == "User" else None
         _out(LIST_FORMAT % (r["name"], r["backend"], r["vcpus"], r["memory_mb"], r["network"]["type"].lower(),
                             _dash(r["pid"] if active else None), _dash(ssh_port), r["state"]))
-    return EXIT_OK
+    for name in sorted(manager.store.bad):
+        _out(LIST_FORMAT % (name, "-", "-", "-", "-", "-", "-", "bad record (see the error above)"))
+    return EXIT_FAILED if manager.store.bad else EXIT_OK
 
 
 def cmd_status(args):
@@ -289,6 +294,8 @@ def cmd_ssh(args):
     ssh.require_running(handle)
     key = args.key or handle.private_key_path or next(
         (k for k in (os.path.expanduser(p) for p in DEFAULT_KEYS) if os.path.isfile(k)), None)
+    if args.user is not None:
+        checks.validate_login_user(args.user)  # it reaches ssh's argv: never an option
     target = ssh.target_for(handle, user=args.user, private_key_path=key, guest_ip_timeout=args.wait)
     target.check()
     if args.wait > 0:
@@ -298,9 +305,8 @@ def cmd_ssh(args):
     argv = [find_tool("ssh"),
             "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=%s" % target.known_hosts,
             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
-            "-i", target.private_key_path, "-p", str(target.port), "%s@%s" % (target.user, target.host)]
-    if args.remote_command:
-        argv += ["--"] + args.remote_command
+            "-i", target.private_key_path, "-p", str(target.port), "-l", target.user, "--", target.host]
+    argv += args.remote_command  # after the destination, ssh takes everything as the remote command
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)

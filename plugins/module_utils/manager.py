@@ -50,6 +50,7 @@ class VmManager:
         return self.store.find(name)
 
     def list(self):
+        """Usable VMs by name, from one read of the store; bad records are in ``self.store.bad``."""
         return self.store.list()
 
     def refresh(self, name):
@@ -83,9 +84,9 @@ class VmManager:
         return {"host": host, "port": port, "user": handle.ssh_user,
                 "private_key": handle.private_key_path, "known_hosts": handle.known_hosts}
 
-    def describe(self, name):
-        """Everything ``vmctl status`` shows, with the live state and how to log in."""
-        handle = self.live(name)
+    def describe(self, name, handle=None):
+        """Everything ``vmctl status`` shows, with the live state and how to log in (``handle``: already read)."""
+        handle = self.live(name) if handle is None else handle.replace(state=self.backend(handle).state(handle))
         info = handle.to_json()
         info["ssh"] = self.ssh_endpoint(handle)
         info["provision_log"] = handle.provision_log

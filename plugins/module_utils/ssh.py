@@ -62,6 +62,8 @@ class SshTarget:
                            hint="Create the VM with cloud-init (it generates a key and pins the host key), or set the "
                                 "connection's remote_addr/port/remote_user/private_key_file/known_hosts_file",
                            code="vmctl.ssh.not_configured", name=self.vm)
+        from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_login_user
+        validate_login_user(self.user)  # a user reaches ssh's argv and paramiko: never an option
         for what, path in (("private key", self.private_key_path), ("known_hosts file", self.known_hosts)):
             if not os.path.isfile(path):
                 raise SshError("VM %s: %s %s does not exist" % (self.vm, what, path),

@@ -22,6 +22,10 @@ from ansible_collections.vmctl.core.plugins.module_utils.types import ACCELS
 from ansible_collections.vmctl.core.plugins.module_utils.provision import describe
 
 DEFAULT_NAME = "VMFile.kdl"
+MAX_BYTES = 4 * 1024 * 1024   # a VMFile is a few KB; a larger file is a mistake (or an attack)
+MAX_NODES = 10000
+MAX_STRING = 64 * 1024        # every string value but an inline script
+MAX_EXCERPT = 120             # characters of a source line shown in an error
 TAP_DEFAULT_BRIDGE = "br0"
 NETWORK_TYPES = ("user", "tap", "vnic", "none")
 PROVISION_TYPES = ("shell", "file")
@@ -36,6 +40,7 @@ class Problem:
         self.file, self.line, self.col = file, line, col
         self.message, self.hint, self.node_path = message, hint, node_path
         self.source_line = None
+        self.caret = col  # the caret's column in source_line (an excerpt of a long line)
 
     def to_dict(self):
         return {"file": self.file, "line": self.line, "col": self.col, "message": self.message,
@@ -45,7 +50,7 @@ class Problem:
         where = "%s:%s:%s" % (self.file, self.line, self.col) if self.line else "%s: %s" % (self.file, self.node_path)
         text = "%s: error: %s" % (where, self.message)
         if self.source_line is not None:
-            text += "\n    %s\n    %s^" % (self.source_line, " " * (max(self.col, 1) - 1))
+            text += "\n    %s\n    %s^" % (self.source_line, " " * (max(self.caret or 1, 1) - 1))
         if self.hint:
             text += "\n  hint: %s" % self.hint
         return text
@@ -139,7 +144,7 @@ class _Checker:
         line, col = (where.line, where.col) if where is not None else (None, None)
         p = Problem(self.path, line, col, message, hint, node_path)
         if line and line <= len(self.lines):
-            p.source_line = self.lines[line - 1].expandtabs(1)
+            p.source_line, p.caret = _excerpt(self.lines[line - 1].expandtabs(1), col or 1)
         self.problems.append(p)
 
     def resolve_path(self, value):
@@ -164,6 +169,10 @@ class _Checker:
                 return None
         if not isinstance(v, str):
             self.problem(value, "%s must be a string, got %s" % (label, _show(v)), 'Quote it: %s "%s"' % (label, v), npath)
+            return None
+        if len(v) > MAX_STRING and label != "inline":
+            self.problem(value, "%s is %d characters long; at most %d are allowed" % (label, len(v), MAX_STRING),
+                         "Put long content in a file (script \"…\", user-data \"…\")", npath)
             return None
         if field.kind == "choice" and v not in field.choices:
             close = _suggest(v, field.choices, nodes=False)
@@ -456,13 +465,32 @@ class _At:
         self.line, self.col = line, col
 
 
+def _count_nodes(nodes):
+    total, stack = 0, list(nodes)
+    while stack:
+        node = stack.pop()
+        total += 1
+        stack.extend(node.children or ())
+    return total
+
+
+def _excerpt(line, col):
+    """``(text, col)``: at most MAX_EXCERPT characters of ``line`` around ``col`` (the caret column in the text)."""
+    if len(line) <= MAX_EXCERPT:
+        return line, col
+    start = max(0, min(col - 1 - MAX_EXCERPT // 2, len(line) - MAX_EXCERPT))
+    text = line[start:start + MAX_EXCERPT]
+    prefix = "…" if start else ""
+    return prefix + text + ("…" if start + MAX_EXCERPT < len(line) else ""), col - start + len(prefix)
+
+
 def _show(value):
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"%s"' % value
+        return '"%s"' % value if len(value) <= 60 else '"%s…" (%d characters)' % (value[:60], len(value))
     return str(value)
 
 
@@ -480,11 +508,18 @@ def find(path=None, cwd=None):
 def parse_text(text, path=DEFAULT_NAME):
     """Records of every VM in ``text`` (the VMFile at ``path``); raises VmfileError with every problem."""
     checker = _Checker(path, text)
+    if len(text) > MAX_BYTES:
+        raise VmfileError([Problem(path, None, None, "the VMFile has %d characters; at most %d are read" % (len(text), MAX_BYTES),
+                                   "A VMFile is a few KB: put scripts and data in files it names", "VMFile")])
     try:
         nodes = _kdl.parse(text)
     except _kdl.KdlSyntaxError as err:
         checker.problem(_At(err.line, err.col), "KDL syntax: %s" % err.message, err.hint)
         raise VmfileError(checker.problems)
+    count = _count_nodes(nodes)
+    if count > MAX_NODES:
+        raise VmfileError([Problem(path, None, None, "the VMFile has %d nodes; at most %d are allowed" % (count, MAX_NODES),
+                                   "Split it, or move repeated steps into a script", "VMFile")])
     records = []
     first = {}
     for node in nodes:
@@ -512,7 +547,10 @@ def load(path=None, names=None, cwd=None):
     """Records of the VMs in the VMFile (``names`` selects some); raises VmfileError / VmfileNotFound."""
     path = find(path, cwd)
     with open(path, "rb") as f:
-        data = f.read()
+        data = f.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise VmfileError([Problem(path, None, None, "the VMFile is larger than %d bytes" % MAX_BYTES,
+                                   "A VMFile is a few KB: put scripts and data in files it names", "VMFile")])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
