@@ -289,13 +289,13 @@ def cmd_ssh(args):
     from ansible_collections.vmctl.core.plugins.module_utils import ssh
     if args.name and args.name_option and args.name != args.name_option:
         raise UsageError("two VM names given: %s and --name %s" % (args.name, args.name_option), hint="Give one")
+    if args.user is not None:
+        checks.validate_login_user(args.user)  # it reaches ssh's argv: never an option
     name = args.name or args.name_option or _vm_from_vmfile(args.file)
     handle = _manager().get(name)
     ssh.require_running(handle)
     key = args.key or handle.private_key_path or next(
         (k for k in (os.path.expanduser(p) for p in DEFAULT_KEYS) if os.path.isfile(k)), None)
-    if args.user is not None:
-        checks.validate_login_user(args.user)  # it reaches ssh's argv: never an option
     target = ssh.target_for(handle, user=args.user, private_key_path=key, guest_ip_timeout=args.wait)
     target.check()
     if args.wait > 0:

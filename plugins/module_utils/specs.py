@@ -17,7 +17,7 @@ import os
 from ansible_collections.vmctl.core.plugins.module_utils import checks, keys
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import default_backend_tag
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec
-from ansible_collections.vmctl.core.plugins.module_utils.types import CloudInitConfig, NetworkConfig, SshConfig, VmSpec
+from ansible_collections.vmctl.core.plugins.module_utils.types import CloudInitConfig, SshConfig, VmSpec
 
 
 def _read(path, what, vm):
@@ -70,9 +70,9 @@ def spec_from_record(record, image_path, image_format=None):
     return VmSpec(
         name=record["name"], image_path=image_path, image_format=image_format,
         vcpus=_given(record, "vcpus", 1), memory_mb=_given(record, "memory", 1024), disk_gb=record.get("disk"),
-        network=NetworkConfig(type=network.get("type") or "user", bridge=network.get("bridge"), name=network.get("name")),
+        network={"type": network.get("type") or "user", "bridge": network.get("bridge"), "name": network.get("name")},
         cloud_init=cloud_init_config(record),
-        ssh=SshConfig(user=ssh.get("user") or "vm",
+        ssh=SshConfig(user=_given(ssh, "user", "vm"),
                       private_key_path=os.path.expanduser(ssh["private_key"]) if ssh.get("private_key") else None)
         if ssh is not None else None,
         accel=record.get("accel") or "auto", cpu=record.get("cpu"), machine=record.get("machine"),

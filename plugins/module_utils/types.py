@@ -144,7 +144,7 @@ class VmSpec:
     def __post_init__(self):
         validate_name(self.name)
         if isinstance(self.network, dict):
-            self.network = NetworkConfig(**self.network)
+            self.network = self._check(lambda data: NetworkConfig(**data), self.network)
         self._check(checks.check_vcpus, self.vcpus)
         self._check(checks.check_memory, self.memory_mb)
         if self.disk_gb is not None:
@@ -170,7 +170,7 @@ class VmSpec:
     def _check(self, check, *args, prefix=""):
         """Run one of the shared checks; its message gets the VM's name, its hint and code stay."""
         try:
-            check(*args)
+            return check(*args)
         except InvalidSpec as err:
             raise InvalidSpec("VM %s: %s%s" % (self.name, prefix, err.message), hint=err.hint, code=err.code, **err.details)
 
