@@ -88,7 +88,8 @@ _warned = set()
 
 
 def _field_error(path, name, field, problem):
-    return BadRecord("VM store %s: VM %s: field %s %s" % (path, checks.short(name), field, problem),
+    shown = name if isinstance(name, str) and checks.NAME_RE.fullmatch(name) else checks.short(name)
+    return BadRecord("VM store %s: VM %s: field %s %s" % (path, shown, field, problem),
                      hint="Fix or remove that field of the VM's entry in %s (keep a copy first); the other VMs are "
                           "not affected" % path, path=path, name=name if isinstance(name, str) else None, field=field)
 
