@@ -220,7 +220,7 @@ def loopback_target(workdir, user):
 def guest_target(workdir):
     from guests import debian_spec
     from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-    from ansible_collections.vmctl.core.plugins.module_utils.ssh import wait_until_ready
+    from ansible_collections.vmctl.core.plugins.module_utils.readiness import wait_until_ready
     os.environ.setdefault("VMCTL_ACCEL", "tcg")
     manifest = os.environ.get("VMCTL_TEST_IMAGES") or subprocess.run(
         [os.path.join(HERE, "..", "scripts", "build-test-image")], capture_output=True, text=True, check=True).stdout.split()[-1]
@@ -232,7 +232,7 @@ def guest_target(workdir):
     manager.create(debian_spec(images, name="benchguest", hostname="bench-guest", vcpus=2, memory_mb=1024))
     begin = time.monotonic()
     handle, _before = manager.start("benchguest")
-    wait_until_ready(handle, timeout=600)
+    wait_until_ready(handle, deadline=600)
     print("guest up (SSH + cloud-init) after %.0f s under %s" % (time.monotonic() - begin, os.environ["VMCTL_ACCEL"]))
     target = Target("guest", workdir, "benchguest", "127.0.0.1", handle.ssh_host_port, handle.ssh_user, handle.private_key_path,
                     handle.known_hosts, "/usr/bin/python3", {"XDG_DATA_HOME": xdg})

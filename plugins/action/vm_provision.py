@@ -12,7 +12,7 @@ from ansible.utils.display import Display
 
 from ansible_collections.vmctl.core.plugins.module_utils import provision
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
-from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 
 display = Display()
 
@@ -62,7 +62,7 @@ class _ConnectionRunner:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
-    _VALID_ARGS = frozenset(("vm", "step", "total", "log"))
+    _VALID_ARGS = frozenset(("vm", "step", "total", "log", "plan"))
     _requires_connection = True
 
     def run(self, tmp=None, task_vars=None):
@@ -72,15 +72,24 @@ class ActionModule(ActionBase):
         if not vm or not isinstance(step, dict) or "type" not in step:
             return dict(result, failed=True, msg="vm_provision needs vm (a name) and step (a provision record from vmctl.core.vmfile)")
         log_path = args.get("log")
+        plan, total = args.get("plan"), args.get("total")
         printer = _LinePrinter("[%s] " % vm)
+        manager = VmManager()
         try:
             if not log_path:
-                log_path = VmStore().get(vm).provision_log
+                log_path = manager.get(vm).provision_log
+            if plan and step.get("step") == 1:  # the plan starts: the VM is unprovisioned until its last step passes
+                manager.record_provision(vm, plan, completed=False)
             with provision.ProvisionLog(log_path) as log:
-                done = provision.run_step(_ConnectionRunner(self), vm, step, total=args.get("total"), log=log, on_output=printer)
+                done = provision.run_step(_ConnectionRunner(self), vm, step, total=total, log=log, on_output=printer)
+            if plan and total is not None and step.get("step") == int(total):
+                manager.record_provision(vm, plan, completed=True)
         except VmctlError as err:
             printer.flush()
-            return dict(result, failed=True, msg=str(err), error=err.to_dict(), log=log_path)
+            msg = str(err)
+            if plan:
+                msg += " - %s is left unprovisioned: the next vmctl.core.up runs its provision steps again" % vm
+            return dict(result, failed=True, msg=msg, error=err.to_dict(), log=log_path)
         printer.flush()
         result.update(changed=True, log=log_path, **done)
         return result

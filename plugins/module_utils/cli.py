@@ -250,12 +250,22 @@ def cmd_status(args):
         ("Accel", r["accel"]), ("VMFile", r["vmfile"]),
         ("SSH", "%s@%s:%s" % (ssh["user"], ssh["host"] or "?", ssh["port"]) if ssh else None),
         ("SSH key", ssh["private_key"] if ssh else None), ("Known hosts", ssh["known_hosts"] if ssh else None),
-        ("Console", r["console_socket"]), ("Console log", r["console_log"]), ("Provision log", r["provision_log"]),
+        ("Console", r["console_socket"]), ("Console log", r["console_log"]),
+        ("Provisioned", _provisioned(r.get("provision"))), ("Provision log", r["provision_log"]),
     ]
     width = max(len(row[0]) for row in rows) + 1
     for label, value in rows:
         _out("%-*s %s" % (width, label + ":", _dash(value)))
     return EXIT_OK
+
+
+def _provisioned(record):
+    """What ``vmctl status`` says of the VM's provision plan (as ``up`` or ``provision`` last ran it)."""
+    if not isinstance(record, dict):
+        return "never (no plan has run on it)"
+    if record.get("completed") is True:
+        return "yes (plan %s)" % str(record.get("digest", "?"))[:19]
+    return "no: its plan started but did not complete (vmctl up runs it again)"
 
 
 def cmd_console(args):
@@ -328,11 +338,9 @@ class _Progress:
         now = time.monotonic()
         if now - self.shown < (0.2 if self.tty else 5.0) and not (total and done >= total):
             return
-        from ansible_collections.vmctl.core.plugins.module_utils.images import human_size
+        from ansible_collections.vmctl.core.plugins.module_utils.progress import download_text
         self.shown = now
-        rate = human_size(done / max(now - self.begin, 1e-3))
-        text = ("%d%% (%s of %s)" % (100 * done // total, human_size(done), human_size(total)) if total
-                else human_size(done)) + " at %s/s" % rate
+        text = download_text(done, total, now - self.begin)
         if self.tty:
             sys.stderr.write("\rpulling %s: %s\033[K" % (os.path.basename(self.url), text))
             self.active = True
@@ -420,6 +428,17 @@ def cmd_image_prune(args):
 
 # --- VMFile commands: the collection's playbooks -----------------------------------------------------
 
+def _seconds(text):
+    """An argparse type: a whole number of seconds, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("%r is not a whole number of seconds of at least 1" % text)
+    return value
+
+
 def _ansible_playbook():
     beside = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
     if os.access(beside, os.X_OK):
@@ -437,6 +456,9 @@ def playbook_argv(args):
         argv += ["-e", "name=%s" % args.name]
     if getattr(args, "no_provision", False):
         argv += ["-e", "no_provision=true"]
+    for option, variable in (("timeout", "ssh_timeout"), ("stall_timeout", "stall_timeout")):
+        if getattr(args, option, None) is not None:
+            argv += ["-e", "%s=%d" % (variable, getattr(args, option))]
     if getattr(args, "destroy", False):
         argv += ["-e", "destroy=true"]
     if args.verbose:
@@ -756,6 +778,12 @@ def _vmfile_args(p, no_provision=False, destroy=False):
     p.add_argument("--name", metavar="VM", help="only this VM of the VMFile")
     if no_provision:
         p.add_argument("--no-provision", action="store_true", help="skip the provision steps")
+        p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                       help="deadline of the wait for SSH and cloud-init (default: the VMFile's ssh { boot-timeout }, "
+                            "else 600 under TCG, 300 with KVM)")
+        p.add_argument("--stall-timeout", type=_seconds, metavar="SECONDS",
+                       help="fail the wait when the guest shows no progress for this long (default: the VMFile's "
+                            "ssh { stall-timeout }, else 120)")
     if destroy:
         p.add_argument("--destroy", action="store_true", help="destroy the VMs instead of stopping them")
     p.set_defaults(extra=[])
@@ -763,14 +791,17 @@ def _vmfile_args(p, no_provision=False, destroy=False):
 
 
 @command("up", "Bring up VMs from VMFile.kdl", """\
-Create, start and provision every VM of the VMFile (in parallel): a running VM is left alone, a
-stopped one is started and provisioned again. Runs ansible-playbook vmctl.core.up.
+Create, start and provision every VM of the VMFile (in parallel): a running VM is left alone (unless
+its provision steps never completed: then they run), a stopped one is started and provisioned again.
+The wait for SSH fails a guest that shows no progress for --stall-timeout seconds, or that is not
+ready by the --timeout deadline. Runs ansible-playbook vmctl.core.up.
 
 examples:
   vmctl up
   vmctl up --name webserver
   vmctl up --no-provision
   vmctl up --file path/to/VMFile.kdl
+  vmctl up --timeout 1200 --stall-timeout 300    # a slow host
 """)
 def _up_args(p):
     return _vmfile_args(p, no_provision=True)

@@ -179,10 +179,11 @@ def ensure_state(manager, name, state, stop_timeout=30, check_mode=False):
     return Outcome(handle, True, actions, diff)
 
 
-def wait_for_ssh(handle, wanted=None, timeout=120):
+def wait_for_ssh(handle, wanted=None, deadline=None, stall=None, on_progress=None):
     """Seconds waited until the VM accepts SSH (and cloud-init is done), or None when not waited for.
 
     ``wanted=None`` waits when the VM has what a login needs (a user, a key, a reachable network).
+    ``deadline`` and ``stall`` bound the wait (``readiness``: None picks the defaults for the hardware).
     """
     reachable = bool(handle.ssh_user and handle.private_key_path and handle.network.type in ("user", "tap"))
     if wanted is False or (wanted is None and not reachable):
@@ -191,5 +192,5 @@ def wait_for_ssh(handle, wanted=None, timeout=120):
         raise InvalidState("VM %s has no SSH settings to wait for" % handle.name,
                            hint="Give it an ssh user and key (the ssh option of vmctl.core.vm), or set wait_for_ssh: false",
                            name=handle.name)
-    from ansible_collections.vmctl.core.plugins.module_utils import ssh
-    return ssh.wait_until_ready(handle, timeout)
+    from ansible_collections.vmctl.core.plugins.module_utils import readiness
+    return readiness.wait_until_ready(handle, deadline=deadline, stall=stall, on_progress=on_progress)

@@ -209,6 +209,14 @@ class VmManager:
             self.store.remove(name)
             return handle
 
+    def record_provision(self, name, digest, completed):
+        """Record that VM ``name``'s provision plan ``digest`` started (``completed`` False) or completed."""
+        with self.store.transaction() as vms:
+            if name not in vms:
+                raise VmNotFound("VM %r is not in the store; it cannot be provisioned" % name, name=name)
+            vms[name] = vms[name].replace(provision={"digest": digest, "completed": bool(completed)})
+            return vms[name]
+
     def guest_ip(self, name, timeout=0):
         handle = self.get(name)
         return self.backend(handle).guest_ip(handle, timeout)

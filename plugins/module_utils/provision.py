@@ -18,6 +18,8 @@ from __future__ import annotations
 
 __metaclass__ = type
 
+import hashlib
+import json
 import os
 import shlex
 import time
@@ -34,6 +36,44 @@ def describe(step):
     if step.get("script"):
         return "shell script: %s" % step["script"]
     return "shell: %s" % step["inline"]
+
+
+def plan_digest(steps):
+    """A digest of a provision plan: every step's settings and the contents of the files it uploads.
+
+    ``up`` records it when a plan completes, so that it can tell a plan that never completed (run it)
+    from one that changed since (say so, and leave it to ``provision``). An unreadable file digests as
+    its error, so the plan reads as changed rather than failing here; the step fails when it runs.
+    """
+    digest = hashlib.sha256()
+    for step in steps:
+        settings = {key: step.get(key) for key in ("type", "inline", "script", "source", "destination")}
+        digest.update(json.dumps(settings, sort_keys=True).encode("utf-8"))
+        for key in ("script", "source"):
+            if step.get(key):
+                digest.update(_file_digest(step[key]).encode("ascii"))
+    return "sha256:" + digest.hexdigest()
+
+
+def _file_digest(path):
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1024 * 1024), b""):
+                digest.update(chunk)
+    except OSError as err:
+        return "unreadable:%s" % err.errno
+    return digest.hexdigest()
+
+
+def provision_status(record_provision, steps, digest):
+    """What ``up`` should do about a VM's plan: ``none`` (no steps), ``pending`` (never completed),
+    ``done`` (completed, same plan) or ``changed`` (completed, but the plan changed since)."""
+    if not steps:
+        return "none"
+    if not isinstance(record_provision, dict) or record_provision.get("completed") is not True:
+        return "pending"
+    return "done" if record_provision.get("digest") == digest else "changed"
 
 
 class ProvisionLog:

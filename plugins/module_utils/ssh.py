@@ -2,7 +2,7 @@
 # Copyright: vmctl.core developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Where and as whom to log in to a VM over SSH: ``SshTarget``, built from a store handle (explicit settings
-override it), and the engine's one-call helpers ``connect`` and ``wait_until_ready``.
+override it), and the engine's one-call helper ``connect`` (the readiness wait is ``readiness``).
 
 This module is light on purpose: the connection plugin's worker processes (one per task) import it to
 find the VM, then talk to the session daemon (``ssh_mux``). The SSH implementation itself, with paramiko,
@@ -158,14 +158,4 @@ def connect(handle, host=None, timeout=10):
     return SshSession.open(target_for(handle, host=host), wait_timeout=0, attempt_timeout=timeout, wait_for_cloud_init=False)
 
 
-def wait_until_ready(handle, timeout=120, host=None):
-    """Seconds until an SSH login works and cloud-init has finished (it restarts sshd while it runs)."""
-    import time
-    from ansible_collections.vmctl.core.plugins.module_utils.ssh_session import SshSession
-    begin = time.monotonic()
-    session = SshSession.open(target_for(handle, host=host, guest_ip_timeout=timeout), wait_timeout=timeout)
-    session.close()
-    return time.monotonic() - begin
-
-
-__all__ = ["SshTarget", "target_for", "resolve_target", "require_running", "endpoint", "connect", "wait_until_ready"]
+__all__ = ["SshTarget", "target_for", "resolve_target", "require_running", "endpoint", "connect"]

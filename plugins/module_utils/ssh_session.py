@@ -195,7 +195,15 @@ class PinnedHostKeys:
 # --- the session ---------------------------------------------------------------------------
 
 class _Retryable(Exception):
-    """A failure that is normal while a guest boots."""
+    """A failure that is normal while a guest boots; ``phase`` is how far the attempt got (a PHASES index)."""
+
+    def __init__(self, message, phase=0):
+        super().__init__(message)
+        self.phase = phase
+
+
+# How far a login attempt got: the readiness wait counts a later phase as progress.
+PHASES = ("no TCP connection", "no SSH handshake", "login refused", "logged in")
 
 
 def _load_private_key(target):
@@ -237,10 +245,7 @@ class SshSession:
         A host key mismatch fails at once (HostKeyMismatch). ``wait_for_cloud_init`` (default: the
         target's ``cloud_init``) then waits for ``cloud-init status --wait``: cloud-init restarts sshd.
         """
-        _require_paramiko()
-        target.check()
-        pins = PinnedHostKeys(target.known_hosts)
-        pkey = _load_private_key(target)
+        pins, pkey = cls.credentials(target)
         begin = time.monotonic()
         deadline = begin + max(0, wait_timeout)
         last = None
@@ -276,12 +281,24 @@ class SshSession:
         return session
 
     @staticmethod
+    def credentials(target):
+        """``(pinned host keys, private key)`` of a target, checked before any network traffic."""
+        _require_paramiko()
+        target.check()
+        return PinnedHostKeys(target.known_hosts), _load_private_key(target)
+
+    @classmethod
+    def attempt(cls, target, pins, pkey, timeout):
+        """One login attempt: a session, or ``Retryable`` (with how far it got) for what is normal while a guest boots."""
+        return cls(target, cls._connect_once(target, pins, pkey, timeout))
+
+    @staticmethod
     def _connect_once(target, pins, pkey, timeout):
         paramiko = _require_paramiko()
         try:
             sock = socket.create_connection((target.host, target.port), timeout=timeout)
         except OSError as err:
-            raise _Retryable("%s: %s" % (target.address, _describe(err)))
+            raise _Retryable("%s: %s" % (target.address, _describe(err)), 0)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
         try:
@@ -300,15 +317,15 @@ class SshSession:
                 server_key = transport.get_remote_server_key()
             except (paramiko.SSHException, EOFError, OSError) as err:
                 # a booting guest: QEMU's forward accepts and closes, or sshd restarts under cloud-init
-                raise _Retryable("%s: %s" % (target.address, _describe(err)))
+                raise _Retryable("%s: %s" % (target.address, _describe(err)), 1)
             pins.verify(target.vm, target.host, target.port, server_key.get_name(), server_key.asbytes())
             try:
                 transport.auth_publickey(target.user, pkey)
             except paramiko.AuthenticationException as err:
                 # cloud-init may not have installed the key yet: retried until the deadline
-                raise _Retryable("authentication as %s with %s failed (%s)" % (target.user, target.private_key_path, _describe(err)))
+                raise _Retryable("authentication as %s with %s failed (%s)" % (target.user, target.private_key_path, _describe(err)), 2)
             except (paramiko.SSHException, EOFError, OSError) as err:
-                raise _Retryable("%s: %s" % (target.address, _describe(err)))
+                raise _Retryable("%s: %s" % (target.address, _describe(err)), 2)
             transport.set_keepalive(15)
             return transport
         except BaseException:
@@ -481,4 +498,6 @@ class SshSession:
             self._release(sftp, healthy)
 
 
-__all__ = ["SshSession", "PinnedHostKeys", "fingerprint"]
+Retryable = _Retryable
+
+__all__ = ["SshSession", "PinnedHostKeys", "fingerprint", "Retryable", "PHASES"]

@@ -219,6 +219,8 @@ class VmHandle:
     kernel: str | None = None
     initrd: str | None = None
     kernel_append: str | None = None
+    # The provision plan as last run by up/provision: {"digest": "sha256:…", "completed": bool}, or None.
+    provision: dict | None = None
     extra: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self):

@@ -19,7 +19,7 @@ import re
 from ansible_collections.vmctl.core.plugins.module_utils import _kdl, checks, keys
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, KeygenFailed, VmctlError, VmfileNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.types import ACCELS
-from ansible_collections.vmctl.core.plugins.module_utils.provision import describe
+from ansible_collections.vmctl.core.plugins.module_utils.provision import describe, plan_digest
 
 DEFAULT_NAME = "VMFile.kdl"
 MAX_BYTES = 4 * 1024 * 1024   # a VMFile is a few KB; a larger file is a mistake (or an attack)
@@ -86,7 +86,8 @@ class Field:
 NETWORK_NODES = {"bridge": Field("str", check=checks.check_bridge), "name": Field("str")}
 CLOUD_INIT_NODES = {"hostname": Field("str", check=checks.validate_hostname), "ssh-key": Field("path", must_exist=True),
                     "user-data": Field("path", must_exist=True)}
-SSH_NODES = {"user": Field("str"), "private-key": Field("path", must_exist=True)}
+SSH_NODES = {"user": Field("str"), "private-key": Field("path", must_exist=True),
+             "boot-timeout": Field("int", 1, 86400, example=900), "stall-timeout": Field("int", 1, 86400, example=300)}
 PROVISION_NODES = {"inline": Field("str"), "script": Field("path", must_exist=True),
                    "source": Field("path", must_exist=True), "destination": Field("str")}
 VM_NODES = {
@@ -335,6 +336,7 @@ class _Checker:
             "network": network, "cloud_init": cloud_init, "ssh": ssh,
             "accel": fields.get("accel", "auto"), "cpu": fields.get("cpu"), "machine": fields.get("machine"),
             "provisions": [dict(p, description=describe(p)) for p in provisions if p is not None],
+            "provision_digest": plan_digest([p for p in provisions if p is not None]),
         }
 
     def check_guest(self, name, npath, node, cloud_init, ssh):
@@ -413,7 +415,8 @@ class _Checker:
 
     def ssh(self, node, field, npath):
         values = self.settings["ssh"] = self.block(node, field.children, npath)
-        return {"user": values.get("user", ("vm",))[0], "private_key": values.get("private-key", (None,))[0]}
+        return {"user": values.get("user", ("vm",))[0], "private_key": values.get("private-key", (None,))[0],
+                "boot_timeout": values.get("boot-timeout", (None,))[0], "stall_timeout": values.get("stall-timeout", (None,))[0]}
 
     def provision(self, node, step, npath):
         field = VM_NODES["provision"]

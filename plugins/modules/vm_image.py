@@ -77,6 +77,11 @@ options:
       - Seconds to wait for the server to accept the connection and between two reads of data.
     type: int
     default: 30
+  progress_file:
+    description:
+      - Internal, set by the action plugin of this module; leave it unset. A file to which the download appends a
+        progress line (share, size, rate) about every 5 seconds, for the action plugin to show while the task runs.
+    type: path
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
@@ -179,6 +184,7 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.vmctl.core.plugins.module_utils import progress
 from ansible_collections.vmctl.core.plugins.module_utils.images import ImageCache
 from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
 
@@ -189,8 +195,10 @@ def _ensure(module):
     p = module.params
     cache = ImageCache()
     if p["state"] == "present":
-        image = cache.pull(p["url"], checksum=p["checksum"], name=p["name"], force=p["force"], timeout=p["timeout"],
-                           validate_certs=p["validate_certs"], dry_run=module.check_mode)
+        with progress.ProgressFile(p["progress_file"]) as report:
+            image = cache.pull(p["url"], checksum=p["checksum"], name=p["name"], force=p["force"], timeout=p["timeout"],
+                               validate_certs=p["validate_certs"], dry_run=module.check_mode,
+                               progress=progress.DownloadProgress("downloading %s" % p["url"], report))
         data = image.to_dict(digest=not module.check_mode)
         result = dict((key, data[key]) for key in _PRESENT_FIELDS)
         result.update(changed=image.downloaded, actions=["download"] if image.downloaded else [])
@@ -212,6 +220,7 @@ def main():
             force=dict(type="bool", default=False),
             validate_certs=dict(type="bool", default=True),
             timeout=dict(type="int", default=30),
+            progress_file=dict(type="path"),
         ),
         required_if=[("state", "present", ("url",)), ("state", "absent", ("url", "path"), True)],
         mutually_exclusive=[("url", "path")],

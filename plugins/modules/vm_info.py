@@ -82,6 +82,13 @@ vms:
     provision_log:
       description: File the output of the VM's provision steps is appended to (it may not exist yet).
       type: str
+    provision:
+      description: >-
+        The VM's provision plan as C(up) or C(provision) last ran it - C(digest) (of the steps and the files they
+        upload) and C(completed) (false while it runs, and after a failed or interrupted step) - or null when no
+        plan has run on it.
+      type: dict
+      sample: {"digest": "sha256:3b1f…", "completed": true}
 """
 
 from ansible.module_utils.basic import AnsibleModule

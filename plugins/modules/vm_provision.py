@@ -37,6 +37,13 @@ options:
   log:
     description: Provision log to append to (default C(provision.log) in the VM's work directory).
     type: path
+  plan:
+    description:
+      - The digest of the VM's whole provision plan (C(provision_digest) returned by M(vmctl.core.vmfile)).
+      - When set, step 1 records the plan in the store as started (the VM is unprovisioned), and the last step
+        (O(step) number equal to O(total)) records it as completed, so that C(vmctl.core.up) runs a plan that
+        never completed, and warns when a completed plan changed.
+    type: str
 notes:
   - This runs as an action plugin on the controller, which must be the VM host.
 attributes:

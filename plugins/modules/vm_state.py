@@ -43,9 +43,23 @@ options:
         cloud-init has finished. Defaults to true when the VM has SSH settings.
     type: bool
   wait_timeout:
-    description: Seconds to wait for SSH.
+    description:
+      - The overall deadline, in seconds, of the wait for SSH and cloud-init.
+      - Defaults to 600 under emulation (TCG) and 300 with KVM or bhyve. The wait also ends earlier when the
+        guest stalls (see O(stall_timeout)).
+    type: int
+  stall_timeout:
+    description:
+      - Seconds without any sign of progress after which the wait fails as stalled, long before the deadline.
+      - Progress is the console log growing, a login attempt getting further than before (TCP, SSH handshake,
+        login), or cloud-init's log growing once logged in.
     type: int
     default: 120
+  progress_file:
+    description:
+      - Internal, set by the action plugin of this module; leave it unset. A file to which the wait appends a
+        progress line about every 10 seconds, for the action plugin to show while the task runs.
+    type: path
 notes:
   - Supports check mode (reports what would change, touches nothing and waits for nothing) and diff mode.
   - With the propolis backend, V(stopped) powers the VM off at once (propolis-server has no ACPI shutdown request;
@@ -99,6 +113,12 @@ ssh_wait:
   description: Seconds waited for SSH.
   returned: when SSH was waited for
   type: float
+progress:
+  description: The progress lines of the wait (also shown while the task runs, at default verbosity).
+  returned: when SSH was waited for
+  type: list
+  elements: str
+  sample: ["web: waiting for SSH, 10 s, console: Reached target System Initialization."]
 vm:
   description: The VM as recorded in the store.
   returned: when the VM exists
@@ -107,7 +127,7 @@ vm:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmctl.core.plugins.module_utils import desired
+from ansible_collections.vmctl.core.plugins.module_utils import desired, progress
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
 
@@ -119,7 +139,9 @@ def main():
             state=dict(type="str", choices=list(desired.RUNTIME_STATES), required=True),
             stop_timeout=dict(type="int", default=30),
             wait_for_ssh=dict(type="bool"),
-            wait_timeout=dict(type="int", default=120),
+            wait_timeout=dict(type="int"),
+            stall_timeout=dict(type="int", default=120),
+            progress_file=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -139,10 +161,17 @@ def _run(module):
     else:
         result["vm"] = outcome.handle.to_json()
     if outcome.handle is not None and p["state"] in ("running", "restarted") and not module.check_mode:
-        waited = desired.wait_for_ssh(outcome.handle, p["wait_for_ssh"], p["wait_timeout"])
+        lines = []
+        with progress.ProgressFile(p["progress_file"]) as report:
+            def on_progress(line):
+                lines.append(line)
+                report(line)
+            waited = desired.wait_for_ssh(outcome.handle, p["wait_for_ssh"], deadline=p["wait_timeout"],
+                                          stall=p["stall_timeout"], on_progress=on_progress)
         if waited is not None:
             result["actions"].append("wait_for_ssh")
             result["ssh_wait"] = round(waited, 1)
+            result["progress"] = lines
     if module._diff:
         result["diff"] = outcome.diff
     return result

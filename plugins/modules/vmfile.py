@@ -95,13 +95,27 @@ vms:
       description: C(hostname), C(ssh_key), C(user_data), C(generate_key); null without a cloud-init block.
       type: dict
     ssh:
-      description: C(user), C(private_key); null without an ssh block.
+      description: >-
+        C(user), C(private_key), C(boot_timeout) and C(stall_timeout) (the readiness wait's deadline and stall
+        window in seconds, null for the defaults); null without an ssh block.
       type: dict
     current_state:
       description: >-
         The VM's live state on this host (C(absent) when it does not exist), when O(current_state=true).
       type: str
       sample: running
+    provision_digest:
+      description: >-
+        A digest of the VM's provision plan (its steps and the contents of the files they upload); C(up) records
+        it when the plan completes.
+      type: str
+    provision_status:
+      description: >-
+        When O(current_state=true): V(none) (no steps), V(pending) (the plan never completed on this VM, so C(up)
+        runs it), V(done) (completed, same plan) or V(changed) (completed, but the plan changed since: a warning
+        names C(provision)).
+      type: str
+      sample: done
     provisions:
       description: >-
         Steps with C(step) (from 1), C(type), C(inline), C(script) or C(source) and C(destination), and
@@ -120,6 +134,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.vmctl.core.plugins.module_utils import vmfile
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
+from ansible_collections.vmctl.core.plugins.module_utils.provision import provision_status
 
 
 def main():
@@ -137,7 +152,14 @@ def _run(module):
     if module.params["current_state"]:
         manager = VmManager()
         for vm in vms:
-            vm["current_state"] = manager.live_state(vm["name"])
+            handle = manager.find(vm["name"])
+            vm["current_state"] = "absent" if handle is None else manager.backend(handle).state(handle)
+            vm["provision_status"] = provision_status(handle.provision if handle else None, vm["provisions"],
+                                                      vm["provision_digest"])
+            if vm["provision_status"] == "changed" and vm["current_state"] in ("running", "suspended"):
+                module.warn("VM %s: its provision steps changed since they last completed; up does not run them "
+                            "again on a running VM: run vmctl provision --name %s (ansible-playbook vmctl.core.provision "
+                            "-e name=%s) to apply them" % (vm["name"], vm["name"], vm["name"]))
     return dict(changed=False, path=path, vms=vms)
 
 

@@ -126,7 +126,7 @@ def test_full_example_parses_to_the_documented_defaults(project, text):
     full, tap, minimal = vms["full-example"], vms["tap-example"], vms["minimal"]
     assert (full["vcpus"], full["memory"], full["disk"]) == (4, 4096, 40)
     assert full["cloud_init"] == {"hostname": "full-example", "ssh_key": None, "user_data": None, "generate_key": True}
-    assert full["ssh"] == {"user": "ubuntu", "private_key": None}
+    assert full["ssh"] == {"user": "ubuntu", "private_key": None, "boot_timeout": None, "stall_timeout": None}
     assert [p["step"] for p in full["provisions"]] == [1, 2, 3]
     assert full["provisions"][1] == {"step": 2, "type": "file", "source": str(project / "config/bashrc"),
                                      "destination": "/home/ubuntu/.bashrc",
@@ -137,7 +137,8 @@ def test_full_example_parses_to_the_documented_defaults(project, text):
     assert tap["network"] == {"type": "tap", "bridge": "br0", "name": None}
     assert tap["cloud_init"]["ssh_key"] == os.path.join(home, ".ssh/id_ed25519.pub")
     assert tap["cloud_init"]["generate_key"] is False
-    assert tap["ssh"] == {"user": "debian", "private_key": os.path.join(home, ".ssh/id_ed25519")}
+    assert tap["ssh"] == {"user": "debian", "private_key": os.path.join(home, ".ssh/id_ed25519"),
+                          "boot_timeout": None, "stall_timeout": None}
     assert minimal["vcpus"] == 1 and minimal["memory"] == 1024 and minimal["disk"] is None
     assert minimal["network"] == {"type": "user", "bridge": None, "name": None}
     assert minimal["cloud_init"] is None and minimal["ssh"] is None and minimal["provisions"] == []

@@ -1,0 +1,14 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""vm_image with live progress lines while it downloads (see plugin_utils.module_progress)."""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+from ansible_collections.vmctl.core.plugins.plugin_utils.module_progress import ProgressAction
+
+
+class ActionModule(ProgressAction):
+    pass
