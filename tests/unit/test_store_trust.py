@@ -154,7 +154,7 @@ def test_the_provision_field_and_unknown_fields_are_kept(tmp_path):
     make_vm(tmp_path, "web")
     edit_record("web", provision={"digest": "abc", "completed": True}, future={"x": [1]})
     manager = VmManager()
-    assert manager.get("web").extra["provision"] == {"digest": "abc", "completed": True}
+    assert manager.get("web").provision == {"digest": "abc", "completed": True}
     manager.start("web")
     with open(os.path.join(data_dir(), "vms.json")) as f:
         record = json.load(f)["web"]
