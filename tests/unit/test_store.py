@@ -54,19 +54,22 @@ def _add_entries(path, worker, count):
     for i in range(count):
         with store.transaction() as vms:
             name = "w%d-%d" % (worker, i)
-            vms[name] = VmHandle(id=name, name=name, work_dir="/tmp/" + name)
+            vms[name] = VmHandle(id=name, name=name)
 
 
-def test_eight_processes_changing_the_store_lose_no_entry(tmp_path):
+def test_sixteen_processes_changing_the_store_lose_no_entry(tmp_path):
+    """16 concurrent writers (the per-line store keeps the flock read-modify-write): no entry lost."""
     path = str(tmp_path / "vms.json")
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_add_entries, args=(path, w, 25)) for w in range(8)]
+    procs = [ctx.Process(target=_add_entries, args=(path, w, 15)) for w in range(16)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    assert len(VmStore(path).list()) == 8 * 25
+    assert len(VmStore(path).list()) == 16 * 15
+    with open(path) as f:
+        assert len(json.load(f)) == 16 * 15
 
 
 @pytest.mark.parametrize("content", [b'{"myvm": {"id": "abc", "name": "myvm", "ba', b"", b"[1, 2]", b"\xff\xfe"])

@@ -3,18 +3,16 @@ from its name (never taken from the record), work dirs refuse symlinks, and conc
 Every hostile value points only at decoys inside the test's tmp dir."""
 
 import json
-import multiprocessing
 import os
 import stat
 import subprocess
-import sys
 
 import pytest
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.store import BadRecord, VmStore
-from ansible_collections.vmctl.core.plugins.module_utils.types import VmHandle, VmSpec
+from ansible_collections.vmctl.core.plugins.module_utils.store import BadRecord
+from ansible_collections.vmctl.core.plugins.module_utils.types import VmSpec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMCTL = os.path.join(ROOT, "bin", "vmctl")
@@ -173,29 +171,6 @@ def test_a_stored_name_with_a_newline_is_a_bad_record(tmp_path):
         json.dump(data, f)
     manager = VmManager()
     assert list(manager.list()) == ["good"] and "field name" in manager.store.bad["abc\n"].message
-
-
-def _add_entries(path, worker, count):
-    store = VmStore(path)
-    for i in range(count):
-        with store.transaction() as vms:
-            name = "w%d-%d" % (worker, i)
-            vms[name] = VmHandle(id=name, name=name)
-
-
-def test_sixteen_concurrent_writers_lose_no_entry(tmp_path):
-    """Item 11: the per-line store keeps the flock read-modify-write: 16 writers x 15 entries, all there."""
-    path = str(tmp_path / "vms.json")
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_add_entries, args=(path, w, 15)) for w in range(16)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
-    assert len(VmStore(path).list()) == 16 * 15
-    with open(path) as f:
-        assert len(json.load(f)) == 16 * 15
 
 
 def test_the_file_stays_the_guides_json_object_one_record_per_line(tmp_path):
