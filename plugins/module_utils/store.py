@@ -207,6 +207,40 @@ def record_handle(path, name, raw):
     return derive_paths(handle, os.path.dirname(os.path.abspath(path)), path)
 
 
+class LazyRecords:
+    """Raw records of a one-record-per-line file, each parsed when first used (a transaction on one VM
+    parses one line, not 1,000); ``load_all`` parses the whole file at once for scans."""
+
+    def __init__(self, path, text, texts):
+        self.path, self.text, self.texts = path, text, texts  # texts: name -> the record's JSON text
+        self.parsed = {}
+
+    def __contains__(self, name):
+        return name in self.texts
+
+    def __iter__(self):
+        return iter(self.texts)
+
+    def __len__(self):
+        return len(self.texts)
+
+    def __getitem__(self, name):
+        if name not in self.parsed:
+            try:
+                self.parsed[name] = json.loads(self.texts[name])
+            except ValueError as err:
+                raise _field_error(self.path, name, "(record)", "is not valid JSON: %s" % checks.short(str(err), 200))
+        return self.parsed[name]
+
+    def get(self, name, default=None):
+        return self[name] if name in self.texts else default
+
+    def load_all(self):
+        if len(self.parsed) < len(self.texts):
+            with contextlib.suppress(ValueError):  # else each line is parsed (and reported) on its own
+                self.parsed = json.loads(self.text)
+
+
 class Records:
     """One read of the store: raw records by name, their handles built (and checked) on first use."""
 
@@ -237,6 +271,8 @@ class Records:
 
     def split(self):
         """``(good, bad)``: handles by name, and BadRecord errors by name."""
+        if isinstance(self.raw, LazyRecords):
+            self.raw.load_all()
         good, bad = {}, {}
         for name in self.raw:
             try:
@@ -317,9 +353,15 @@ class Transaction:
             self.pop(name)
 
     def raw_items(self):
-        """``(name, record dict)`` for every VM, bad records included (read-only)."""
+        """``(name, record dict)`` for every VM, bad records included (read-only; an unparsable one is skipped)."""
+        if isinstance(self.records.raw, LazyRecords):
+            self.records.raw.load_all()
         for name in self.names():
-            yield name, self.set[name].to_json() if name in self.set else self.records.raw[name]
+            if name in self.set:
+                yield name, self.set[name].to_json()
+            else:
+                with contextlib.suppress(BadRecord):
+                    yield name, self.records.raw[name]
 
     def changes(self):
         """``(changed records by name, removed names)`` against what was read (handles read are compared too,
@@ -329,7 +371,14 @@ class Transaction:
             if name in self.removed:
                 continue
             data = handle.to_json()
-            if data != self.records.snapshots.get(name, self.records.raw.get(name)):
+            if name in self.records.snapshots:
+                before = self.records.snapshots[name]
+            else:
+                try:
+                    before = self.records.raw.get(name)
+                except BadRecord:
+                    before = None
+            if data != before:
                 changed[name] = data
         return changed, {n for n in self.removed if n in self.records.raw}
 
@@ -360,6 +409,14 @@ class VmStore:
             raise StoreError("cannot read VM store %s: %s" % (self.path, err.strerror), path=self.path)
         try:
             text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise StoreError("VM store %s is corrupt: %s" % (self.path, err), path=self.path,
+                             hint="Restore it from a backup, or fix the JSON; vmctl never treats it as empty")
+        split = _split_lines(text)
+        if split is not None:
+            texts, lines = split
+            return Records(self.path, LazyRecords(self.path, text, texts), lines)
+        try:
             data = json.loads(text)
             if not isinstance(data, dict):
                 raise ValueError("top level is %s, not an object" % type(data).__name__)
@@ -419,6 +476,24 @@ class VmStore:
     def remove(self, name):
         with self.transaction() as vms:
             return vms.pop(name, None)
+
+
+_LINE = re.compile(r'^(  "([A-Za-z0-9][A-Za-z0-9._-]{0,62})": (\{.*\})),?$', re.M)
+
+
+def _split_lines(text):
+    """``(name -> record JSON text, name -> line)`` of a file written one record per line with plain VM
+    names (as vmctl.core writes it), found without parsing JSON (one regex pass); None for any other layout."""
+    body = text.rstrip()
+    if not body.startswith("{\n") or not body.endswith("\n}"):
+        return None
+    found = _LINE.findall(body)
+    if len(found) != body.count("\n") - 1:  # every line between the braces is one record
+        return None
+    texts = {name: record for _line, name, record in found}
+    if len(texts) != len(found):
+        return None  # a name given twice: let the JSON parser decide
+    return texts, {name: line for line, name, _record in found}
 
 
 def _record_lines(text, data):
