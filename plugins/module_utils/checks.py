@@ -100,22 +100,22 @@ def validate_hostname(hostname):
     return hostname
 
 
+def _user(user, pattern, hint, code):
+    if not isinstance(user, str) or not pattern.fullmatch(user):
+        raise InvalidSpec("invalid SSH user name %s" % short(user), hint=hint, code=code)
+    return user
+
+
 def validate_user(user):
     """A user cloud-init creates (a lowercase Linux user name)."""
-    if not isinstance(user, str) or not GUEST_USER_RE.fullmatch(user):
-        raise InvalidSpec("invalid SSH user name %s" % short(user),
-                          hint="Use a lowercase Linux user name: [a-z_][a-z0-9_-]*, at most 32 characters",
-                          code="vmctl.cloudinit.invalid_user")
-    return user
+    return _user(user, GUEST_USER_RE, "Use a lowercase Linux user name: [a-z_][a-z0-9_-]*, at most 32 characters",
+                 "vmctl.cloudinit.invalid_user")
 
 
 def validate_login_user(user):
     """A user we log in as: it reaches ssh's command line, so it can never look like an option."""
-    if not isinstance(user, str) or not LOGIN_USER_RE.fullmatch(user):
-        raise InvalidSpec("invalid SSH user name %s" % short(user),
-                          hint="Use letters, digits, '.', '_' or '-', not starting with '-' or '.', at most 32 characters",
-                          code="vmctl.ssh.invalid_user")
-    return user
+    return _user(user, LOGIN_USER_RE, "Use letters, digits, '.', '_' or '-', not starting with '-' or '.', at most 32 characters",
+                 "vmctl.ssh.invalid_user")
 
 
 def check_public_key(text, shown):
