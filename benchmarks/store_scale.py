@@ -85,9 +85,9 @@ def populate(data_home, count, image):
 def measure(checkout, scratch, size, image, label):
     data_home = tempfile.mkdtemp(prefix="store-%s-%d-" % (label, size), dir=scratch)
     populate(data_home, size - 1, image)
-    out, _ = run(checkout, scratch, data_home, [sys.executable, "-c", DRIVER, image, str(size), "3"], "create")
+    out, _elapsed = run(checkout, scratch, data_home, [sys.executable, "-c", DRIVER, image, str(size), "3"], "create")
     create = statistics.median(json.loads(out.strip().splitlines()[-1]))
-    _, listing = run(checkout, scratch, data_home, [sys.executable, os.path.join(checkout, "bin", "vmctl"), "list"], "list")
+    _out, listing = run(checkout, scratch, data_home, [sys.executable, os.path.join(checkout, "bin", "vmctl"), "list"], "list")
     shutil.rmtree(data_home, ignore_errors=True)
     return create, listing
 

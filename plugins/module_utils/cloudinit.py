@@ -10,7 +10,7 @@ __metaclass__ = type
 import io
 import os
 
-from ansible_collections.vmctl.core.plugins.module_utils.checks import HOSTNAME_RE, validate_hostname, validate_user  # noqa: F401
+from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_hostname, validate_user
 from ansible_collections.vmctl.core.plugins.module_utils.errors import CloudInitError, InvalidSpec
 from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 
@@ -25,6 +25,7 @@ try:
     HAS_PYCDLIB = True
 except ImportError:  # pragma: no cover
     HAS_PYCDLIB = False
+
 
 def build_user_data(user, authorized_keys, hostname, host_key=None):
     """The cloud-config vmctl generates (the guide's "Cloud-Init User Setup"), dumped with a YAML emitter."""

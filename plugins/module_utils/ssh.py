@@ -120,7 +120,7 @@ def resolve_target(vm_name, host=None, port=None, user=None, private_key_path=No
     A name that is not in the store still works when the settings are complete (handle is then None).
     """
     from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
-    from ansible_collections.vmctl.core.plugins.module_utils.types import NAME_RE
+    from ansible_collections.vmctl.core.plugins.module_utils.checks import NAME_RE
     store = store or VmStore()
     handle = store.find(vm_name) if isinstance(vm_name, str) and NAME_RE.fullmatch(vm_name) else None
     if handle is not None:

@@ -329,7 +329,8 @@ class Transaction:
     def names(self):
         return sorted(n for n in set(self.records.raw) | set(self.set) if n in self)
 
-    __iter__ = lambda self: iter(self.names())  # noqa: E731
+    def __iter__(self):
+        return iter(self.names())
 
     def __len__(self):
         return len(self.names())

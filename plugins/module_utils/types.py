@@ -17,7 +17,7 @@ import dataclasses
 import os
 
 from ansible_collections.vmctl.core.plugins.module_utils import checks
-from ansible_collections.vmctl.core.plugins.module_utils.checks import NAME_RE, validate_name  # noqa: F401 (re-exported)
+from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_name
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec
 
 BACKENDS = ("qemu", "propolis", "noop")

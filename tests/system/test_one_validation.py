@@ -6,6 +6,7 @@ nothing is created. ``vmctl ssh --user=-oProxyCommand=…`` gets the user error 
 """
 
 import os
+import types
 
 import pytest
 from ansible_run import module
@@ -111,8 +112,13 @@ def test_ssh_argv_puts_the_destination_after_double_dash(monkeypatch, tmp_path):
 
     from ansible_collections.vmctl.core.plugins.module_utils import ssh
     monkeypatch.setattr(ssh, "require_running", lambda handle: None)
-    monkeypatch.setattr(ssh, "target_for", lambda *a, **k: target)
-    monkeypatch.setattr(cli, "_manager", lambda: type("M", (), {"get": lambda self, n: type("H", (), {"private_key_path": "/k"})()})())
+    monkeypatch.setattr(ssh, "target_for", lambda *args, **kwargs: target)
+
+    class FakeManager:
+        def get(self, name):
+            return types.SimpleNamespace(private_key_path=str(tmp_path / "k"), name=name)
+
+    monkeypatch.setattr(cli, "_manager", FakeManager)
     assert cli.main(["ssh", "x", "--wait", "0", "--", "uname", "-a"]) is not None
     argv = seen["argv"]
     assert argv[argv.index("--") - 2:argv.index("--")] == ["-l", "vm"]
