@@ -13,7 +13,7 @@ nothing (a fresh XDG_DATA_HOME) and torn down afterwards:
   ``cloud-init status --wait`` returned, the command over ssh, scp of the file);
 - up x2: wall time of ``up`` of a VMFile with two such VMs (brought up in parallel).
 
-up runs with ``-e vmctl_ssh_timeout=600``: its default of 120 s for the login and cloud-init can run out
+up runs with ``-e ssh_timeout=600``: its default of 120 s for the login and cloud-init can run out
 under TCG when other guests share the CPUs. The baseline waits up to 600 s too.
 
 The order alternates between runs (up, baseline, up x2, then the reverse). Prints each run, the medians,
@@ -45,7 +45,7 @@ VCPUS, MEMORY = 2, 1024
 COMMAND = 'echo "hello from $(hostname)" && sudo mkdir -p /srv/bench'
 DEST = "/tmp/greeting.txt"
 TARGET_OVERHEAD = 5.0
-# up's default (vm_up's vmctl_ssh_timeout, 120 s) is too short for two guests under TCG on a busy 2-CPU machine
+# up's default (vm_up's vm_up_ssh_timeout, 120 s) is too short for two guests under TCG on a busy 2-CPU machine
 SSH_TIMEOUT = 600
 
 
@@ -123,7 +123,7 @@ def run_up(workdir, vmfile, tag):
     xdg = os.path.join(workdir, "xdg-%s" % tag)
     try:
         cpu = children_cpu()
-        seconds, report = playbook(workdir, xdg, "up", vmfile, "-e", "vmctl_ssh_timeout=%d" % SSH_TIMEOUT)
+        seconds, report = playbook(workdir, xdg, "up", vmfile, "-e", "ssh_timeout=%d" % SSH_TIMEOUT)
         return {"seconds": seconds, "host_cpu": children_cpu() - cpu, "report": report,
                 "guest_cpu": qemu_cpu(glob.glob(os.path.join(xdg, "vmctl", "vms", "*", "qemu.pid")))}
     finally:

@@ -3,11 +3,15 @@
 VMCTL_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Caches shared by every clone on this machine (venv, built guest images), keyed by content hash.
 VMCTL_DEV_CACHE=${VMCTL_DEV_CACHE:-/var/cache/vmctl-dev}
-_req_hash=$(sha256sum "$VMCTL_ROOT/requirements.txt" | cut -c1-12)
+# The test venv is keyed by every file scripts/setup installs into it (requirements-test.txt includes
+# requirements.txt); the publishing tools' venv by its own file.
+_req_hash=$(cat "$VMCTL_ROOT/requirements.txt" "$VMCTL_ROOT/requirements-test.txt" | sha256sum | cut -c1-12)
 VMCTL_VENV=${VMCTL_VENV:-$VMCTL_DEV_CACHE/venv-$_req_hash}
+_tools_hash=$(sha256sum "$VMCTL_ROOT/requirements-tools.txt" | cut -c1-12)
+VMCTL_TOOLS_VENV=${VMCTL_TOOLS_VENV:-$VMCTL_DEV_CACHE/tools-$_tools_hash}
 # The collection is used in place through an ansible_collections/vmctl/core path.
 VMCTL_COLLECTIONS=$VMCTL_ROOT/.cache/collections
-export VMCTL_ROOT VMCTL_DEV_CACHE VMCTL_VENV
+export VMCTL_ROOT VMCTL_DEV_CACHE VMCTL_VENV VMCTL_TOOLS_VENV
 export ANSIBLE_COLLECTIONS_PATH=$VMCTL_COLLECTIONS
 export PYTHONPATH=$VMCTL_COLLECTIONS${PYTHONPATH:+:$PYTHONPATH}
 export PATH=$VMCTL_VENV/bin:$PATH

@@ -87,8 +87,9 @@ class ActionModule(ActionBase):
         except VmctlError as err:
             printer.flush()
             msg = str(err)
-            if plan:
-                msg += " - %s is left unprovisioned: the next vmctl.core.up runs its provision steps again" % vm
+            if plan:  # said before the hint
+                msg = "%s; %s is left unprovisioned: the next vmctl.core.up runs its provision steps again%s" % (
+                    err.message, vm, " (hint: %s)" % err.hint if err.hint else "")
             return dict(result, failed=True, msg=msg, error=err.to_dict(), log=log_path)
         printer.flush()
         result.update(changed=True, log=log_path, **done)

@@ -18,8 +18,10 @@ description:
   - The VM is found by name (O(vmctl_vm_name), by default the inventory host name) in the vmctl store
     (C($XDG_DATA_HOME/vmctl/vms.json)); its address, port, user, private key and known_hosts file come
     from there. Settings given explicitly (C(ansible_host), C(ansible_port), C(ansible_user),
-    C(ansible_ssh_private_key_file), C(vmctl_known_hosts)) override the store. Works for hosts of the
-    M(vmctl.core.vms) inventory and for hosts added with M(ansible.builtin.add_host).
+    C(ansible_ssh_private_key_file), C(ansible_vmctl_known_hosts_file)) override the store. Works for hosts of the
+    P(vmctl.core.vms#inventory) inventory and for hosts added with M(ansible.builtin.add_host).
+  - The host variables of this plugin's own options begin with C(ansible_vmctl_); the older names
+    C(vmctl_vm_name), C(vmctl_data_dir) and C(vmctl_known_hosts) still work.
   - Waits up to O(wait_timeout) seconds for the guest to accept a login (a booting guest refuses
     connections or closes them before the SSH banner), then, for a VM whose cloud-init vmctl wrote,
     until cloud-init has finished (C(/run/cloud-init/result.json) exists, else C(cloud-init status --wait)).
@@ -46,14 +48,16 @@ options:
     vars:
       - name: inventory_hostname
       - name: vmctl_vm_name
+      - name: ansible_vmctl_vm_name
   data_dir:
     description:
       - vmctl's data directory, whose C(vms.json) is the store the VM is looked up in. Default
-        C($XDG_DATA_HOME/vmctl) (C(~/.local/share/vmctl)). The M(vmctl.core.vms) inventory sets it when
+        C($XDG_DATA_HOME/vmctl) (C(~/.local/share/vmctl)). The P(vmctl.core.vms#inventory) inventory sets it when
         its own O(vmctl.core.vms#inventory:data_dir) is set.
     type: path
     vars:
       - name: vmctl_data_dir
+      - name: ansible_vmctl_data_dir
   remote_addr:
     description:
       - Address to connect to. Default is the VM's own (C(127.0.0.1) for user-mode networking, the address
@@ -123,13 +127,22 @@ options:
     type: integer
     default: 10
     vars:
+      - name: ansible_timeout
       - name: ansible_ssh_timeout
       - name: ansible_vmctl_timeout
     env:
+      - name: ANSIBLE_TIMEOUT
+      - name: ANSIBLE_SSH_TIMEOUT
       - name: ANSIBLE_VMCTL_TIMEOUT
     ini:
+      - section: defaults
+        key: timeout
+      - section: ssh_connection
+        key: timeout
       - section: vmctl_connection
         key: timeout
+    cli:
+      - name: timeout
   persistent:
     description:
       - Keep one SSH session per VM in a daemon shared by all tasks and forks. With V(false), each task
@@ -175,10 +188,19 @@ options:
     default: true
     vars:
       - name: ansible_pipelining
+      - name: ansible_ssh_pipelining
       - name: ansible_vmctl_pipelining
     env:
+      - name: ANSIBLE_PIPELINING
+      - name: ANSIBLE_SSH_PIPELINING
       - name: ANSIBLE_VMCTL_PIPELINING
     ini:
+      - section: defaults
+        key: pipelining
+      - section: connection
+        key: pipelining
+      - section: ssh_connection
+        key: pipelining
       - section: vmctl_connection
         key: pipelining
   use_tty:

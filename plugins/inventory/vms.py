@@ -58,8 +58,8 @@ options:
 """
 
 EXAMPLES = r"""
-# vms.vmctl.yml - every VM, grouped by state
-plugin: vmctl.core.vms
+# vms.vmctl.yml - every VM, grouped by state, is this one line:
+#   plugin: vmctl.core.vms
 
 # web.vmctl.yml - the running VMs of one project, with extra groups
 plugin: vmctl.core.vms

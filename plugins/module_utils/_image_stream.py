@@ -30,7 +30,7 @@ try:
 except ImportError:  # only needed for zstd images; reported when one is met
     zstandard = None
 
-from ansible_collections.vmctl.core.plugins.module_utils.errors import CorruptImage, ToolMissing
+from ansible_collections.vmctl.core.plugins.module_utils.errors import CorruptImage, DiskFull, ImageTooLarge, ToolMissing
 
 READ_CHUNK = 4 << 20     # network and file reads
 OUT_CHUNK = 1 << 20      # most decompressed bytes held at once
@@ -64,19 +64,74 @@ def detect_compression(head, name):
     return compression_from_suffix(name)[0]
 
 
+QCOW2_MAGIC = b"QFI\xfb"
+FREE_RESERVE = 64 << 20  # bytes a download always leaves free on the cache's file system
+FREE_CHECK_STEP = 16 << 20  # free space is checked every 16 MB of image written
+
+
+def qcow2_bound(virtual_size):
+    """Most bytes a qcow2 file of ``virtual_size`` holds: every cluster, plus its L2 and refcount
+    tables (under 1/64 of the data) and headroom for the header and L1 table."""
+    return virtual_size + virtual_size // 64 + (16 << 20)
+
+
+class SizeBound:
+    """Limits on an image as it is written: at most ``max_size`` bytes (``setting`` names the option
+    that raises it), less when a qcow2 header at the start declares a smaller virtual size, and never
+    leaving less than ``FREE_RESERVE`` free on the file system of ``directory``."""
+
+    def __init__(self, max_size, directory, setting="max_image_size"):
+        self.limit = self.max_size = max_size
+        self.directory = directory
+        self.setting = setting
+        self.declared = None
+        self._head = b""
+        self._next_check = 0
+
+    def check(self, pos, data):
+        """Before ``data`` is written at ``pos``: raise ImageTooLarge or DiskFull when it breaks a bound."""
+        if pos == len(self._head) < 32:  # the header may come in small pieces
+            self._head += bytes(data[:32 - pos])
+            if len(self._head) == 32 and self._head.startswith(QCOW2_MAGIC):
+                self.declared = int.from_bytes(self._head[24:32], "big")
+                self.limit = min(x for x in (self.max_size, qcow2_bound(self.declared)) if x is not None)
+        end = pos + len(data)
+        if self.limit is not None and end > self.limit:
+            if self.declared is not None and self.limit == qcow2_bound(self.declared):
+                raise ImageTooLarge(
+                    "the image grew past %d bytes, more than its qcow2 header's virtual size of %d bytes allows"
+                    % (self.limit, self.declared), limit=self.limit, virtual_size=self.declared,
+                    hint="The file is not the image it claims to be (a decompression bomb?); it was not cached")
+            raise ImageTooLarge("the image grew past the limit of %d bytes (%s)" % (self.limit, self.setting),
+                                limit=self.limit, setting=self.setting,
+                                hint="If the image really is that large, raise %s (vmctl image pull --max-size)" % self.setting)
+        if end >= self._next_check:
+            self._next_check = end + FREE_CHECK_STEP
+            st = os.statvfs(self.directory)
+            free = st.f_bavail * st.f_frsize
+            if free - len(data) < FREE_RESERVE:
+                raise DiskFull("only %d bytes are free in %s after writing %d bytes of the image (at least %d must stay free)"
+                               % (free, self.directory, pos, FREE_RESERVE), free=free, directory=self.directory,
+                               hint="Free space in %s (vmctl image prune removes unused images), then pull again" % self.directory)
+
+
 class ImageWriter:
     """Writes image bytes in order to ``out`` (a ``BufferedFile`` or a ``DirectAppender``), leaving a
     hole for every all-zero block of ``SPARSE_BLOCK`` bytes aligned in the file, and hashes them with
-    sha256 unless ``hash=False``. ``finish()`` sets the final size and makes the file durable."""
+    sha256 unless ``hash=False``. A ``bound`` (SizeBound) is checked before each write. ``finish()``
+    sets the final size and makes the file durable."""
 
-    def __init__(self, out, hash=True):
+    def __init__(self, out, hash=True, bound=None):
         self.out = out
         self.pos = out.pos
         self.sha256 = hashlib.sha256() if hash else None
+        self.bound = bound
 
     def write(self, data):
         if isinstance(data, memoryview):
             data = data.tobytes()  # find() needs bytes, a bytearray or an mmap
+        if self.bound is not None:
+            self.bound.check(self.pos, data)
         if self.sha256 is not None:
             self.sha256.update(data)
         view = memoryview(data)  # slices of it are not copies
@@ -521,6 +576,8 @@ class Stage(threading.Thread):
                 return
             except queue.Full:
                 if not self.is_alive():
+                    if self.error is not None:  # it failed between the check above and now
+                        raise self.error
                     raise CorruptImage("the %s thread stopped unexpectedly" % self.name)
 
     feed = put  # a decoder's interface

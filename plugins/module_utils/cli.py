@@ -14,6 +14,7 @@ from __future__ import annotations
 __metaclass__ = type
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -115,9 +116,9 @@ def cmd_create(args):
     record = {
         "name": args.name, "vcpus": args.vcpus, "memory": args.memory, "disk": args.disk,
         "network": {"type": "tap", "bridge": args.bridge} if args.bridge else {"type": "user"},
-        "ssh": {"user": args.user, "private_key": _private_half(args.ssh_key)},
+        "ssh": {"user": args.user, "private_key": _private_half(args.ssh_key), "host_key_checking": args.host_key_checking},
         "kernel": _abspath(args.kernel), "initrd": _abspath(args.initrd), "kernel_append": args.kernel_append,
-        "vnc": not args.no_vnc,
+        "vnc": not args.no_vnc, "vnc_tcp": args.vnc_tcp,
     }
     if args.cloud_init:
         record["cloud_init"] = {"user_data": args.cloud_init}
@@ -125,7 +126,7 @@ def cmd_create(args):
         record["cloud_init"] = {"ssh_key": args.ssh_key}
     elif not args.no_cloud_init:
         record["cloud_init"] = {"generate_key": True}
-    if "cloud_init" not in record and not record["ssh"]["private_key"]:
+    if "cloud_init" not in record and not record["ssh"]["private_key"] and args.host_key_checking == "yes":
         record["ssh"] = None  # nothing to log in with: no SSH settings at all
     from ansible_collections.vmctl.core.plugins.module_utils.types import validate_name
     validate_name(args.name)  # before a download, not after
@@ -176,7 +177,7 @@ def cmd_start(args):
 def cmd_stop(args):
     begin = time.monotonic()
     handle, before = _manager().stop(args.name, timeout=args.timeout)
-    if before not in ("running", "suspended"):
+    if before not in ("running", "suspended", "unknown"):
         _out("VM %s is not running (%s)" % (handle.name, before))
         return EXIT_OK
     how = {"acpi": "ACPI power-off", "sigterm": "terminated after %d s" % args.timeout,
@@ -224,10 +225,16 @@ def cmd_list(args):
         active = r["state"] in ("running", "suspended")
         ssh_port = r["ssh_host_port"] if r["network"]["type"] == "User" else None
         _out(LIST_FORMAT % (r["name"], r["backend"], r["vcpus"], r["memory_mb"], r["network"]["type"].lower(),
-                            _dash(r["pid"] if active else None), _dash(ssh_port), r["state"]))
+                            _dash(r["pid"] if active else None), _dash(ssh_port), _state_text(r)))
     for name in sorted(manager.store.bad):
         _out(LIST_FORMAT % (name, "-", "-", "-", "-", "-", "-", "bad record (see the error above)"))
     return EXIT_FAILED if manager.store.bad else EXIT_OK
+
+
+def _state_text(record):
+    """``running``, or ``unknown (monitor not answering)`` for a VM whose QEMU does not answer."""
+    reason = record.get("state_reason")
+    return "%s (%s)" % (record["state"], reason) if reason else record["state"]
 
 
 def cmd_status(args):
@@ -240,12 +247,15 @@ def cmd_status(args):
         + (" (vnic %s)" % net["name"] if net.get("name") else "")
     ssh = r["ssh"]
     rows = [
-        ("Name", r["name"]), ("ID", r["id"]), ("Backend", r["backend"]), ("State", r["state"]),
-        ("vCPUs", r["vcpus"]), ("Memory", "%s MB" % r["memory_mb"]),
-        ("Disk", "%s GB" % r["disk_gb"] if r["disk_gb"] else "image size"),
+        ("Name", r["name"]), ("ID", r["id"]), ("Backend", r["backend"]), ("State", _state_text(r)),
+        ("Problem", r["problem"]["message"] if r.get("problem") else None),
+        ("Hint", r["problem"]["hint"] if r.get("problem") else None),
+        ("vCPUs", r["vcpus"]), ("Memory", "%s MiB" % r["memory_mb"]),
+        ("Disk", "%s GiB" % r["disk_gb"] if r["disk_gb"] else "image size"),
         ("Network", network), ("Work dir", r["work_dir"]), ("Overlay", r["overlay_path"]),
         ("Seed ISO", r["seed_iso_path"]), ("PID", r["pid"] if active else None),
-        ("VNC", r["vnc_addr"] if active and r["vnc"] else None),
+        ("VNC", "%s%s" % (r["vnc_addr"], " (password in %s)" % os.path.join(r["work_dir"], "vnc.password") if r.get("vnc_tcp") else "")
+         if active and r["vnc"] and r["vnc_addr"] else None),
         ("SSH port", r["ssh_host_port"]), ("MAC", r["mac_addr"]), ("Image", r["image_path"]),
         ("Accel", r["accel"]), ("VMFile", r["vmfile"]),
         ("SSH", "%s@%s:%s" % (ssh["user"], ssh["host"] or "?", ssh["port"]) if ssh else None),
@@ -253,6 +263,7 @@ def cmd_status(args):
         ("Console", r["console_socket"]), ("Console log", r["console_log"]),
         ("Provisioned", _provisioned(r.get("provision"))), ("Provision log", r["provision_log"]),
     ]
+    rows = [row for row in rows if row[1] is not None or row[0] not in ("Problem", "Hint")]
     width = max(len(row[0]) for row in rows) + 1
     for label, value in rows:
         _out("%-*s %s" % (width, label + ":", _dash(value)))
@@ -311,9 +322,10 @@ def cmd_ssh(args):
     if args.wait > 0:
         from ansible_collections.vmctl.core.plugins.module_utils.ssh_session import SshSession
         SshSession.open(target, wait_timeout=args.wait).close()  # also waits for cloud-init to finish
+    checking = _host_key_checking(target)
     from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
     argv = [find_tool("ssh"),
-            "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=%s" % target.known_hosts,
+            "-o", "StrictHostKeyChecking=%s" % checking, "-o", "UserKnownHostsFile=%s" % target.known_hosts,
             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
             "-i", target.private_key_path, "-p", str(target.port), "-l", target.user, "--", target.host]
     argv += args.remote_command  # after the destination, ssh takes everything as the remote command
@@ -321,6 +333,26 @@ def cmd_ssh(args):
     sys.stderr.flush()
     os.execv(argv[0], argv)
     return EXIT_FAILED  # not reached
+
+
+def _host_key_checking(target):
+    """OpenSSH's StrictHostKeyChecking for ``target``, after pinning the keys its console printed.
+
+    ``yes`` when a key is pinned; ``accept-new`` when the VM opted in and nothing is pinned yet (OpenSSH
+    then pins the first key in the VM's known_hosts and refuses any change after it); else an error.
+    """
+    from ansible_collections.vmctl.core.plugins.module_utils import host_keys
+    target.pin_console_keys()
+    if host_keys.pinned_keys(target.known_hosts):
+        return "yes"
+    if target.learn_host_keys == "accept-new":
+        return "accept-new"
+    raise errors.SshError(
+        "VM %s: no host key pinned in %s yet, and the guest has not printed cloud-init's SSH HOST KEY KEYS "
+        "block on its console since it started" % (target.vm, target.known_hosts),
+        hint="Wait for the guest to finish booting (vmctl ssh --wait SECONDS %s), or, for an image that prints no host "
+             "keys, create the VM with --host-key-checking accept-new" % target.vm,
+        code="vmctl.ssh.host_key_unknown", name=target.vm)
 
 
 # --- images ------------------------------------------------------------------------------------------
@@ -359,7 +391,9 @@ def cmd_image_pull(args):
     progress = _Progress(args.url)
     begin = time.monotonic()
     try:
-        entry = _image_cache().pull(args.url, checksum=args.checksum, name=args.name, progress=progress, force=args.force)
+        entry = _image_cache().pull(args.url, checksum=args.checksum, name=args.name, progress=progress, force=args.force,
+                                    deadline=args.deadline, stall_timeout=args.stall_timeout,
+                                    max_size=args.max_size << 30 if args.max_size else None)
     finally:
         progress.finish()
     if entry.downloaded:
@@ -610,18 +644,24 @@ def _create_args(p):
     source.add_argument("--image-url", metavar="URL", help="URL of an image to download and cache")
     p.add_argument("--checksum", metavar="SUM", help="sha256:<hex>, sha512:<hex> or a SHA256SUMS URL for --image-url")
     p.add_argument("--vcpus", type=int, default=1, help="virtual CPUs (default 1)")
-    p.add_argument("--memory", type=int, default=1024, metavar="MB", help="memory in MB (default 1024)")
-    p.add_argument("--disk", type=int, metavar="GB", help="disk size in GB (the overlay is grown to it)")
+    p.add_argument("--memory", type=int, default=1024, metavar="MiB", help="memory in MiB (default 1024)")
+    p.add_argument("--disk", type=int, metavar="GiB", help="disk size in GiB (the overlay is grown to it)")
     p.add_argument("--bridge", metavar="BRIDGE", help="TAP networking on this bridge (default: user networking)")
     ci = p.add_mutually_exclusive_group()
     ci.add_argument("--cloud-init", metavar="PATH", help="your own cloud-init user-data file")
     ci.add_argument("--ssh-key", metavar="PATH", help="SSH public key to install for the user")
     ci.add_argument("--no-cloud-init", action="store_true", help="no cloud-init seed (images without cloud-init)")
     p.add_argument("--user", default="vm", help="SSH user cloud-init creates (default vm)")
+    p.add_argument("--host-key-checking", choices=("yes", "accept-new"), default="yes",
+                   help="yes (default): trust only the host key vmctl generated or the guest printed on its console; "
+                        "accept-new: else pin the first key seen and refuse any change after it")
     p.add_argument("--kernel", metavar="PATH", help="boot this kernel directly")
     p.add_argument("--initrd", metavar="PATH", help="initial ramdisk for --kernel")
     p.add_argument("--kernel-append", metavar="CMDLINE", help="kernel command line for --kernel")
-    p.add_argument("--no-vnc", action="store_true", help="no VNC display (default: one on 127.0.0.1)")
+    vnc = p.add_mutually_exclusive_group()
+    vnc.add_argument("--no-vnc", action="store_true", help="no VNC display (default: a unix socket, vnc.sock in the work dir)")
+    vnc.add_argument("--vnc-tcp", action="store_true",
+                     help="VNC on 127.0.0.1 instead, with a password generated at each start (vnc.password in the work dir)")
     p.add_argument("--start", action="store_true", help="start the VM after creating it")
     return cmd_create
 
@@ -752,6 +792,12 @@ examples:
     pull.add_argument("--name", help="readable name of the cached file")
     pull.add_argument("--checksum", metavar="SUM", help="sha256:<hex>, sha512:<hex> or the URL of a SHA256SUMS file")
     pull.add_argument("--force", action="store_true", help="download again even if cached")
+    pull.add_argument("--deadline", type=int, metavar="SECONDS",
+                      help="give up when the download takes longer (default: its size at 256 KB/s, at least 600 s)")
+    pull.add_argument("--stall-timeout", type=int, metavar="SECONDS",
+                      help="give up when less than 64 KB arrive in this long (default 60)")
+    pull.add_argument("--max-size", type=int, metavar="GB",
+                      help="largest image accepted on disk, decompressed (default 64; less when its qcow2 header declares less)")
     pull.set_defaults(handler=cmd_image_pull)
     listing = _subparser(sub, "list", "List cached images", "examples:\n  vmctl image list\n")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -912,7 +958,9 @@ def _configure_logging(verbose):
     if verbose:
         level = min(level, logging.INFO if verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, stream=sys.stderr, format="vmctl: %(levelname)s: %(message)s")
-    logging.getLogger("paramiko").setLevel(max(level, logging.WARNING))
+    # paramiko logs each failed attempt of a retried login (a booting guest) with a traceback; our own
+    # error carries the last one, so its log shows only with -vv.
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)
 
 
 def main(argv=None):
@@ -930,7 +978,7 @@ def main(argv=None):
         return args.handler(args)
     except VmctlError as err:
         _note("error: %s" % err.message)
-        if err.hint:
+        if err.hint and err.hint not in err.message:  # a VMFile problem renders its own hint under its line
             _note("hint: %s" % err.hint)
         if verbose:
             _note("code: %s" % err.code)
@@ -941,6 +989,11 @@ def main(argv=None):
     except BrokenPipeError:  # vmctl list | head
         return EXIT_OK
     except Exception as err:  # a bug: say so, with the traceback when asked
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # not a bug: a full disk
+            from ansible_collections.vmctl.core.plugins.module_utils import paths
+            _note("error: no space left on the device%s" % (" (writing %s)" % err.filename if err.filename else ""))
+            _note("hint: free space in %s (vmctl image prune removes unused images), then run the command again" % paths.data_dir())
+            return EXIT_FAILED
         _note("error: internal error: %s: %s" % (type(err).__name__, err))
         if verbose:
             _note(traceback.format_exc())

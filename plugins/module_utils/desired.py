@@ -26,7 +26,7 @@ Outcome = collections.namedtuple("Outcome", "handle changed actions diff")
 RUNTIME_STATES = ("running", "stopped", "suspended", "restarted")
 
 # Settings read when QEMU starts: applied to a VM that is not running.
-_BOOT_SETTINGS = ("vcpus", "memory_mb", "accel", "cpu", "machine", "vnc", "kernel", "initrd", "kernel_append")
+_BOOT_SETTINGS = ("vcpus", "memory_mb", "accel", "cpu", "machine", "vnc", "vnc_tcp", "kernel", "initrd", "kernel_append")
 
 
 def cloud_init_digest(spec):
@@ -43,7 +43,7 @@ def spec_view(spec):
     return {
         "backend": spec.backend, "image": os.path.abspath(spec.image_path), "vcpus": spec.vcpus,
         "memory_mb": spec.memory_mb, "disk_gb": spec.disk_gb, "network": spec.network.to_json(),
-        "accel": spec.accel, "cpu": spec.cpu, "machine": spec.machine, "vnc": spec.vnc,
+        "accel": spec.accel, "cpu": spec.cpu, "machine": spec.machine, "vnc": spec.vnc, "vnc_tcp": spec.vnc_tcp,
         "cloud_init": cloud_init_digest(spec),
         "ssh_user": spec.ssh.user if spec.ssh else None,
         "kernel": spec.kernel, "initrd": spec.initrd, "kernel_append": spec.kernel_append,
@@ -54,7 +54,7 @@ def handle_view(handle):
     return {
         "backend": handle.backend, "image": handle.image_path, "vcpus": handle.vcpus,
         "memory_mb": handle.memory_mb, "disk_gb": handle.disk_gb, "network": handle.network.to_json(),
-        "accel": handle.accel, "cpu": handle.cpu, "machine": handle.machine, "vnc": handle.vnc,
+        "accel": handle.accel, "cpu": handle.cpu, "machine": handle.machine, "vnc": handle.vnc, "vnc_tcp": handle.vnc_tcp,
         "cloud_init": handle.extra.get("cloud_init_digest"), "ssh_user": handle.ssh_user,
         "kernel": handle.kernel, "initrd": handle.initrd, "kernel_append": handle.kernel_append,
     }

@@ -73,6 +73,11 @@ class SpawnFailed(VmctlError):
                     "or set accel to tcg (VMCTL_ACCEL=tcg)")
 
 
+class BridgeNotAllowed(VmctlError):
+    """qemu-bridge-helper's ACL (/etc/qemu/bridge.conf) does not let a TAP VM onto its bridge."""
+    code = "vmctl.qemu.bridge_not_allowed"
+
+
 class QmpError(VmctlError):
     code = "vmctl.qemu.qmp_command_failed"
 
@@ -85,6 +90,14 @@ class QmpConnectFailed(QmpError):
 class QmpTimeout(QmpError):
     code = "vmctl.qemu.qmp_timeout"
     default_hint = "The QEMU monitor did not answer in time; the process may be hung. Stop it with a timeout or destroy the VM"
+
+
+class MonitorNotAnswering(QmpError):
+    """QEMU (a proven PID) is alive but its monitor does not answer or its socket is gone.
+
+    ``reason`` is what ``vmctl list`` shows next to the state ``unknown``."""
+
+    code = "vmctl.qemu.monitor_not_answering"
 
 
 class OverlayFailed(VmctlError):
@@ -124,6 +137,14 @@ class UnsafeImage(ImageError):
 class ImageInUse(ImageError):
     code = "vmctl.image.in_use"
     default_hint = "Destroy the VMs that use it first, or pass force"
+
+
+class ImageTooLarge(ImageError):
+    code = "vmctl.image.too_large"
+
+
+class DiskFull(ImageError):
+    code = "vmctl.image.disk_full"
 
 
 class CloudInitError(VmctlError):
@@ -205,6 +226,12 @@ class VmfileNotFound(VmctlError):
 
 class Timeout(VmctlError):
     code = "vmctl.timeout"
+
+
+class DownloadTimeout(DownloadFailed, Timeout):
+    """A download broke its overall deadline or stalled (``limit`` names which)."""
+
+    code = "vmctl.image.download_timeout"
 
 
 class InvalidChecksum(ImageError):

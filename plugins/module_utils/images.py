@@ -70,12 +70,12 @@ except ImportError:
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils._image_stream import (
-    MAGIC_LEN, READ_CHUNK, BufferedFile, DirectAppender, ImageWriter, Stage, compression_from_suffix, detect_compression,
-    hash_file, make_decoder,
+    MAGIC_LEN, READ_CHUNK, BufferedFile, DirectAppender, ImageWriter, SizeBound, Stage, compression_from_suffix,
+    detect_compression, hash_file, make_decoder,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    ChecksumMismatch, CorruptImage, DownloadFailed, ImageError, ImageInUse, ImageNotFound, InvalidChecksum,
-    InvalidImageUrl, ToolMissing, UnsafeImage,
+    ChecksumMismatch, CorruptImage, DiskFull, DownloadFailed, DownloadTimeout, ImageError, ImageInUse, ImageNotFound,
+    ImageTooLarge, InvalidChecksum, InvalidImageUrl, ToolMissing, UnsafeImage,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, atomic_write
@@ -91,6 +91,14 @@ LOG_INTERVAL = 5.0
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}")
 _HEX = re.compile(r"[0-9a-fA-F]+")
+
+# Bounds of a download (each settable per pull; see DownloadLimits and SizeBound).
+DEFAULT_MAX_IMAGE_SIZE = 64 << 30  # bytes an image may have on disk when its header does not say less
+DEADLINE_FLOOR = 600               # seconds every download gets, however small the file
+DEADLINE_RATE = 256 << 10          # bytes/s: the default deadline allows the whole file at this rate
+DEADLINE_UNKNOWN_SIZE = 3600       # seconds when the server does not say the size
+STALL_TIMEOUT = 60                 # seconds: fewer than STALL_MIN_BYTES in this long is a stall
+STALL_MIN_BYTES = 64 << 10
 
 
 def url_key(url):
@@ -292,9 +300,9 @@ def _write_sidecar(entry):
 
 
 def human_size(n):
-    """``n`` bytes as people read them: ``512 B``, ``1.5 MB``, ``3.2 GB``."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
+    """``n`` bytes as people read them, in the binary units they are computed in: ``512 B``, ``1.5 MiB``, ``3.2 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
             return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
         n /= 1024.0
     return "%d" % n
@@ -325,24 +333,68 @@ class _Meter:
         return "%s at %s/s" % (human_size(self.done), human_size(rate))
 
 
+class DownloadLimits:
+    """The time bounds of one download: an overall ``deadline`` in seconds (default: the file's size at
+    ``DEADLINE_RATE``, at least ``DEADLINE_FLOOR``; ``DEADLINE_UNKNOWN_SIZE`` without a size), and a
+    stall: fewer than ``STALL_MIN_BYTES`` received in ``stall_timeout`` seconds (a body trickling a
+    byte at a time, or none). Breaking either raises DownloadTimeout naming the limit."""
+
+    def __init__(self, deadline=None, stall_timeout=None):
+        self.deadline = deadline
+        self.stall_timeout = stall_timeout or STALL_TIMEOUT
+        self.started = time.monotonic()
+        self.seconds = deadline or DEADLINE_UNKNOWN_SIZE
+        self._window = (self.started, 0)
+
+    def sized(self, total):
+        """The body's size is known: scale the default deadline to it."""
+        if not self.deadline and total:
+            self.seconds = max(DEADLINE_FLOOR, total / float(DEADLINE_RATE))
+
+    def check(self, url, meter, n=0, silent=False):
+        """After ``n`` more bytes arrived; ``silent``: none arrived for ``stall_timeout`` seconds."""
+        now = time.monotonic()
+        if now - self.started > self.seconds:
+            raise DownloadTimeout(
+                "download of %s did not finish within its deadline of %d s (%s received)" % (url, self.seconds, _progress_text(meter)),
+                url=url, limit="deadline", seconds=self.seconds, received=meter.done,
+                hint="Raise the deadline (vm_image download_timeout, vmctl image pull --deadline SECONDS); "
+                     "the partial download is kept and the next pull resumes it")
+        begin, received = self._window[0], self._window[1] + n
+        if silent or now - begin >= self.stall_timeout:
+            if received < STALL_MIN_BYTES:
+                raise DownloadTimeout(
+                    "download of %s stalled: %d bytes in the last %d s (less than %d; %s received)"
+                    % (url, received, now - begin, STALL_MIN_BYTES, _progress_text(meter)),
+                    url=url, limit="stall_timeout", seconds=self.stall_timeout, received=meter.done,
+                    hint="The server sends too slowly; try again later, or raise the stall timeout "
+                         "(vm_image stall_timeout, vmctl image pull --stall-timeout SECONDS)")
+            begin, received = now, 0
+        self._window = (begin, received)
+
+
 class _Interrupted(DownloadFailed):
     default_hint = "The partial download is kept; run the pull again to resume it"
 
 
-def _body_chunks(resp, url, meter):
+def _body_chunks(resp, url, meter, limits):
     """The raw (not content-decoded) body in pieces of up to ``READ_CHUNK``: whatever has arrived
     (``read1``), so progress and Ctrl-C stay responsive on slow links; network failures become
-    ``_Interrupted`` naming how far the download got."""
+    ``_Interrupted`` naming how far the download got, and ``limits`` (DownloadLimits) are checked as
+    each piece arrives (a read waits at most the stall timeout)."""
     raw = resp.raw
     read = raw.read1 if hasattr(raw, "read1") else raw.read  # read1: urllib3 >= 2
     while True:
         try:
             chunk = read(READ_CHUNK, decode_content=False)
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            limits.check(url, meter, silent=True)
         except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as err:
             raise _Interrupted("download of %s was interrupted after %s: %s" % (url, _progress_text(meter), err),
                                url=url, received=meter.done, total=meter.total)
         if not chunk:
             return
+        limits.check(url, meter, len(chunk))
         yield chunk
 
 
@@ -498,7 +550,7 @@ class ImageCache:
         return [self._with_users(e, users) for e in entries if e is not None]
 
     def pull(self, url, checksum=None, name=None, progress=None, force=False, timeout=30, validate_certs=True,
-             dry_run=False):
+             dry_run=False, deadline=None, stall_timeout=None, max_size=None):
         """Ensure ``url`` is cached and return it (``downloaded`` tells whether it was fetched now).
 
         ``checksum``: ``sha256:<hex>``, ``sha512:<hex>`` or a checksum file URL; it is checked
@@ -506,6 +558,11 @@ class ImageCache:
         cache, and a cached entry that does not match it is downloaded again. ``name``: the readable
         part of the file name on first download. ``progress(done_bytes, total_bytes_or_None)``.
         ``force``: download even if cached. ``dry_run``: decide only; nothing is downloaded.
+        Bounds: ``timeout`` for connecting and the answer's headers; ``deadline`` (seconds, default
+        scaled to the size) and ``stall_timeout`` for the body (DownloadLimits); ``max_size`` bytes
+        for the image on disk (default DEFAULT_MAX_IMAGE_SIZE; less when a qcow2 header declares a
+        smaller virtual size), with free space checked as it is written. Breaking a size bound leaves
+        nothing behind; a time bound keeps the ``.part`` for a resume.
         """
         _check_url(url)
         expected = parse_checksum(checksum) if checksum is not None else None
@@ -535,8 +592,9 @@ class ImageCache:
                                    name=name or (entry.name if entry else None))
             _require_requests()
             find_tool("qemu-img")  # needed to check the image: fail before downloading, not after
+            limits = DownloadLimits(deadline, stall_timeout)
             return self._download(url, key, path, digest, name or (entry.name if entry else None),
-                                  progress, timeout, validate_certs)
+                                  progress, timeout, validate_certs, limits, max_size or DEFAULT_MAX_IMAGE_SIZE)
 
     def inspect(self, path_or_url):
         """qemu-img's view of an image (format, virtual and disk size, backing file, references to
@@ -574,9 +632,7 @@ class ImageCache:
         """A local image checked for use as a base: it exists, qemu-img knows its format, and it does
         not refer to other files (unless ``allow_backing``)."""
         path = os.path.abspath(os.path.expanduser(path))
-        if not os.path.isfile(path):
-            raise ImageNotFound("image %s does not exist" % path, path=path)
-        info = qemu_img.info(path)
+        info = qemu_img.info(path)  # a missing path, a directory, a FIFO or a device is an error saying which
         refs = external_references(info)
         if refs and not allow_backing:
             raise UnsafeImage("image %s refers to other files (%s); refusing to use it as a base image" % (path, "; ".join(refs)),
@@ -732,7 +788,7 @@ class ImageCache:
 
     # -- download --
     @staticmethod
-    def _get(session, url, headers, timeout, verify):
+    def _get(session, url, headers, timeout, verify, read_timeout=None):
         headers = dict(headers, **{"Accept-Encoding": "identity", "User-Agent": "vmctl.core image cache"})
         try:
             with warnings.catch_warnings():
@@ -740,7 +796,7 @@ class ImageCache:
                     warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
                     if url.startswith("https:"):
                         LOG.warning("not verifying the TLS certificate of %s (validate_certs is false)", url)
-                return session.get(url, headers=headers, stream=True, timeout=(timeout, timeout), verify=verify,
+                return session.get(url, headers=headers, stream=True, timeout=(timeout, read_timeout or timeout), verify=verify,
                                    allow_redirects=True)
         except requests.exceptions.SSLError as err:
             raise DownloadFailed("GET %s: TLS verification failed: %s" % (url, err), url=url,
@@ -750,19 +806,31 @@ class ImageCache:
         except requests.exceptions.RequestException as err:
             raise DownloadFailed("GET %s failed: %s" % (url, err), url=url)
 
-    def _download(self, url, key, path, digest, name, progress, timeout, verify):
+    def _download(self, url, key, path, digest, name, progress, timeout, verify, limits, max_size):
         part = self._partial(key, ".part")
         tmp = self._partial(key, ".tmp")
         with contextlib.closing(requests.Session()) as session:
-            resp, offset, total = self._open(session, url, key, timeout, verify)
+            resp, offset, total = self._open(session, url, key, timeout, verify, limits.stall_timeout)
             with contextlib.closing(resp):
+                limits.sized(total)
                 meter = _Meter(url, total, progress, offset)
-                chunks = _body_chunks(resp, url, meter) if resp.status_code != 416 else iter(())
+                chunks = _body_chunks(resp, url, meter, limits) if resp.status_code != 416 else iter(())
+                bound = SizeBound(max_size, os.path.dirname(tmp))
                 try:
-                    result = self._receive(url, chunks, part, tmp, offset, meter, digest)
+                    result = self._receive(url, chunks, part, tmp, offset, meter, digest, bound)
                 except (CorruptImage, ChecksumMismatch):
                     self._discard_partial(key)
                     raise
+                except (ImageTooLarge, DiskFull) as err:  # a size bound: nothing stays behind
+                    self._discard_partial(key)
+                    raise type(err)("%s: %s" % (url, err.message), hint=err.hint, url=url, **err.details)
+                except OSError as err:
+                    if err.errno != errno.ENOSPC:
+                        _unlink(tmp)
+                        raise
+                    self._discard_partial(key)
+                    raise DiskFull("%s: the disk holding %s is full" % (url, self.root), url=url,
+                                   hint="Free space there (vmctl image prune removes unused images), then pull again")
                 except BaseException:
                     _unlink(tmp)  # the .part stays for a resume
                     raise
@@ -800,7 +868,7 @@ class ImageCache:
             return None
         return meta if isinstance(meta, dict) and meta.get("url") == url else None
 
-    def _open(self, session, url, key, timeout, verify):
+    def _open(self, session, url, key, timeout, verify, read_timeout=None):
         """GET the body, resuming the ``.part`` when its validators allow. Returns the response,
         the offset its body starts at, and the total size (or ``None``)."""
         part = self._partial(key, ".part")
@@ -809,7 +877,7 @@ class ImageCache:
         offset = os.path.getsize(part) if validator and os.path.exists(part) else 0
         while True:
             headers = {"Range": "bytes=%d-" % offset, "If-Range": validator} if offset else {}
-            resp = self._get(session, url, headers, timeout, verify)
+            resp = self._get(session, url, headers, timeout, verify, read_timeout)
             status = resp.status_code
             if offset and status == 206:
                 start, total = _content_range(resp)
@@ -842,7 +910,7 @@ class ImageCache:
             resp.close()
             offset = 0
 
-    def _receive(self, url, chunks, part, tmp, offset, meter, digest):
+    def _receive(self, url, chunks, part, tmp, offset, meter, digest, bound=None):
         """Stream the body into ``.part`` (and, when compressed, through the decoder into ``.tmp``),
         verifying length, stream end and checksum. Returns (image file, codec, source digests, size,
         sha256 of the image or ``None``: a decompressed image is hashed only when asked for)."""
@@ -866,7 +934,7 @@ class ImageCache:
                 if codec:
                     out = DirectAppender(tmp, truncate=True)
                     closers.append(out.close)
-                    image = ImageWriter(out, hash=False)
+                    image = ImageWriter(out, hash=False, bound=bound)
                     writer = Stage("vmctl-image-write", image.write)
                     writer.start()
                     stages = [make_decoder(codec, writer), writer]
@@ -895,7 +963,7 @@ class ImageCache:
                         saver.put(chunk)
                         stages[0].put(chunk)
                 else:
-                    image = ImageWriter(BufferedFile(f), hash=False)  # the published file is the image: hashed once, above
+                    image = ImageWriter(BufferedFile(f), hash=False, bound=bound)  # the published file is the image: hashed once, above
                     store = image.write
                 for chunk in itertools.chain(first, chunks):
                     for h in hashes.values():

@@ -5,7 +5,8 @@
 
 A record is ``{"name", "hostvars", "groups"}``. Host variables hand the connection settings to
 ``vmctl.core.vm_ssh`` (``ansible_host``/``ansible_port``/``ansible_user``/
-``ansible_ssh_private_key_file``/``vmctl_known_hosts``/``vmctl_vm_name``) and describe the VM
+``ansible_ssh_private_key_file`` and the plugin's own ``ansible_vmctl_vm_name``/
+``ansible_vmctl_known_hosts_file``/``ansible_vmctl_data_dir``) and describe the VM
 (``vmctl_*``). The inventory plugin marks all of it unsafe.
 """
 
@@ -76,7 +77,7 @@ def _record(name, handle, state, state_error, data_dir):
         "ansible_connection": CONNECTION,
         "ansible_python_interpreter": "auto_silent",  # the guest's own python, found without a warning
         "ansible_user": handle.ssh_user or "vm",
-        "vmctl_vm_name": name,
+        "ansible_vmctl_vm_name": name,
         "vmctl_state": state,
         "vmctl_backend": handle.backend,
         "vmctl_vcpus": handle.vcpus,
@@ -99,9 +100,9 @@ def _record(name, handle, state, state_error, data_dir):
     if handle.private_key_path:
         hostvars["ansible_ssh_private_key_file"] = handle.private_key_path
     if handle.known_hosts:
-        hostvars["vmctl_known_hosts"] = handle.known_hosts
+        hostvars["ansible_vmctl_known_hosts_file"] = handle.known_hosts
     if data_dir:
-        hostvars["vmctl_data_dir"] = os.path.abspath(os.path.expanduser(data_dir))
+        hostvars["ansible_vmctl_data_dir"] = os.path.abspath(os.path.expanduser(data_dir))
     if state_error:
         hostvars["vmctl_state_error"] = state_error
     groups = [group_name("state", state), group_name("backend", handle.backend), group_name("network", handle.network.type)]

@@ -20,7 +20,7 @@ from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import new_vm_id, pick_ssh_port, port_is_free
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
 from ansible_collections.vmctl.core.plugins.module_utils.desired import cloud_init_digest
-from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, VmctlError, VmExists, VmNotFound
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, MonitorNotAnswering, VmctlError, VmExists, VmNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, file_lock
 from ansible_collections.vmctl.core.plugins.module_utils.types import VmHandle, VmState, validate_name
 
@@ -53,23 +53,31 @@ class VmManager:
         """Usable VMs by name, from one read of the store; bad records are in ``self.store.bad``."""
         return self.store.list()
 
+    def _live_state(self, handle):
+        """``(state, problem)``: a VM whose monitor fails is ``unknown`` with the error as the problem,
+        so one hung QEMU degrades that VM alone (list, status and stop still work)."""
+        try:
+            return self.backend(handle).state(handle), None
+        except MonitorNotAnswering as err:
+            return VmState.UNKNOWN, err
+
     def refresh(self, name):
         """The handle with its live state (and the store updated if it changed)."""
         handle = self.get(name)
-        live = self.backend(handle).state(handle)
-        if live != handle.state:
+        live = self._live_state(handle)[0]
+        if live != handle.state and live != VmState.UNKNOWN:
             handle = self._save(handle.replace(state=live, pid=handle.pid if live in VmState.ACTIVE else None))
         return handle
 
     def live(self, name):
         """The handle with its live state, without writing anything (for info and planning)."""
         handle = self.get(name)
-        return handle.replace(state=self.backend(handle).state(handle))
+        return handle.replace(state=self._live_state(handle)[0])
 
     def live_state(self, name):
         """The VM's live state, or ``absent`` when there is no such VM (nothing is written)."""
         handle = self.find(name)
-        return "absent" if handle is None else self.backend(handle).state(handle)
+        return "absent" if handle is None else self._live_state(handle)[0]
 
     def ssh_endpoint(self, handle):
         """``{host, port, user, private_key, known_hosts}`` to log in to the VM, or None without SSH settings."""
@@ -86,8 +94,12 @@ class VmManager:
 
     def describe(self, name, handle=None):
         """Everything ``vmctl status`` shows, with the live state and how to log in (``handle``: already read)."""
-        handle = self.live(name) if handle is None else handle.replace(state=self.backend(handle).state(handle))
+        handle = self.get(name) if handle is None else handle
+        state, problem = self._live_state(handle)
+        handle = handle.replace(state=state)
         info = handle.to_json()
+        info["state_reason"] = problem.details.get("reason") if problem else None
+        info["problem"] = {"message": problem.message, "hint": problem.hint} if problem else None
         info["ssh"] = self.ssh_endpoint(handle)
         info["provision_log"] = handle.provision_log
         return info
@@ -145,9 +157,10 @@ class VmManager:
         return VmHandle(
             id=new_vm_id(), name=spec.name, backend=spec.backend, work_dir=work_dir,
             vcpus=spec.vcpus, memory_mb=spec.memory_mb, disk_gb=spec.disk_gb, network=spec.network,
-            state=VmState.PREPARING, accel=spec.accel, cpu=spec.cpu, machine=spec.machine, vnc=spec.vnc,
+            state=VmState.PREPARING, accel=spec.accel, cpu=spec.cpu, machine=spec.machine, vnc=spec.vnc, vnc_tcp=spec.vnc_tcp,
             ssh_user=spec.ssh.user if spec.ssh else None,
             private_key_path=spec.ssh.private_key_path if spec.ssh else None,
+            host_key_checking=spec.ssh.host_key_checking if spec.ssh else "yes",
             vmfile=os.path.abspath(spec.vmfile) if spec.vmfile else None, created_at=time.time(),
             kernel=spec.kernel, initrd=spec.initrd, kernel_append=spec.kernel_append,
         )
@@ -163,7 +176,7 @@ class VmManager:
     def _operate(self, name, operation):
         with self.vm_lock(name):
             handle = self.get(name)
-            before = self.backend(handle).state(handle)
+            before = self._live_state(handle)[0]
             updated = operation(self.backend(handle), handle.replace(state=before))
             return self._save(updated), before
 

@@ -45,7 +45,7 @@ VM_FILES = {
     "overlay": "overlay.qcow2", "disk": "disk0.raw", "seed": "seed.iso", "qmp": "qmp.sock",
     "console": "console.sock", "console_log": "console.log", "pidfile": "qemu.pid",
     "user_key": "id_ed25519_generated", "host_key": "ssh_host_ed25519_key", "known_hosts": "known_hosts",
-    "provision_log": "provision.log",
+    "provision_log": "provision.log", "vnc": "vnc.sock", "vnc_password": "vnc.password",
 }
 
 

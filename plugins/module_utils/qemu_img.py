@@ -9,17 +9,37 @@ __metaclass__ = type
 
 import json
 import os
+import stat
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    FormatDetectionFailed, ImageNotFound, OverlayFailed,
+    FormatDetectionFailed, ImageError, ImageNotFound, OverlayFailed,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.proc import run
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def require_file(path, what="image"):
+    """Raise unless ``path`` is a regular file: ImageNotFound when nothing is there, else an ImageError
+    that says what it is instead (a directory, a FIFO, /dev/zero ...). Never opens it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageNotFound("%s %s does not exist" % (what, path), path=path)
+    except OSError as err:
+        raise ImageError("%s %s cannot be read: %s" % (what, path, err.strerror), path=path, code="vmctl.image.unreadable")
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        raise ImageError("%s %s is %s, not a disk image file" % (what, path, kind), path=path, code="vmctl.image.not_a_file",
+                         hint="Give the path of a qcow2 or raw image file")
+    return path
+
+
 def info(path):
     """``qemu-img info --output=json`` as a dict (format, virtual-size, actual-size, backing-filename…)."""
-    if not os.path.isfile(path):
-        raise ImageNotFound("image %s does not exist" % path, path=path)
+    require_file(path)
     # -U: read even while a running VM holds the lock on it.
     out = run(["qemu-img", "info", "-U", "--output=json", path], error=FormatDetectionFailed,
               what="qemu-img info %s" % path, timeout=60)
@@ -36,8 +56,7 @@ def detect_format(path):
 def create_overlay(base, overlay, base_format=None, size_gb=None):
     """qcow2 overlay on ``base`` (absolute path, explicit ``-F``), grown to ``size_gb`` if given."""
     base = os.path.abspath(base)
-    if not os.path.isfile(base):
-        raise ImageNotFound("base image %s does not exist" % base, path=base)
+    require_file(base, "base image")
     base_format = base_format or detect_format(base)
     argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format, "-b", base, overlay]
     if size_gb:
@@ -55,8 +74,7 @@ def resize(path, size_gb, image_format=None):
 
 def convert_raw(source, dest, source_format=None):
     """A raw copy of ``source`` at ``dest`` (sparse where the file system allows)."""
-    if not os.path.isfile(source):
-        raise ImageNotFound("image %s does not exist" % source, path=source)
+    require_file(source)
     argv = ["qemu-img", "convert", "-q", "-f", source_format or detect_format(source), "-O", "raw", source, dest]
     run(argv, error=OverlayFailed, what="qemu-img convert %s to raw" % source, timeout=1800)
     return dest

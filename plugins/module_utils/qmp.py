@@ -38,7 +38,8 @@ class QmpClient:
             sock.connect(self.path)
         except (OSError, socket.timeout) as err:
             sock.close()
-            raise QmpConnectFailed("cannot connect to QMP socket %s: %s" % (self.path, err), path=self.path)
+            raise QmpConnectFailed("cannot connect to QMP socket %s: %s" % (self.path, err), path=self.path,
+                                   errno=getattr(err, "errno", None))
         self._sock = sock
         self.greeting = self._read_message(time.monotonic() + self.timeout)
         if "QMP" not in self.greeting:

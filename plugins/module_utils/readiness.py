@@ -113,6 +113,7 @@ class ReadinessWait:
         self.cloud_init_log = None
         self.waiting_for = "SSH"
         self.last_error = None
+        self.last_hint = None  # what a login attempt said to do, e.g. the host-key opt-in
 
     # -- progress bookkeeping ----------------------------------------------------------------------
     def elapsed(self):
@@ -179,6 +180,8 @@ class ReadinessWait:
                     "window: ssh { stall-timeout %d } in the VMFile, -e stall_timeout=%d, vmctl up --stall-timeout %d, "
                     "or stall_timeout of vmctl.core.vm_state" % ((self.stall,) + (self.stall * 2,) * 3))
             cls = WaitStalled
+        if self.last_hint and self.waiting_for == "SSH":
+            hint = "%s. %s" % (self.last_hint, hint)
         return cls(message, hint=hint, name=name, console_log=self.handle.console_log, console=tail,
                    limit="deadline" if deadline else "stall", waited=round(self.elapsed(), 1))
 
@@ -186,10 +189,10 @@ class ReadinessWait:
     def run(self):
         from ansible_collections.vmctl.core.plugins.module_utils.ssh_session import Retryable, SshSession
         target = self.target or self._target()
-        pins, pkey = SshSession.credentials(target)
+        pkey = SshSession.credentials(target)
         while True:
             self.waiting_for = "SSH"
-            session = self._login(SshSession, Retryable, target, pins, pkey)
+            session = self._login(SshSession, Retryable, target, pkey)
             if not target.cloud_init:
                 session.close()
                 return self.elapsed()
@@ -214,15 +217,16 @@ class ReadinessWait:
                 self.last_error = err.message
             self.tick()
 
-    def _login(self, session_class, retryable, target, pins, pkey):
+    def _login(self, session_class, retryable, target, pkey):
         while True:
             self.tick()
             left = self.deadline - self.elapsed()
             try:
-                session = session_class.attempt(target, pins, pkey, max(1.0, min(ATTEMPT_TIMEOUT, left)))
+                session = session_class.attempt(target, pkey, max(1.0, min(ATTEMPT_TIMEOUT, left)))
                 phase = 3
             except retryable as err:
                 session, phase, self.last_error = None, err.phase, err.args[0]
+                self.last_hint = err.hint
             if phase > self.phase:
                 self.phase = phase
                 self._changed()

@@ -5,7 +5,7 @@
 
 The record shape is the one the ``vmfile`` module returns and the ``vm`` module accepts:
 ``name, image, vcpus, memory, disk, network{type,bridge,name}, cloud_init{hostname,ssh_key,
-user_data,generate_key}, ssh{user,private_key}, accel, cpu, machine, backend, vmfile``.
+user_data,generate_key}, ssh{user,private_key,host_key_checking}, accel, cpu, machine, backend, vmfile``.
 """
 
 from __future__ import annotations
@@ -73,11 +73,13 @@ def spec_from_record(record, image_path, image_format=None):
         network={"type": network.get("type") or "user", "bridge": network.get("bridge"), "name": network.get("name")},
         cloud_init=cloud_init_config(record),
         ssh=SshConfig(user=_given(ssh, "user", "vm"),
-                      private_key_path=os.path.expanduser(ssh["private_key"]) if ssh.get("private_key") else None)
+                      private_key_path=os.path.expanduser(ssh["private_key"]) if ssh.get("private_key") else None,
+                      host_key_checking=ssh.get("host_key_checking") or "yes")
         if ssh is not None else None,
         accel=record.get("accel") or "auto", cpu=record.get("cpu"), machine=record.get("machine"),
         backend=default_backend_tag() if backend == "auto" else backend,
         vmfile=record.get("vmfile"), vnc=record.get("vnc", True) is not False,
+        vnc_tcp=record.get("vnc_tcp") is True,
         kernel=record.get("kernel"), initrd=record.get("initrd"), kernel_append=record.get("kernel_append"),
     )
 

@@ -23,9 +23,11 @@ from ansible_collections.vmctl.core.plugins.module_utils.errors import SshError
 class SshTarget:
     """Everything needed to log in to one VM; ``vm`` names it in every message."""
 
-    FIELDS = ("vm", "host", "port", "user", "private_key_path", "known_hosts", "console_log", "cloud_init")
+    FIELDS = ("vm", "host", "port", "user", "private_key_path", "known_hosts", "console_log", "cloud_init",
+              "learn_host_keys", "console_offset", "forward_port")
 
-    def __init__(self, vm, host, port, user, private_key_path, known_hosts, console_log=None, cloud_init=False):
+    def __init__(self, vm, host, port, user, private_key_path, known_hosts, console_log=None, cloud_init=False,
+                 learn_host_keys=None, console_offset=0, forward_port=None):
         self.vm = vm
         self.host = host
         self.port = int(port) if port is not None else 22
@@ -34,6 +36,16 @@ class SshTarget:
         self.known_hosts = known_hosts
         self.console_log = console_log
         self.cloud_init = bool(cloud_init)
+        # The VM's own known_hosts may be filled: None (never), "yes" (from the console), "accept-new" (or the first key seen)
+        self.learn_host_keys = learn_host_keys
+        self.console_offset = console_offset or 0
+        self.forward_port = forward_port  # the SLIRP forward the pins name, beside "*"
+
+    def pin_console_keys(self):
+        """Pin what the guest printed on its console since its latest start (nothing if a key is pinned)."""
+        if self.learn_host_keys:
+            from ansible_collections.vmctl.core.plugins.module_utils import host_keys
+            host_keys.pin_from_console(self.known_hosts, self.console_log, self.console_offset, self.forward_port)
 
     def to_json(self):
         return {name: getattr(self, name) for name in self.FIELDS}
@@ -65,7 +77,7 @@ class SshTarget:
         from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_login_user
         validate_login_user(self.user)  # a user reaches ssh's argv and paramiko: never an option
         for what, path in (("private key", self.private_key_path), ("known_hosts file", self.known_hosts)):
-            if not os.path.isfile(path):
+            if not os.path.isfile(path) and not (what == "known_hosts file" and self.learn_host_keys):
                 raise SshError("VM %s: %s %s does not exist" % (self.vm, what, path),
                                hint="Was the VM destroyed? Check 'vmctl list' or the connection settings",
                                code="vmctl.ssh.not_configured", name=self.vm, path=path)
@@ -106,11 +118,14 @@ def target_for(handle, host=None, port=None, user=None, private_key_path=None, k
         if not host:
             from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
             default_host = backend_for(handle.backend).guest_ip(handle, guest_ip_timeout)
+    known_hosts = os.path.expanduser(known_hosts) if known_hosts else handle.known_hosts
+    own = bool(known_hosts and handle.known_hosts) and os.path.abspath(known_hosts) == os.path.abspath(handle.known_hosts)
     return SshTarget(
         vm=handle.name, host=host or default_host, port=port or default_port, user=user or handle.ssh_user or "vm",
         private_key_path=os.path.expanduser(private_key_path) if private_key_path else handle.private_key_path,
-        known_hosts=os.path.expanduser(known_hosts) if known_hosts else handle.known_hosts,
-        console_log=handle.console_log, cloud_init=handle.cloud_init)
+        known_hosts=known_hosts, console_log=handle.console_log, cloud_init=handle.cloud_init,
+        learn_host_keys=(handle.host_key_checking or "yes") if own else None,  # never into a file the user gave
+        console_offset=handle.console_offset, forward_port=handle.ssh_host_port)
 
 
 def resolve_target(vm_name, host=None, port=None, user=None, private_key_path=None, known_hosts=None, store=None,

@@ -100,12 +100,16 @@ class PinnedHostKeys:
     """An OpenSSH known_hosts file: ``[host]:port``, ``*``/``?`` patterns, ``!negation``, hashed ``|1|`` names,
     ``@revoked`` markers (``@cert-authority`` lines are not used: we pin keys, not CAs)."""
 
-    def __init__(self, path):
+    def __init__(self, path, missing_ok=False):
         self.path = path
         self.entries = []  # (marker, patterns, PinnedKey)
         try:
             with open(path, "r", encoding="utf-8", errors="replace") as f:
                 lines = f.read().splitlines()
+        except FileNotFoundError:
+            if not missing_ok:
+                raise SshError("known_hosts file %s does not exist" % path, code="vmctl.ssh.not_configured", path=path)
+            lines = []
         except OSError as err:
             raise SshError("cannot read known_hosts file %s: %s" % (path, err.strerror),
                            code="vmctl.ssh.not_configured", path=path)
@@ -195,11 +199,13 @@ class PinnedHostKeys:
 # --- the session ---------------------------------------------------------------------------
 
 class _Retryable(Exception):
-    """A failure that is normal while a guest boots; ``phase`` is how far the attempt got (a PHASES index)."""
+    """A failure that is normal while a guest boots; ``phase`` is how far the attempt got (a PHASES index),
+    ``hint`` what to do if it never stops."""
 
-    def __init__(self, message, phase=0):
+    def __init__(self, message, phase=0, hint=None):
         super().__init__(message)
         self.phase = phase
+        self.hint = hint
 
 
 # How far a login attempt got: the readiness wait counts a later phase as progress.
@@ -245,24 +251,25 @@ class SshSession:
         A host key mismatch fails at once (HostKeyMismatch). ``wait_for_cloud_init`` (default: the
         target's ``cloud_init``) then waits for ``cloud-init status --wait``: cloud-init restarts sshd.
         """
-        pins, pkey = cls.credentials(target)
+        pkey = cls.credentials(target)
         begin = time.monotonic()
         deadline = begin + max(0, wait_timeout)
         last = None
+        hint = None
         attempts = 0
         while True:
             attempts += 1
             try:
-                transport = cls._connect_once(target, pins, pkey, min(attempt_timeout, max(1.0, deadline - time.monotonic())))
+                transport = cls._connect_once(target, pkey, min(attempt_timeout, max(1.0, deadline - time.monotonic())))
                 break
             except _Retryable as err:
-                last = err.args[0]
+                last, hint = err.args[0], err.hint
             if on_retry:
                 on_retry(attempts, last)
             if time.monotonic() + RETRY_INTERVAL > deadline:
                 raise SshWaitTimeout("VM %s: SSH at %s not ready after %d s (%d attempts; last error: %s)" % (
                     target.vm, target.address, round(time.monotonic() - begin), attempts, last),
-                    hint=target.console_hint(), name=target.vm,
+                    hint=hint or target.console_hint(), name=target.vm,
                     console_log=target.console_log)
             time.sleep(RETRY_INTERVAL)
         session = cls(target, transport)
@@ -282,19 +289,44 @@ class SshSession:
 
     @staticmethod
     def credentials(target):
-        """``(pinned host keys, private key)`` of a target, checked before any network traffic."""
+        """The target's private key, checked (with the rest of its settings) before any network traffic."""
         _require_paramiko()
         target.check()
-        return PinnedHostKeys(target.known_hosts), _load_private_key(target)
+        return _load_private_key(target)
 
     @classmethod
-    def attempt(cls, target, pins, pkey, timeout):
+    def attempt(cls, target, pkey, timeout):
         """One login attempt: a session, or ``Retryable`` (with how far it got) for what is normal while a guest boots."""
-        return cls(target, cls._connect_once(target, pins, pkey, timeout))
+        return cls(target, cls._connect_once(target, pkey, timeout))
 
     @staticmethod
-    def _connect_once(target, pins, pkey, timeout):
+    def _pins(target):
+        """The pins for this attempt: the known_hosts file, after pinning what the console printed meanwhile."""
+        target.pin_console_keys()
+        return PinnedHostKeys(target.known_hosts, missing_ok=bool(target.learn_host_keys))
+
+    @classmethod
+    def _verify_host_key(cls, target, pins, server_key):
+        """HostKeyMismatch for a key other than the pinned one; with nothing at all pinned yet in the VM's own file,
+        ``accept-new`` pins the offered key, else the login waits for the console to print the keys."""
+        from ansible_collections.vmctl.core.plugins.module_utils import host_keys
+        key_type, blob = server_key.get_name(), server_key.asbytes()
+        if target.learn_host_keys and not pins.entries and not host_keys.pinned_keys(target.known_hosts):
+            if target.learn_host_keys != "accept-new":
+                raise _Retryable(
+                    "no host key pinned yet: the guest has not printed cloud-init's SSH HOST KEY KEYS block on its "
+                    "console (%s) since it started (it offers %s)" % (target.console_log, fingerprint(key_type, blob)), 1,
+                    "An image that prints no host keys on its serial console needs the opt-in "
+                    "ssh { host-key-checking \"accept-new\" } (pins the first key seen, refuses any change after it)")
+            host_keys.pin(target.known_hosts, ["%s %s" % (key_type, base64.b64encode(blob).decode("ascii"))],
+                          target.forward_port)
+            pins = PinnedHostKeys(target.known_hosts)  # a pin written meanwhile by someone else wins
+        pins.verify(target.vm, target.host, target.port, key_type, blob)
+
+    @classmethod
+    def _connect_once(cls, target, pkey, timeout):
         paramiko = _require_paramiko()
+        pins = cls._pins(target)
         try:
             sock = socket.create_connection((target.host, target.port), timeout=timeout)
         except OSError as err:
@@ -318,7 +350,7 @@ class SshSession:
             except (paramiko.SSHException, EOFError, OSError) as err:
                 # a booting guest: QEMU's forward accepts and closes, or sshd restarts under cloud-init
                 raise _Retryable("%s: %s" % (target.address, _describe(err)), 1)
-            pins.verify(target.vm, target.host, target.port, server_key.get_name(), server_key.asbytes())
+            cls._verify_host_key(target, pins, server_key)
             try:
                 transport.auth_publickey(target.user, pkey)
             except paramiko.AuthenticationException as err:

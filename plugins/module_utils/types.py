@@ -36,6 +36,7 @@ class VmState:
     DESTROYED = "destroyed"
     ALL = (PREPARING, PREPARED, RUNNING, SUSPENDED, STOPPED, FAILED, DESTROYED)
     ACTIVE = (RUNNING, SUSPENDED)  # a QEMU process exists
+    UNKNOWN = "unknown"  # shown, never stored: the process lives but its monitor does not answer
 
 
 @dataclasses.dataclass
@@ -106,6 +107,12 @@ class CloudInitConfig:
 class SshConfig:
     user: str = "vm"
     private_key_path: str | None = None
+    # "yes": only keys vmctl generated or read from the console; "accept-new": else the first key seen (host_keys.py)
+    host_key_checking: str = "yes"
+
+    def __post_init__(self):
+        if self.host_key_checking not in ("yes", "accept-new"):
+            raise InvalidSpec("unknown host_key_checking %r" % self.host_key_checking, hint="Use yes or accept-new")
 
     def to_json(self):
         return dataclasses.asdict(self)
@@ -114,7 +121,8 @@ class SshConfig:
     def from_json(cls, data):
         if data is None:
             return None
-        return cls(user=data.get("user") or "vm", private_key_path=data.get("private_key_path"))
+        return cls(user=data.get("user") or "vm", private_key_path=data.get("private_key_path"),
+                   host_key_checking=data.get("host_key_checking") or "yes")
 
 
 @dataclasses.dataclass
@@ -136,6 +144,7 @@ class VmSpec:
     backend: str = "qemu"
     vmfile: str | None = None
     vnc: bool = True
+    vnc_tcp: bool = False  # VNC on 127.0.0.1 with a password, instead of a unix socket in the work dir
     # Direct kernel boot (optional): used by the tiny test guest, open for a VMFile `kernel` node.
     kernel: str | None = None
     initrd: str | None = None
@@ -207,12 +216,15 @@ class VmHandle:
     cpu: str | None = None
     machine: str | None = None
     vnc: bool = True
+    vnc_tcp: bool = False  # VNC on 127.0.0.1 with a password, instead of a unix socket in the work dir
     pidfile: str | None = None
     console_log: str | None = None
     hostname: str | None = None
     ssh_user: str | None = None
     private_key_path: str | None = None
     known_hosts: str | None = None
+    host_key_checking: str = "yes"  # SshConfig.host_key_checking
+    console_offset: int = 0  # size of console.log when the latest start began: older text is never trusted
     cloud_init: bool = False
     vmfile: str | None = None
     created_at: float | None = None

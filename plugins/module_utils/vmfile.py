@@ -87,7 +87,8 @@ NETWORK_NODES = {"bridge": Field("str", check=checks.check_bridge), "name": Fiel
 CLOUD_INIT_NODES = {"hostname": Field("str", check=checks.validate_hostname), "ssh-key": Field("path", must_exist=True),
                     "user-data": Field("path", must_exist=True)}
 SSH_NODES = {"user": Field("str"), "private-key": Field("path", must_exist=True),
-             "boot-timeout": Field("int", 1, 86400, example=900), "stall-timeout": Field("int", 1, 86400, example=300)}
+             "boot-timeout": Field("int", 1, 86400, example=900), "stall-timeout": Field("int", 1, 86400, example=300),
+             "host-key-checking": Field("choice", choices=("yes", "accept-new"))}
 PROVISION_NODES = {"inline": Field("str"), "script": Field("path", must_exist=True),
                    "source": Field("path", must_exist=True), "destination": Field("str")}
 VM_NODES = {
@@ -227,15 +228,17 @@ class _Checker:
         return self.check_value(field, node.args[0], node.name, npath)
 
     def block(self, node, schema, npath, props=None, allow_args=0):
-        """Children of a block node, checked: ``{name: (value, node)}`` (lists for multi)."""
+        """Children of a block node, checked: ``{name: (value, node)}``.
+
+        A setting that was given but is wrong (already reported) is kept as ``(None, where)``, so checks
+        between settings see it as given: one mistake is one problem, never a second "missing" one.
+        """
         values = {}
         for key, kline, kcol in node.repeated:
             self.problem(_At(kline, kcol), "%s= is given twice on %s" % (key, node.name), "Keep one %s=" % key, npath)
         for key, (kline, kcol, value) in node.props.items():
             if props and key in props:
-                checked = self.check_value(props[key], value, key, npath)
-                if checked is not None:
-                    values[key] = (checked, _At(kline, kcol))
+                values[key] = (self.check_value(props[key], value, key, npath), _At(kline, kcol))
             else:
                 self.problem(_At(kline, kcol), "unknown property %s= on %s" % (key, node.name),
                              _suggest(key, props or {}) if props else "%s takes no properties" % node.name, npath)
@@ -255,11 +258,14 @@ class _Checker:
                 continue
             seen.setdefault(child.name, child)
             value = self.single(child, field, cpath, schema)
-            if value is not None:
-                if child.name in values:  # the same setting as a property and as a child node
-                    self.problem(child, "%s is given both as %s= and as a node" % (child.name, child.name),
-                                 "Keep one of the two forms", cpath)
-                values[child.name] = (value, child.args[0])
+            if child.name in node.props:  # the same setting as a property and as a child node
+                self.problem(child, "%s is given both as %s= and as a node" % (child.name, child.name),
+                             "Keep one of the two forms", cpath)
+            values[child.name] = (value, child.args[0] if len(child.args) == 1 else child)
+            if value is None:  # `user "me" private-key "id"`: the sibling written on the same line counts as given
+                for arg in child.args[1:]:
+                    if arg.bare and arg.value in schema:
+                        values.setdefault(arg.value, (None, arg))
         return values
 
     # --- the VM ------------------------------------------------------------------------------------
@@ -318,7 +324,7 @@ class _Checker:
         network = fields.get("network") or {"type": "user", "bridge": None, "name": None}
         ssh = fields.get("ssh")
         cloud_init = fields.get("cloud-init")
-        if ssh is not None and cloud_init is None and ssh["private_key"] is None:
+        if ssh is not None and cloud_init is None and "private-key" not in self.settings["ssh"]:
             self.problem(seen["ssh"], "vm %s has an ssh block but no key to log in with" % _show(name),
                          'Add a cloud-init { } block (a key is then generated and installed), or private-key "~/.ssh/…" '
                          "for a key the image already trusts", npath)
@@ -341,14 +347,14 @@ class _Checker:
 
     def check_guest(self, name, npath, node, cloud_init, ssh):
         """What cloud-init will be given: a valid hostname (the VM name by default) and user."""
-        if cloud_init["hostname"] is None and npath != "vm":
+        if "hostname" not in self.settings["cloud-init"] and npath != "vm":
             try:
                 checks.validate_hostname(name)
             except InvalidSpec as err:
                 self.problem(node, "the hostname defaults to the VM name, and %s" % err.message,
                              'Set one: cloud-init { hostname "%s" }' % re.sub(r"[^A-Za-z0-9.-]", "-", name), npath)
         user = self.settings.get("ssh", {}).get("user")
-        if ssh is not None and user:
+        if ssh is not None and user and user[0] is not None:
             try:
                 checks.validate_user(user[0])
             except InvalidSpec as err:
@@ -367,17 +373,17 @@ class _Checker:
         """The key the guest trusts is the key vmctl logs in with, and each key file is what its node says."""
         ssh_key = self.settings.get("cloud-init", {}).get("ssh-key")
         private_key = self.settings.get("ssh", {}).get("private-key")
-        if ssh_key and cloud_init["user_data"]:
+        if ssh_key and "user-data" in self.settings.get("cloud-init", {}):
             self.problem(ssh_key[1], "ssh-key is not used when user-data is given",
                          "vmctl passes your user-data untouched: put the key in its ssh_authorized_keys, "
                          "or remove user-data", npath)
         public = None
-        if private_key and keys.HAS_CRYPTOGRAPHY:
+        if private_key and private_key[0] is not None and keys.HAS_CRYPTOGRAPHY:
             try:
                 public = keys.public_openssh_of(private_key[0])
             except KeygenFailed as err:
                 self.problem(private_key[1], err.message, err.hint, npath)
-        if ssh_key and not cloud_init["user_data"]:
+        if ssh_key and ssh_key[0] is not None and not cloud_init["user_data"]:
             try:
                 text = checks.read_public_key(ssh_key[0], ssh_key[1].value)
             except InvalidSpec as err:
@@ -399,11 +405,11 @@ class _Checker:
             kind = self.check_value(field.arg, node.args[0], "network type", npath)
         bridge = values.get("bridge", (None, None))
         vnic = values.get("name", (None, None))
-        if kind != "tap" and bridge[0] is not None:
+        if kind not in ("tap", None) and "bridge" in values:
             self.problem(bridge[1], "bridge only applies to tap networking", "Remove it, or use network \"tap\"", npath)
-        if kind != "vnic" and vnic[0] is not None:
+        if kind not in ("vnic", None) and "name" in values:
             self.problem(vnic[1], "name only applies to vnic networking", "Remove it, or use network \"vnic\"", npath)
-        if kind == "vnic" and vnic[0] is None:
+        if kind == "vnic" and "name" not in values:
             self.problem(node, "vnic networking needs the VNIC's name", 'Write network "vnic" { name "vnic0" }', npath)
         return {"type": kind or "user", "bridge": (bridge[0] or TAP_DEFAULT_BRIDGE) if kind == "tap" else None,
                 "name": vnic[0] if kind == "vnic" else None}
@@ -416,7 +422,8 @@ class _Checker:
     def ssh(self, node, field, npath):
         values = self.settings["ssh"] = self.block(node, field.children, npath)
         return {"user": values.get("user", ("vm",))[0], "private_key": values.get("private-key", (None,))[0],
-                "boot_timeout": values.get("boot-timeout", (None,))[0], "stall_timeout": values.get("stall-timeout", (None,))[0]}
+                "boot_timeout": values.get("boot-timeout", (None,))[0], "stall_timeout": values.get("stall-timeout", (None,))[0],
+                "host_key_checking": values.get("host-key-checking", ("yes",))[0]}
 
     def provision(self, node, step, npath):
         field = VM_NODES["provision"]
@@ -440,6 +447,8 @@ class _Checker:
                 self.problem(where, "a shell provisioner needs exactly one of inline and script",
                              'Write inline "command" or script "path/to/script.sh" (not both)', npath)
                 return None
+            if any(value is None for value, _where in have.values()):
+                return None  # a wrong setting, already reported
             if "inline" in have:
                 record["inline"] = have["inline"][0]
             else:
@@ -453,6 +462,8 @@ class _Checker:
             self.problem(node, "a file provisioner needs %s" % " and ".join(missing),
                          'Write provision "file" { source "local/file" destination "/absolute/path" }', npath)
             return None
+        if any(value is None for value, _where in have.values()):
+            return None  # a wrong setting, already reported
         if not have["destination"][0].startswith("/"):
             self.problem(have["destination"][1], "destination must be an absolute path on the guest, got %r" % have["destination"][0],
                          'Start it with /, e.g. "/tmp/%s"' % os.path.basename(have["destination"][0]), npath)

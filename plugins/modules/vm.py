@@ -46,11 +46,11 @@ options:
     type: int
     default: 1
   memory:
-    description: Memory in MB.
+    description: Memory in MiB.
     type: int
     default: 1024
   disk:
-    description: Disk size in GB; the overlay is grown to it. Defaults to the image's size.
+    description: Disk size in GiB; the overlay is grown to it. Defaults to the image's size.
     type: int
   network:
     description: How the VM is connected.
@@ -101,6 +101,16 @@ options:
       private_key:
         description: Private key to log in with; defaults to the generated one.
         type: path
+      host_key_checking:
+        description:
+          - Which host key to trust. V(yes) trusts the key vmctl generated for the VM or, when it generated
+            none (the user's own O(cloud_init.user_data), or an image that already trusts O(ssh.private_key)),
+            the keys the guest's cloud-init printed on its serial console after the VM's latest start.
+          - V(accept-new) (OpenSSH's name) is for images that print no keys there; the first key the guest
+            offers is pinned, and any other key after it is refused.
+        type: str
+        choices: ["yes", accept-new]
+        default: "yes"
   backend:
     description:
       - Hypervisor backend. V(auto) is QEMU on Linux and Propolis on illumos.
@@ -124,9 +134,18 @@ options:
     description: QEMU machine type (default C(q35)).
     type: str
   vnc:
-    description: Offer a VNC display on 127.0.0.1.
+    description:
+      - Offer a VNC display. By default it is a unix socket, C(vnc.sock) in the VM's work directory (mode 0700),
+        so only its owner can reach it (for example C(ssh -L 5900:/path/vnc.sock host), or a viewer that opens unix sockets).
     type: bool
     default: true
+  vnc_tcp:
+    description:
+      - Offer the VNC display on 127.0.0.1 (a free port from 5900) instead, protected by a password that is
+        generated at each start and written to C(vnc.password) in the work directory (mode 0600).
+      - Any local user can connect to a TCP port; the password is what keeps them out.
+    type: bool
+    default: false
   kernel:
     description: Boot this Linux kernel directly instead of the disk's boot loader.
     type: path
@@ -154,6 +173,13 @@ seealso:
   - module: vmctl.core.vm_state
   - module: vmctl.core.vm_info
   - module: vmctl.core.vm_image
+extends_documentation_fragment:
+  - vmctl.core.attributes
+  - vmctl.core.attributes.action_group
+requirements:
+  - QEMU on the host that runs the VM (Debian packages C(qemu-system-x86) and C(qemu-utils)); none for the propolis backend
+  - Python packages C(pycdlib), C(PyYAML) and C(cryptography) on that host (cloud-init seed, SSH keys)
+  - Python package C(requests) on that host, for O(image_url) and the propolis backend
 attributes:
   check_mode:
     description: Reports what would be created, changed or destroyed, and touches nothing.
@@ -246,12 +272,14 @@ def main():
             ssh=dict(type="dict", options=dict(
                 user=dict(type="str", default="vm"),
                 private_key=dict(type="path", no_log=False),
+                host_key_checking=dict(type="str", choices=["yes", "accept-new"], default="yes"),
             )),
             backend=dict(type="str", choices=["auto", "qemu", "propolis", "noop"], default="auto"),
             accel=dict(type="str", choices=["auto", "kvm", "tcg"], default="auto"),
             cpu=dict(type="str"),
             machine=dict(type="str"),
             vnc=dict(type="bool", default=True),
+            vnc_tcp=dict(type="bool", default=False),
             kernel=dict(type="path"),
             initrd=dict(type="path"),
             kernel_append=dict(type="str"),

@@ -74,14 +74,35 @@ options:
     default: true
   timeout:
     description:
-      - Seconds to wait for the server to accept the connection and between two reads of data.
+      - Seconds to wait for the server to accept the connection and to answer with its headers.
     type: int
     default: 30
+  download_timeout:
+    description:
+      - Overall deadline of the download, in seconds. The download fails when it takes longer (the partial
+        file is kept, and the next run resumes it).
+      - Default is the file's size at 256 KB/s, at least 600 seconds (3600 when the server does not give the size).
+    type: int
+  stall_timeout:
+    description:
+      - The download fails when less than 64 KB arrive in this many seconds (a server that trickles or goes silent).
+    type: int
+    default: 60
+  max_image_size:
+    description:
+      - Largest image accepted on disk, after decompression, in bytes. A qcow2 image is also bounded by the virtual
+        size its header declares. Free space is checked as the image is written.
+      - Breaking the bound, or filling the disk, fails the task and leaves nothing in the cache.
+    type: int
+    default: 68719476736
   progress_file:
     description:
       - Internal, set by the action plugin of this module; leave it unset. A file to which the download appends a
         progress line (share, size, rate) about every 5 seconds, for the action plugin to show while the task runs.
     type: path
+extends_documentation_fragment:
+  - vmctl.core.attributes
+  - vmctl.core.attributes.action_group
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
@@ -198,7 +219,8 @@ def _ensure(module):
         with progress.ProgressFile(p["progress_file"]) as report:
             image = cache.pull(p["url"], checksum=p["checksum"], name=p["name"], force=p["force"], timeout=p["timeout"],
                                validate_certs=p["validate_certs"], dry_run=module.check_mode,
-                               progress=progress.DownloadProgress("downloading %s" % p["url"], report))
+                               progress=progress.DownloadProgress("downloading %s" % p["url"], report),
+                               deadline=p["download_timeout"], stall_timeout=p["stall_timeout"], max_size=p["max_image_size"])
         data = image.to_dict(digest=not module.check_mode)
         result = dict((key, data[key]) for key in _PRESENT_FIELDS)
         result.update(changed=image.downloaded, actions=["download"] if image.downloaded else [])
@@ -220,6 +242,9 @@ def main():
             force=dict(type="bool", default=False),
             validate_certs=dict(type="bool", default=True),
             timeout=dict(type="int", default=30),
+            download_timeout=dict(type="int"),
+            stall_timeout=dict(type="int", default=60),
+            max_image_size=dict(type="int", default=68719476736),
             progress_file=dict(type="path"),
         ),
         required_if=[("state", "present", ("url",)), ("state", "absent", ("url", "path"), True)],

@@ -26,6 +26,9 @@ options:
     description:
       - Path of an image file to inspect, in the cache or anywhere on the host.
     type: path
+extends_documentation_fragment:
+  - vmctl.core.attributes
+  - vmctl.core.attributes.action_group
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.

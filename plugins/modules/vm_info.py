@@ -25,10 +25,15 @@ notes:
 seealso:
   - module: vmctl.core.vm
   - module: vmctl.core.vm_state
+extends_documentation_fragment:
+  - vmctl.core.attributes
+  - vmctl.core.attributes.action_group
 attributes:
   check_mode:
     description: Read-only; runs the same in check mode.
     support: full
+  diff_mode:
+    support: N/A
 """
 
 EXAMPLES = r"""
@@ -65,7 +70,7 @@ vms:
       description: Virtual CPUs.
       type: int
     memory_mb:
-      description: Memory in MB.
+      description: Memory in MiB.
       type: int
     network:
       description: Network type and its bridge or VNIC.

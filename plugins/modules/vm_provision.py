@@ -46,6 +46,11 @@ options:
     type: str
 notes:
   - This runs as an action plugin on the controller, which must be the VM host.
+extends_documentation_fragment:
+  - vmctl.core.attributes
+  - vmctl.core.attributes.action_group
+requirements:
+  - Python package C(paramiko) on the controller (the C(vmctl.core.vm_ssh) connection)
 attributes:
   check_mode:
     description: Not supported; the step always runs.

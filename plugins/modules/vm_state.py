@@ -70,6 +70,12 @@ notes:
 seealso:
   - module: vmctl.core.vm
   - module: vmctl.core.vm_info
+extends_documentation_fragment:
+  - vmctl.core.attributes
+  - vmctl.core.attributes.action_group
+requirements:
+  - QEMU on the host that runs the VM (Debian package C(qemu-system-x86)); none for the propolis backend
+  - Python package C(paramiko) on that host, for O(wait_for_ssh)
 attributes:
   check_mode:
     description: Reports which transitions would happen; starts, stops and waits for nothing.

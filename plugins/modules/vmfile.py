@@ -34,10 +34,15 @@ options:
     default: false
 notes:
   - Read-only; it never reports a change.
+extends_documentation_fragment:
+  - vmctl.core.attributes
+  - vmctl.core.attributes.action_group
 attributes:
   check_mode:
     description: Runs the same in check mode.
     support: full
+  diff_mode:
+    support: N/A
 seealso:
   - module: vmctl.core.vm
 """
@@ -83,10 +88,10 @@ vms:
       description: Virtual CPUs (default 1).
       type: int
     memory:
-      description: Memory in MB (default 1024).
+      description: Memory in MiB (default 1024).
       type: int
     disk:
-      description: Disk size in GB, or null for the image's size.
+      description: Disk size in GiB, or null for the image's size.
       type: int
     network:
       description: C(type) (user, tap, vnic, none), C(bridge), C(name).

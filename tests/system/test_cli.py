@@ -166,7 +166,7 @@ def test_tiny_guest_lifecycle_and_console(test_images, tmp_path):
     fields = dict(line.split(":", 1) for line in status.splitlines())
     fields = {k: v.strip() for k, v in fields.items()}
     assert fields["State"] == "running" and fields["Backend"] == "qemu" and fields["vCPUs"] == "1"
-    assert fields["Memory"] == "256 MB" and fields["Network"] == "user" and fields["MAC"].startswith("52:54:00:")
+    assert fields["Memory"] == "256 MiB" and fields["Network"] == "user" and fields["MAC"].startswith("52:54:00:")
     pid = int(fields["PID"])
     assert alive(pid) and fields["Work dir"].endswith("/vmctl/vms/tiny") and fields["Console log"].endswith("console.log")
     wait_for_marker("tiny", test_images["tiny"]["ready_marker"])
@@ -240,7 +240,7 @@ def test_image_pull_list_inspect_rm(test_images, tmp_path, http_files):
 
     info = ok("image", "inspect", path).stdout
     assert "format:              qcow2" in info and "cached:              yes" in info and url in info
-    assert "virtual size:        16.0 MB (16777216 bytes)" in info
+    assert "virtual size:        16.0 MiB (16777216 bytes)" in info
     assert "cached:              no" in ok("image", "inspect", qcow2).stdout  # any local image
 
     # a VM from the URL (no download: cached), which keeps the image from being removed

@@ -16,7 +16,6 @@ import subprocess
 
 import pytest
 from ansible_run import _env
-from nginx_server import http_files, nginx  # noqa: F401  (fixtures)
 from test_cli import VMCTL, ok
 from vm_ssh_helpers import new_control_dir, remove_control_dir
 
@@ -122,7 +121,7 @@ vm "minimal" {
 
 
 @pytest.mark.guest
-def test_the_guide_vmfiles_come_up_and_up_converges(test_images, http_files, tmp_path):  # noqa: F811
+def test_the_guide_vmfiles_come_up_and_up_converges(test_images, http_files, tmp_path):
     """Three 1-vCPU VMs at once with the default limits; a failed step makes the first up fail (the
     summary says the VM is unprovisioned), the second up provisions it without `provision`, the third
     changes nothing, and a changed plan is a warning, not a silent re-run."""
@@ -235,3 +234,21 @@ def test_up_converges_after_a_ctrl_c_mid_boot_and_mid_step(test_images, tmp_path
         subprocess.run([VMCTL, "down", "--destroy"], cwd=str(project), capture_output=True, text=True,
                        env=dict(os.environ, **env), timeout=600, check=False)
         remove_control_dir(control)
+
+
+def test_a_slow_download_shows_progress_lines(http_files, tmp_path):
+    """A 12 MiB image from the tests' nginx throttled to 2 MB/s: vm_image prints its share, size and rate
+    about every 5 s while the task runs (default verbosity), and the task still reports the download."""
+    http_files.put("slow.img", os.urandom(12 * 1024 * 1024))
+    url = http_files.url("slow.img", location="throttled")
+    play = tmp_path / "pull.yml"
+    play.write_text("- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+                    "    - name: Pull\n      vmctl.core.vm_image:\n        url: %s\n      register: pulled\n"
+                    "    - name: Check\n      ansible.builtin.assert:\n        that: pulled.downloaded\n" % url)
+    proc = subprocess.run(["ansible-playbook", str(play)], capture_output=True, text=True, timeout=600, check=False,
+                          env=_env({"ANSIBLE_STDOUT_CALLBACK": "default", "XDG_DATA_HOME": str(tmp_path / "data")}))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    lines = re.findall(r"^downloading %s: (\d+)%% \(.* of 12\.0 MiB\) at .*/s$" % re.escape(url), out, re.M)
+    assert len(lines) >= 1, out
+    assert lines[-1] == "100", out  # and the last one when the body is complete

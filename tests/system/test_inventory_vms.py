@@ -79,7 +79,8 @@ def test_hosts_groups_and_hostvars(store, tmp_path):
     assert web["ansible_connection"] == "vmctl.core.vm_ssh" and web["ansible_python_interpreter"] == "auto_silent"
     assert (web["ansible_host"], web["ansible_port"], web["ansible_user"]) == ("127.0.0.1", 10022, "vm")
     assert web["ansible_ssh_private_key_file"] == "/srv/vms/web/id_ed25519_generated"
-    assert web["vmctl_known_hosts"] == "/srv/vms/web/known_hosts" and web["vmctl_vm_name"] == "web"
+    assert web["ansible_vmctl_known_hosts_file"] == "/srv/vms/web/known_hosts" and web["ansible_vmctl_vm_name"] == "web"
+    assert not {"vmctl_known_hosts", "vmctl_vm_name"} & set(web)  # the old names: still read by vm_ssh, no longer emitted
     assert (web["vmctl_state"], web["vmctl_backend"], web["vmctl_vcpus"], web["vmctl_memory_mb"]) == ("running", "noop", 2, 2048)
     assert (web["vmctl_network"], web["vmctl_mac"], web["vmctl_work_dir"], web["vmctl_ssh_host_port"]) == \
         ("user", "52:54:00:00:00:01", "/srv/vms/web", 10022)
@@ -124,7 +125,7 @@ def test_data_dir_option(store, tmp_path, vmctl_data_home):
     # relative to the inventory file's directory
     source = write_source(tmp_path / "d2.vmctl.yml", "plugin: vmctl.core.vms\ndata_dir: %s\n" % os.path.relpath(vmctl_data_home, tmp_path))
     web = listing(source)["_meta"]["hostvars"]["web"]
-    assert web["vmctl_data_dir"] == str(vmctl_data_home)
+    assert web["ansible_vmctl_data_dir"] == str(vmctl_data_home)
 
 
 def test_constructed_compose_groups_keyed_groups(store, tmp_path):

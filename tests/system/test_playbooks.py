@@ -292,7 +292,8 @@ def test_two_vms_come_up_in_parallel_and_a_failing_step_stops_only_its_vm(pair):
     log_path = os.path.join(pair.manager().get("beta").work_dir, "provision.log")
     assert summary(tasks) == [
         "alpha: ok",
-        "beta: FAILED - VM beta: provision step 2 (shell: echo about to fail; exit 3) failed with exit code 3 "
+        "beta: FAILED - VM beta: provision step 2 (shell: echo about to fail; exit 3) failed with exit code 3; "
+        "beta is left unprovisioned: the next vmctl.core.up runs its provision steps again "
         "(hint: Its output is in %s; fix the step and run vmctl.core.provision again)" % log_path], out
     # both VMs booted at the same time: their start-and-wait tasks overlap
     a, b = tasks["Start alpha"]["alpha"], tasks["Start beta"]["beta"]

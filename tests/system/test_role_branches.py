@@ -61,7 +61,7 @@ def test_up_down_and_provision_in_every_state(tmp_path):
 
         # running: left alone
         rc, tasks, out = play(project, env, "up")
-        assert rc == 0 and tasks["Report that blank is already up"] == "ok", out
+        assert rc == 0 and tasks["Leave alone blank"] == "ok", out
         assert tasks["Start blank"] == "skipping" and not re.search(r"changed=[1-9]", out), out
 
         # provision: no ssh block, explained

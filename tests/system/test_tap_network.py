@@ -35,20 +35,26 @@ def free_subnet():
 @pytest.fixture
 def bridge(tmp_path):
     """A bridge on a free 10.213.N.0/24, allowed for qemu-bridge-helper, with dnsmasq serving DHCP on
-    it; yields (bridge name, subnet prefix)."""
+    it; yields (bridge name, subnet prefix).
+
+    QEMU's helper reads only /etc/qemu/bridge.conf, so the allow line goes there; the file (its bytes
+    and mode, or its absence, and /etc/qemu's) is restored exactly afterwards.
+    """
     name = "vmctlbr%d" % (os.getpid() % 10000)
     subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)  # left by a killed run
     subnet = free_subnet()
     sh("ip", "link", "add", "name", name, "type", "bridge")
-    saved_conf = None
+    saved_conf = saved_mode = None
+    made_dir = not os.path.isdir(os.path.dirname(BRIDGE_CONF))
     dnsmasq = None
     leases = "/var/lib/misc/vmctl-test-%s.leases" % name
     try:
         sh("ip", "addr", "add", subnet + ".1/24", "dev", name)
         sh("ip", "link", "set", name, "up")
         if os.path.exists(BRIDGE_CONF):
-            with open(BRIDGE_CONF) as f:
+            with open(BRIDGE_CONF, "rb") as f:
                 saved_conf = f.read()
+            saved_mode = os.stat(BRIDGE_CONF).st_mode & 0o7777
         os.makedirs(os.path.dirname(BRIDGE_CONF), exist_ok=True)
         with open(BRIDGE_CONF, "a") as f:
             f.write("allow %s\n" % name)
@@ -68,9 +74,13 @@ def bridge(tmp_path):
         if saved_conf is None:
             with contextlib.suppress(OSError):
                 os.unlink(BRIDGE_CONF)
+            if made_dir:
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.dirname(BRIDGE_CONF))
         else:
-            with open(BRIDGE_CONF, "w") as f:
+            with open(BRIDGE_CONF, "wb") as f:
                 f.write(saved_conf)
+            os.chmod(BRIDGE_CONF, saved_mode)
         subprocess.run(["ip", "link", "del", name], check=False)
 
 

@@ -202,7 +202,7 @@ def test_one_session_shared_by_runs_and_forks(sshd, inventory, tmp_path, control
     hosts, _proc = adhoc(inventory, "ansible.builtin.command", "echo second")
     assert hosts["loop"]["stdout"] == "second"
     # four inventory hosts that are the same VM, four forks at once
-    aliases = ini_inventory(tmp_path, ["alias%d vmctl_vm_name=loop" % i for i in range(4)])
+    aliases = ini_inventory(tmp_path, ["alias%d vmctl_vm_name=loop" % i for i in range(4)])  # the old name still works
     hosts, _proc = adhoc(aliases, "ansible.builtin.shell", "sleep 1; echo {{ inventory_hostname }}", extra=["-f", "4"])
     assert sorted(h["stdout"] for h in hosts.values()) == ["alias%d" % i for i in range(4)]
     second = daemons(control_dir)
@@ -295,7 +295,7 @@ def test_hosts_added_in_the_play(loop_vm, tmp_path):
       ansible.builtin.add_host:
         name: web
         groups: vms
-        vmctl_vm_name: loop
+        ansible_vmctl_vm_name: loop
         ansible_connection: vmctl.core.vm_ssh
         ansible_python_interpreter: %s
 

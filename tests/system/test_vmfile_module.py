@@ -23,7 +23,7 @@ def test_records_and_problems(tmp_path):
     assert [vm["name"] for vm in result["vms"]] == ["web"]
     web = result["vms"][0]
     assert web["image"] == str(tmp_path / "disk.qcow2") and web["vcpus"] == 2 and web["memory"] == 1024
-    assert web["ssh"] == {"user": "admin", "private_key": None, "boot_timeout": None, "stall_timeout": None}
+    assert web["ssh"] == {"user": "admin", "private_key": None, "boot_timeout": None, "stall_timeout": None, "host_key_checking": "yes"}
     assert web["cloud_init"] == {"hostname": "web.example", "ssh_key": None, "user_data": None, "generate_key": True}
     assert web["provisions"] == [{"step": 1, "type": "shell", "inline": "echo hi", "description": "shell: echo hi"}]
     assert web["provision_digest"].startswith("sha256:") and "provision_status" not in web

@@ -5,7 +5,6 @@ No guest here: the "guest" is a port nothing listens on (or a TCP listener that 
 console.log a thread writes to; the real-guest side is in tests/system/test_first_try.py.
 """
 
-import os
 import socket
 import threading
 import time
@@ -97,7 +96,7 @@ def test_a_guest_that_prints_keeps_the_wait_alive_until_the_deadline(vm):
 
 def test_a_tcp_listener_that_never_speaks_ssh_counts_once_as_progress(vm):
     """QEMU's forward accepts before sshd runs: getting a TCP connection is progress once, not forever."""
-    handle, _target, _console = vm
+    handle, closed, _console = vm
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
@@ -116,8 +115,8 @@ def test_a_tcp_listener_that_never_speaks_ssh_counts_once_as_progress(vm):
 
         thread = threading.Thread(target=accept_and_close, daemon=True)
         thread.start()
-        target = SshTarget("slow", "127.0.0.1", listener.getsockname()[1], "vm", _target.private_key_path,
-                           _target.known_hosts, handle.console_log, cloud_init=True)
+        target = SshTarget("slow", "127.0.0.1", listener.getsockname()[1], "vm", closed.private_key_path,
+                           closed.known_hosts, handle.console_log, cloud_init=True)
         try:
             with pytest.raises(readiness.WaitStalled) as caught:
                 readiness.ReadinessWait(handle, deadline=300, stall=3, target=target, backend=Running()).run()

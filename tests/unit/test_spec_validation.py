@@ -95,5 +95,5 @@ def test_commas_in_paths_are_escaped(tmp_path):
     assert qemu_escape("a,b,c") == "a,,b,,c"
     net = argv[argv.index("-netdev") + 1]
     assert "hostfwd=tcp:127.0.0.1:10022-:22" in net  # loopback only
-    assert argv[argv.index("-vnc") + 1].startswith("127.0.0.1:")
+    assert argv[argv.index("-vnc") + 1] == "unix:%s/vnc.sock" % work.replace(",", ",,")  # local to its owner, not TCP
     assert argv[argv.index("-cpu") + 1] == "max"

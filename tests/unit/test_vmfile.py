@@ -126,7 +126,7 @@ def test_full_example_parses_to_the_documented_defaults(project, text):
     full, tap, minimal = vms["full-example"], vms["tap-example"], vms["minimal"]
     assert (full["vcpus"], full["memory"], full["disk"]) == (4, 4096, 40)
     assert full["cloud_init"] == {"hostname": "full-example", "ssh_key": None, "user_data": None, "generate_key": True}
-    assert full["ssh"] == {"user": "ubuntu", "private_key": None, "boot_timeout": None, "stall_timeout": None}
+    assert full["ssh"] == {"user": "ubuntu", "private_key": None, "boot_timeout": None, "stall_timeout": None, "host_key_checking": "yes"}
     assert [p["step"] for p in full["provisions"]] == [1, 2, 3]
     assert full["provisions"][1] == {"step": 2, "type": "file", "source": str(project / "config/bashrc"),
                                      "destination": "/home/ubuntu/.bashrc",
@@ -138,7 +138,7 @@ def test_full_example_parses_to_the_documented_defaults(project, text):
     assert tap["cloud_init"]["ssh_key"] == os.path.join(home, ".ssh/id_ed25519.pub")
     assert tap["cloud_init"]["generate_key"] is False
     assert tap["ssh"] == {"user": "debian", "private_key": os.path.join(home, ".ssh/id_ed25519"),
-                          "boot_timeout": None, "stall_timeout": None}
+                          "boot_timeout": None, "stall_timeout": None, "host_key_checking": "yes"}
     assert minimal["vcpus"] == 1 and minimal["memory"] == 1024 and minimal["disk"] is None
     assert minimal["network"] == {"type": "user", "bridge": None, "name": None}
     assert minimal["cloud_init"] is None and minimal["ssh"] is None and minimal["provisions"] == []
@@ -189,7 +189,8 @@ def test_discovery_and_missing_file(project):
     assert "VMFile.kdl" in str(err.value)
 
 
-# (VMFile text, line, col, a fragment of the message, a fragment of the hint)
+# (VMFile text, line, col, a fragment of the message, a fragment of the hint). Each text has one mistake, and
+# it is reported as exactly one problem (a wrong or missing file is never also reported as a missing setting).
 BAD = [
     ('vm "a" {\n    image "disk.qcow2"\n    memroy 2048\n}\n', 3, 5, "unknown node memroy", "did you mean `memory`?"),
     ('vm "a" {\n    image "disk.qcow2"\n    network "tap" bridg="br0"\n}\n', 3, 19, "unknown property bridg=", "did you mean `bridge`?"),
@@ -245,7 +246,7 @@ BAD = [
     ('vm "a" {\n  image "disk.qcow2"\n  ssh { user "me" private-key "id" }\n}', 3, 19, "user takes exactly one value, found 3",
      'separated by ";"'),
     ('vm "a" {\n  image "disk.qcow2"\n  memory\n}', 3, 9, "memory takes exactly one value, found 0", "memory"),
-    ('vm "a" {\n  image "disk.qcow2"\n  ssh "ubuntu"\n}', 3, 7, 'unexpected value "ubuntu" after ssh', "inside { }"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init\n  ssh "ubuntu"\n}', 4, 7, 'unexpected value "ubuntu" after ssh', "inside { }"),
     # Provisioners and networks.
     ('vm "a" {\n  image "disk.qcow2"\n  provision "shell" {\n    inline "x"\n    destination "/x"\n  }\n}', 5, 17,
      "destination belongs to file provisioners", "inline or script"),
@@ -277,6 +278,31 @@ BAD = [
      "without a passphrase"),
     ('vm "a" {\n  image "disk.qcow2"\n  ssh { private-key "user-data.yaml" }\n}', 3, 21, "cannot read the private key",
      "unencrypted OpenSSH or PEM"),
+    # A wrong setting is one problem: the checks between settings see it as given (issue 10 item 8).
+    ('vm "a" {\n  image "disk.qcow2"\n  provision "shell" { inline 5; }\n}', 3, 30, "inline must be a string", 'inline "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  provision "shell" { script; }\n}', 3, 29, "script takes exactly one value, found 0",
+     "script"),
+    ('vm "a" {\n  image "disk.qcow2"\n  provision "file" { source 5; destination "/x" }\n}', 3, 29,
+     "source must be a string", 'source "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  provision "file" { source "id"; destination 5 }\n}', 3, 47,
+     "destination must be a string", 'destination "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  provision "file" { source "id"; destination "/x" bash }\n}', 3, 52,
+     "destination takes exactly one value, found 2", "destination"),
+    ('vm "web_1" {\n  image "disk.qcow2"\n  cloud-init { hostname "web_1" }\n}', 3, 25, "invalid hostname 'web_1'",
+     "dot-separated labels"),
+    ('vm "web_1" {\n  image "disk.qcow2"\n  cloud-init { hostname 5 }\n}', 3, 25, "hostname must be a string", 'hostname "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init\n  ssh { user 5 }\n}', 4, 14, "user must be a string", 'user "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init { ssh-key "nokey.pub" }\n  ssh { private-key "id" }\n}', 3, 24,
+     "ssh-key nokey.pub does not exist", "relative"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init { ssh-key "id.pub" }\n  ssh { private-key "nope" }\n}', 4, 21,
+     "private-key nope does not exist", "relative"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init { user-data "nope.yaml" }\n  ssh { user "me"; private-key "id" }\n}',
+     3, 26, "user-data nope.yaml does not exist", "relative"),
+    ('vm "a" {\n  image "disk.qcow2"\n  network "tapp" { bridge "br0" }\n}', 3, 11, "unknown network type", "did you mean `tap`?"),
+    ('vm "a" {\n  image "disk.qcow2"\n  network "vnic" { name 5 }\n}', 3, 25, "name must be a string", 'name "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  network "tap" bridge=5\n}', 3, 24, "bridge must be a string", 'bridge "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init\n  ssh { host-key-checking "no" }\n}', 4, 27,
+     "unknown host-key-checking 'no'", "yes, accept-new"),
     # Syntax.
     ("// nothing here\n/* really */\n", 1, 1, "defines no VM", "Add a vm"),
     ('vm "a" { image "disk.qcow2" }\n}\n', 2, 1, "KDL syntax: unexpected }", "Remove it"),
@@ -294,9 +320,9 @@ def test_each_mistake_names_line_col_and_hint(project, text, line, col, message,
     path = write(project, text)
     with pytest.raises(vmfile.VmfileError) as err:
         vmfile.load(path)
-    matching = [p for p in err.value.problems if message in p.message]
-    assert matching, "\n".join(p.render() for p in err.value.problems)
-    problem = matching[0]
+    problems = err.value.problems
+    assert len(problems) == 1 and message in problems[0].message, "\n".join(p.render() for p in problems)
+    problem = problems[0]
     assert (problem.line, problem.col) == (line, col), problem.render()
     assert hint in problem.hint
     rendered = problem.render()
@@ -320,6 +346,15 @@ def test_all_problems_are_reported_in_one_run(project):
     lines = sorted(p.line for p in err.value.problems)
     assert lines == [3, 4, 5, 7]
     assert str(err.value).startswith("4 problems")
+
+
+def test_a_missing_file_and_a_missing_setting_are_two_problems(project):
+    """A file provisioner whose source is missing and that has no destination: both are real, both reported."""
+    path = write(project, 'vm "a" {\n  image "disk.qcow2"\n  provision "file" { source "nope" }\n}\n')
+    with pytest.raises(vmfile.VmfileError) as err:
+        vmfile.load(path)
+    assert [(p.line, p.col, p.message.split(" (")[0]) for p in err.value.problems] == [
+        (3, 29, "source nope does not exist"), (3, 3, "a file provisioner needs destination")]
 
 
 def test_non_utf8_file_is_a_positioned_error(project):
@@ -351,3 +386,11 @@ def test_the_guest_trusts_the_public_half_of_the_private_key(project):
     vm = vmfile.load(write(project, 'vm "k" { image "disk.qcow2"; cloud-init; ssh { private-key "other_key" } }'))[0]
     trusted = specs.cloud_init_config(vm).ssh_public_keys
     assert len(trusted) == 1 and keys.same_key(trusted[0], (project / "other_key.pub").read_text())
+
+
+def test_host_key_checking_in_both_spellings(project):
+    """ssh { host-key-checking "accept-new" } (KDL v1) and ssh { host-key-checking accept-new } (v2)."""
+    for text in ('vm "a" {\n  image "disk.qcow2"\n  cloud-init { user-data "user-data.yaml" }\n'
+                 '  ssh { user "me"; host-key-checking "accept-new" }\n}\n',
+                 'vm a { image "disk.qcow2"; cloud-init { user-data "user-data.yaml" }; ssh { user me; host-key-checking accept-new } }\n'):
+        assert vmfile.load(write(project, text))[0]["ssh"]["host_key_checking"] == "accept-new"

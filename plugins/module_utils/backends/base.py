@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import collections
 
-from ansible_collections.vmctl.core.plugins.module_utils import cloudinit, keys
+from ansible_collections.vmctl.core.plugins.module_utils import cloudinit, host_keys, keys
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
 from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 
@@ -73,14 +73,15 @@ def prepare_cloud_init(spec, handle, files):
     """Write the NoCloud seed ISO (and the keys it needs) for ``spec``; returns the handle changes.
 
     ``files`` names the paths: ``seed``, ``user_key``, ``host_key``, ``known_hosts``. Without the
-    user's own user-data, the guest gets a host key we generated, and ``known_hosts`` pins it.
+    user's own user-data, the guest gets a host key we generated, and ``known_hosts`` pins it; with
+    it, the keys come from the console (host_keys.py).
     """
     ci = spec.cloud_init
     ssh = spec.ssh
     hostname = ci.hostname or spec.name
     changes = {"cloud_init": True, "hostname": hostname, "seed_iso_path": files["seed"]}
     if ci.user_data is not None:
-        user_data = ci.user_data  # the user's own cloud-config, untouched; no key is pinned
+        user_data = ci.user_data  # the user's own cloud-config, untouched; its host keys come from the console
     else:
         user = ssh.user if ssh else "vm"
         authorized = list(ci.ssh_public_keys)
@@ -98,9 +99,5 @@ def prepare_cloud_init(spec, handle, files):
 
 
 def write_known_hosts(handle, path, host_public):
-    lines = []
-    if handle.ssh_host_port:
-        lines.append(keys.known_hosts_line("127.0.0.1", handle.ssh_host_port, host_public))
-    # Any address (TAP guests): the key is what we pin, the address is discovered later.
-    lines.append("* %s\n" % " ".join(host_public.split()[:2]))
-    atomic_write(path, "".join(lines), mode=0o644)
+    # Any address too (TAP guests): the key is what we pin, the address is discovered later.
+    atomic_write(path, host_keys.known_hosts_text(handle.ssh_host_port, [host_public]), mode=0o644)

@@ -15,23 +15,24 @@ __metaclass__ = type
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import os
 import random
 import re
+import secrets
 import signal
 import socket
+import stat
 import subprocess
 import time
 import uuid
 
-from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils import bridge_acl, host_keys, paths, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
     Backend, ConsoleEndpoint, prepare_cloud_init, write_known_hosts,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    InvalidState, IpDiscoveryTimeout, QmpError, SpawnFailed, VmctlError,
+    InvalidState, IpDiscoveryTimeout, MonitorNotAnswering, QmpError, QmpTimeout, SpawnFailed, VmctlError,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
 from ansible_collections.vmctl.core.plugins.module_utils.qmp import QmpClient
@@ -47,6 +48,8 @@ def qemu_escape(value):
 
 
 POWER_BUTTON_REPEAT = 5  # seconds between ACPI power button presses during a graceful stop
+QMP_TIMEOUT = 3.0  # seconds for each QMP call: a hung monitor degrades that VM alone, quickly
+SIGNAL_WAIT = 5.0  # seconds to wait for QEMU to exit after SIGTERM, then after SIGKILL
 
 
 def resolve_accel(requested, binary="qemu-system-x86_64"):
@@ -64,23 +67,28 @@ def resolve_accel(requested, binary="qemu-system-x86_64"):
 _KVM_PROBE = {}
 
 
+KVM_PROBE_TIMEOUT = 30.0
+
+
 def kvm_usable(binary="qemu-system-x86_64"):
     """Whether QEMU can start a KVM vCPU with ``-cpu host`` (cached per process).
 
     An accessible /dev/kvm is not enough: under nested virtualization QEMU may abort at vCPU setup
-    ("failed to set MSR"). A paused QEMU that is still alive after a second has passed that point.
+    ("failed to set MSR"). The probe asks a paused QEMU for its status over QMP: QMP answers only
+    after the machine (and its vCPUs) are set up, so an answer proves KVM works, however loaded the
+    host is; an abort, or no answer within the probe's generous deadline, falls back to TCG.
     """
     if binary in _KVM_PROBE:
         return _KVM_PROBE[binary]
     usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
     if usable:
         argv = [binary, "-machine", "q35,accel=kvm", "-cpu", "host", "-nodefaults", "-display", "none",
-                "-S", "-monitor", "none", "-serial", "none"]
+                "-S", "-monitor", "none", "-serial", "none", "-qmp", "stdio"]
+        commands = b'{"execute": "qmp_capabilities"}\n{"execute": "query-status"}\n{"execute": "quit"}\n'
         try:
-            usable = subprocess.run(argv, capture_output=True, timeout=1.0, check=False).returncode == 0
-        except subprocess.TimeoutExpired:
-            usable = True  # still running, paused: KVM works
-        except OSError:
+            probe = subprocess.run(argv, input=commands, capture_output=True, timeout=KVM_PROBE_TIMEOUT, check=False)
+            usable = b'"status"' in probe.stdout and b'"prelaunch"' in probe.stdout
+        except (subprocess.TimeoutExpired, OSError):
             usable = False
     _KVM_PROBE[binary] = usable
     return usable
@@ -117,62 +125,106 @@ def random_mac(taken):
 
 
 class QemuProcess:
-    """The QEMU process of one VM, identified through its locked pidfile."""
+    """The QEMU process of one VM, proven through the VM's own pidfile ``<work_dir>/qemu.pid``.
 
-    def __init__(self, pidfile):
-        self.pidfile = pidfile
+    A PID is believed (and signalled) only when that process holds the POSIX lock QEMU takes on
+    its ``-pidfile`` (checked in /proc/locks against the file's inode) and its command line gives
+    that very pidfile: a stale file, a PID written by someone else, or another VM's QEMU never
+    passes. Signals go through a pidfd taken before the proof is re-checked, so a PID reused in
+    between is not hit either.
+    """
+
+    def __init__(self, work_dir):
+        self.pidfile = os.path.join(work_dir, "qemu.pid")
 
     def pid(self):
-        """PID of the live QEMU that owns the pidfile, or None (stale file, dead or foreign process)."""
+        """PID of the live QEMU that proves to own this pidfile, or None."""
         try:
-            fd = os.open(self.pidfile, os.O_RDWR)
+            fd = os.open(self.pidfile, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return None
         try:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                if err.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                locked = True
-            else:
-                locked = False  # nobody holds it: QEMU is gone (our lock is dropped on close)
-            if not locked:
-                return None
-            os.lseek(fd, 0, os.SEEK_SET)
-            content = os.read(fd, 64).decode("ascii", "replace").strip()
+            st = os.fstat(fd)
+            content = os.read(fd, 64).decode("ascii", "replace").strip() if stat.S_ISREG(st.st_mode) else ""
         finally:
             os.close(fd)
         if not content.isdigit():
             return None
         pid = int(content)
-        return pid if self._is_ours(pid) else None
+        return pid if self._holds_lock(pid, st) and self.is_ours(pid) else None
 
-    def _is_ours(self, pid):
+    @staticmethod
+    def _holds_lock(pid, st):
+        """Whether ``pid`` holds a POSIX lock on the file of ``st`` (lines of /proc/locks:
+        ``1: POSIX ADVISORY WRITE <pid> <major>:<minor>:<inode> <start> <end>``)."""
+        device = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+        try:
+            with open("/proc/locks") as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) >= 6 and fields[1] == "POSIX" and fields[4] == str(pid) \
+                            and fields[5].endswith(":%d" % st.st_ino) and fields[5] == device:
+                        return True
+        except OSError:
+            pass
+        return False
+
+    def is_ours(self, pid):
+        """``pid`` is alive (not a zombie) and was started with ``-pidfile`` naming this pidfile."""
         try:
             with open("/proc/%d/cmdline" % pid, "rb") as f:
                 argv = f.read().split(b"\0")
             with open("/proc/%d/stat" % pid) as f:
                 state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
+        except (OSError, IndexError):
             return False
-        return state != "Z" and self.pidfile.encode() in argv
+        wanted = self.pidfile.encode()
+        return state != "Z" and any(a == b"-pidfile" and b == wanted for a, b in zip(argv, argv[1:]))
+
+    def signal(self, pid, sig):
+        """Send ``sig`` to ``pid`` if it still proves to be this VM's QEMU; False when it is gone."""
+        pidfd = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return False
+        try:
+            if not self.is_ours(pid):
+                return False
+            try:
+                if pidfd is not None:
+                    signal.pidfd_send_signal(pidfd, sig)
+                else:
+                    os.kill(pid, sig)
+            except ProcessLookupError:
+                return False
+            return True
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
 
     def wait_gone(self, pid, timeout):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self._is_ours(pid):
+            if not self.is_ours(pid):
                 return True
-            time.sleep(0.2)
-        return not self._is_ours(pid)
+            time.sleep(0.1)
+        return not self.is_ours(pid)
 
 
 class QemuBackend(Backend):
     tag = "qemu"
 
-    def __init__(self, binary=QEMU_BINARY, qmp_timeout=10.0):
+    def __init__(self, binary=QEMU_BINARY, qmp_timeout=QMP_TIMEOUT, bridge_acl_file=None):
         self.binary = binary
         self.qmp_timeout = qmp_timeout
+        self.bridge_acl_file = bridge_acl_file  # None: $VMCTL_BRIDGE_CONF or /etc/qemu/bridge.conf
+
+    def _check_bridge(self, name, network):
+        """A TAP VM's bridge must be allowed in qemu-bridge-helper's ACL (else QEMU fails obscurely)."""
+        if network.type == "tap":
+            bridge_acl.check(network.bridge, name, self.bridge_acl_file)
 
     # --- files ---------------------------------------------------------------------------------
     _files = staticmethod(paths.vm_files)
@@ -190,6 +242,7 @@ class QemuBackend(Backend):
     def prepare(self, spec, handle):
         """Create overlay, keys and seed ISO in the work directory. Safe to re-run after a crash."""
         find_tool(self.binary)
+        self._check_bridge(spec.name, spec.network)
         files = self._files(handle.work_dir)
         paths.make_vm_dir(handle.work_dir)
         image_format = spec.image_format or qemu_img.detect_format(spec.image_path)
@@ -212,13 +265,23 @@ class QemuBackend(Backend):
         ci = spec.cloud_init
         if ci is not None:
             changes.update(prepare_cloud_init(spec, handle, files))
+        # No key generated (user-data, no cloud-init): pinned from the console, so `vmctl ssh --user --key` works too.
+        changes.setdefault("known_hosts", files["known_hosts"])
         return handle.replace(**changes)
+
+    @staticmethod
+    def _pin_console_keys(handle):
+        """Pin the host keys this boot printed (cloud-init prints them on the first boot only), before
+        the window closes: at stop, and at the next start (after a crash)."""
+        if handle.known_hosts:
+            host_keys.pin_from_console(handle.known_hosts, handle.console_log, handle.console_offset, handle.ssh_host_port)
 
     _write_known_hosts = staticmethod(write_known_hosts)
 
     # --- process -------------------------------------------------------------------------------
     def _process(self, handle):
-        return QemuProcess(handle.pidfile or self._files(handle.work_dir)["pidfile"])
+        # Paths come from the work dir only: a pidfile or socket path stored in the record is never trusted.
+        return QemuProcess(handle.work_dir)
 
     def command_line(self, handle):
         """The argv that starts this VM (daemonized)."""
@@ -245,8 +308,10 @@ class QemuBackend(Backend):
         if handle.seed_iso_path:
             argv += ["-drive", "file=%s,if=virtio,format=raw,readonly=on" % qemu_escape(handle.seed_iso_path)]
         argv += self._network_args(handle)
-        if handle.vnc:
-            argv += ["-vnc", "127.0.0.1:0,to=99"]
+        if handle.vnc and handle.vnc_tcp:
+            argv += ["-vnc", "127.0.0.1:0,to=99,password=on"]  # the password is set over QMP once started
+        elif handle.vnc:
+            argv += ["-vnc", "unix:%s" % qemu_escape(f["vnc"])]
         if handle.kernel:
             argv += ["-kernel", handle.kernel]
             if handle.initrd:
@@ -276,14 +341,17 @@ class QemuBackend(Backend):
         if current in VmState.ACTIVE:
             return handle.replace(state=current, pid=self._process(handle).pid())
         find_tool(self.binary)
+        self._check_bridge(handle.name, handle.network)
         f = self._files(handle.work_dir)
         if not os.path.exists(f["overlay"]):
             raise InvalidState("VM %s has no disk overlay %s" % (handle.name, f["overlay"]),
                                hint="The work directory was removed; destroy and recreate the VM")
         paths.check_vm_files(handle.work_dir)  # QEMU would follow a planted symlink (console.log)
-        for stale in (f["qmp"], f["console"], f["pidfile"]):
+        for stale in (f["qmp"], f["console"], f["pidfile"], f["vnc"], f["vnc_password"]):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
+        self._pin_console_keys(handle)
+        console_offset = host_keys.console_size(f["console_log"])  # only what this boot prints is trusted
         if handle.network.type == "user" and not port_is_free(handle.ssh_host_port):
             raise SpawnFailed("VM %s: SSH forward port 127.0.0.1:%d is in use by another program" % (handle.name, handle.ssh_host_port),
                               hint="Free the port, or destroy and recreate the VM to get another one",
@@ -295,38 +363,92 @@ class QemuBackend(Backend):
         except subprocess.TimeoutExpired:
             raise SpawnFailed("VM %s: QEMU did not finish starting within 120s" % handle.name)
         if result.returncode != 0:
+            hint = None
+            if handle.network.type == "tap" and "acl file" in result.stderr:
+                hint = "qemu-bridge-helper refused bridge %s: add the line `allow %s` to %s" % (
+                    handle.network.bridge, handle.network.bridge, bridge_acl.DEFAULT_ACL_FILE)
             raise SpawnFailed("VM %s: QEMU failed to start (exit %d): %s" % (handle.name, result.returncode, result.stderr.strip()),
-                              argv=argv)
+                              hint=hint, argv=argv)
         pid = self._process(handle).pid()
         if pid is None:
             raise SpawnFailed("VM %s: QEMU exited right after starting; see %s" % (handle.name, f["console_log"]))
+        self._make_private(f)
         vnc_addr = None
         with self._qmp(handle) as qmp:
-            if handle.vnc:
+            if handle.vnc and handle.vnc_tcp:
+                qmp.execute("change-vnc-password", {"password": self._new_vnc_password(f["vnc_password"])})
                 vnc = qmp.query_vnc() or {}
                 if vnc.get("enabled"):
                     vnc_addr = "%s:%s" % (vnc.get("host"), vnc.get("service"))
-        return handle.replace(state=VmState.RUNNING, pid=pid, vnc_addr=vnc_addr)
+            elif handle.vnc:
+                vnc_addr = "unix:%s" % f["vnc"]
+        return handle.replace(state=VmState.RUNNING, pid=pid, vnc_addr=vnc_addr, console_offset=console_offset)
+
+    @staticmethod
+    def _make_private(files):
+        """QEMU's sockets, pidfile and console.log: 0600 (a daemonized QEMU sets umask 027 itself)."""
+        for key in ("qmp", "console", "vnc", "pidfile", "console_log"):
+            with contextlib.suppress(FileNotFoundError):
+                if not os.path.islink(files[key]):
+                    os.chmod(files[key], 0o600)
+
+    @staticmethod
+    def _new_vnc_password(path):
+        """A fresh VNC password (VNC uses at most 8 characters), written to ``path`` with mode 0600."""
+        alphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+        password = "".join(secrets.choice(alphabet) for dummy in range(8))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(password + "\n")
+        return password
 
     def _qmp(self, handle, timeout=None):
-        client = QmpClient(handle.qmp_socket or self._files(handle.work_dir)["qmp"], timeout or self.qmp_timeout)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                return client.connect()
-            except QmpError:
-                if time.monotonic() > deadline or self._process(handle).pid() is None:
-                    raise
-                time.sleep(0.1)
+        """A connected QMP client (each call has a short deadline). A live QEMU whose monitor does not
+        answer, or whose socket is gone, raises MonitorNotAnswering; a QEMU that exited, QmpError."""
+        path = self._files(handle.work_dir)["qmp"]
+        client = QmpClient(path, timeout or self.qmp_timeout)
+        try:
+            return client.connect()
+        except QmpError as err:
+            if isinstance(err, QmpTimeout) or err.details.get("errno") == errno.EAGAIN:  # EAGAIN: its backlog is full
+                reason = "monitor not answering"
+            else:
+                reason = "monitor unreachable" if os.path.exists(path) else "monitor socket missing"
+            raise self._monitor_error(handle, reason, err)
 
-    def state(self, handle):
+    def _monitor_error(self, handle, reason, err):
+        """``err`` as MonitorNotAnswering when QEMU is alive; as itself when QEMU has exited."""
         pid = self._process(handle).pid()
         if pid is None:
+            return err
+        return MonitorNotAnswering(
+            "VM %s: QEMU (pid %s) is alive, %s (%s)" % (handle.name, pid, reason, err.message),
+            hint="QEMU may be stopped (SIGSTOP; 'kill -CONT %s' resumes it) or hung; 'vmctl stop %s' ends it "
+                 "with SIGTERM, then SIGKILL" % (pid, handle.name), reason=reason, pid=pid, name=handle.name)
+
+    def _query_status(self, handle):
+        """QEMU's run status, or None when it is not running (or exited while asked)."""
+        if self._process(handle).pid() is None:
+            return None
+        try:
+            with self._qmp(handle) as qmp:
+                return (qmp.query_status() or {}).get("status")
+        except MonitorNotAnswering:
+            raise
+        except QmpTimeout as err:  # connected, then the call did not answer
+            raise self._monitor_error(handle, "monitor not answering", err)
+        except QmpError as err:
+            if self._process(handle).pid() is not None:
+                raise self._monitor_error(handle, "monitor unreachable", err)
+            return None
+
+    def state(self, handle):
+        """The live state; raises MonitorNotAnswering for a live QEMU whose monitor fails."""
+        status = self._query_status(handle)
+        if status is None:
             if handle.state in (VmState.PREPARING, VmState.PREPARED, VmState.FAILED):
                 return handle.state
             return VmState.STOPPED
-        with self._qmp(handle) as qmp:
-            status = (qmp.query_status() or {}).get("status")
         if status == "running":
             return VmState.RUNNING
         if status in ("paused", "suspended"):
@@ -363,6 +485,7 @@ class QemuBackend(Backend):
         """ACPI power-down, wait up to ``timeout``; then SIGTERM, then SIGKILL; verify the process is gone."""
         proc = self._process(handle)
         pid = proc.pid()
+        self._pin_console_keys(handle)
         if pid is None:
             return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None)
         method = "acpi"
@@ -376,26 +499,22 @@ class QemuBackend(Backend):
                     if first and (qmp.query_status() or {}).get("status") in ("paused", "suspended"):
                         qmp.cont()  # a paused guest cannot see the power button
                     qmp.system_powerdown()
-            except QmpError:
+            except QmpError:  # also a monitor that does not answer (MonitorNotAnswering)
                 gone = proc.wait_gone(pid, 1)  # it may have just powered off; else fall through to signals
                 break
             first = False
             gone = proc.wait_gone(pid, min(POWER_BUTTON_REPEAT, max(deadline - time.monotonic(), 0)))
         if not gone:
             method = "sigterm"
-            self._signal(pid, signal.SIGTERM)
-            if not proc.wait_gone(pid, 10):
+            proc.signal(pid, signal.SIGTERM)
+            proc.signal(pid, signal.SIGCONT)  # a stopped (SIGSTOP) QEMU handles SIGTERM only once it runs
+            if not proc.wait_gone(pid, SIGNAL_WAIT):
                 method = "sigkill"
-                self._signal(pid, signal.SIGKILL)
-                if not proc.wait_gone(pid, 10):
+                proc.signal(pid, signal.SIGKILL)
+                if not proc.wait_gone(pid, SIGNAL_WAIT):
                     raise VmctlError("VM %s: QEMU process %s survived SIGKILL" % (handle.name, pid),
                                      code="vmctl.qemu.stop_failed", hint="Check the process state with ps; it may be stuck in the kernel")
         return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None, extra=dict(handle.extra, last_stop=method))
-
-    @staticmethod
-    def _signal(pid, sig):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
 
     def destroy(self, handle):
         """Kill QEMU (the disk is discarded anyway) and remove the work directory."""
@@ -407,7 +526,7 @@ class QemuBackend(Backend):
                     qmp.execute("quit")
             except QmpError:
                 pass
-            if not proc.wait_gone(pid, 5):
+            if not proc.wait_gone(pid, SIGNAL_WAIT):
                 self.stop(handle, timeout=0)
         paths.remove_vm_dir(handle.work_dir, handle.name)
         if os.path.lexists(handle.work_dir):
@@ -432,7 +551,7 @@ class QemuBackend(Backend):
         raise InvalidState("VM %s has network %r: no guest IP" % (handle.name, net), hint="Use user or tap networking")
 
     def console_endpoint(self, handle):
-        return ConsoleEndpoint("unix", handle.console_socket or self._files(handle.work_dir)["console"])
+        return ConsoleEndpoint("unix", self._files(handle.work_dir)["console"])
 
 
 _LEASE_DIRS = ("/var/lib/misc", "/var/lib/dnsmasq")
