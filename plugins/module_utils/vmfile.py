@@ -363,7 +363,7 @@ class _Checker:
     def check_login_user(self, npath, cloud_init):
         """The ssh user of a VM whose users cloud-init does not create (an image's own, or user-data's)."""
         user = self.settings.get("ssh", {}).get("user")
-        if user and (cloud_init is None or cloud_init["user_data"]):
+        if user and isinstance(user[0], str) and (cloud_init is None or cloud_init["user_data"]):
             try:
                 checks.validate_login_user(user[0])
             except InvalidSpec as err:
