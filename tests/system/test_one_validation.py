@@ -119,6 +119,7 @@ def test_ssh_argv_puts_the_destination_after_double_dash(monkeypatch, tmp_path):
             return types.SimpleNamespace(private_key_path=str(tmp_path / "k"), name=name)
 
     monkeypatch.setattr(cli, "_manager", FakeManager)
+    monkeypatch.setattr(cli, "_host_key_checking", lambda target: "yes")
     assert cli.main(["ssh", "x", "--wait", "0", "--", "uname", "-a"]) is not None
     argv = seen["argv"]
     assert argv[argv.index("--") - 2:argv.index("--")] == ["-l", "vm"]
