@@ -377,7 +377,7 @@ def _unescape(body):
         elif esc == "u" and body[i + 2:i + 3] == "{":
             end = body.find("}", i)
             digits = body[i + 3:end] if end > 0 else ""
-            if not re.match(r"^[0-9a-fA-F]{1,6}$", digits) or int(digits, 16) > 0x10FFFF or 0xD800 <= int(digits, 16) <= 0xDFFF:
+            if not re.fullmatch(r"[0-9a-fA-F]{1,6}", digits) or int(digits, 16) > 0x10FFFF or 0xD800 <= int(digits, 16) <= 0xDFFF:
                 raise _EscapeError("invalid \\u{…} escape", hint="Use \\u{hex}, e.g. \\u{e9}", offset=i)
             out.append(chr(int(digits, 16)))
             i = end + 1

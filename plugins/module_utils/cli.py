@@ -24,7 +24,7 @@ import sys
 import time
 import traceback
 
-from ansible_collections.vmctl.core.plugins.module_utils import errors, vmfile
+from ansible_collections.vmctl.core.plugins.module_utils import checks, errors, vmfile
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
 
 COLLECTION_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -214,16 +214,21 @@ LIST_FORMAT = "%-16s %-8s %-7s %-4s %-11s %-8s %-6s %s"  # the guide's columns, 
 
 def cmd_list(args):
     manager = _manager()
-    records = [manager.describe(name) for name in sorted(manager.list())]
+    handles = manager.list()  # one read of the store for the whole list
+    records = [manager.describe(name, handle) for name, handle in sorted(handles.items())]
+    for name, err in sorted(manager.store.bad.items()):
+        _note("error: %s" % err.message)
     if args.json:
-        return _print_json(records)
+        return _print_json(records + [{"name": name, "error": err.to_dict()} for name, err in sorted(manager.store.bad.items())])
     _out(LIST_FORMAT % ("NAME", "BACKEND", "VCPUS", "MEM", "NETWORK", "PID", "SSH", "STATE"))
     for r in records:
         active = r["state"] in ("running", "suspended")
         ssh_port = r["ssh_host_port"] if r["network"]["type"] == "User" else None
         _out(LIST_FORMAT % (r["name"], r["backend"], r["vcpus"], r["memory_mb"], r["network"]["type"].lower(),
                             _dash(r["pid"] if active else None), _dash(ssh_port), _state_text(r)))
-    return EXIT_OK
+    for name in sorted(manager.store.bad):
+        _out(LIST_FORMAT % (name, "-", "-", "-", "-", "-", "-", "bad record (see the error above)"))
+    return EXIT_FAILED if manager.store.bad else EXIT_OK
 
 
 def _state_text(record):
@@ -305,6 +310,8 @@ def cmd_ssh(args):
     from ansible_collections.vmctl.core.plugins.module_utils import ssh
     if args.name and args.name_option and args.name != args.name_option:
         raise UsageError("two VM names given: %s and --name %s" % (args.name, args.name_option), hint="Give one")
+    if args.user is not None:
+        checks.validate_login_user(args.user)  # it reaches ssh's argv: never an option
     name = args.name or args.name_option or _vm_from_vmfile(args.file)
     handle = _manager().get(name)
     ssh.require_running(handle)
@@ -320,9 +327,8 @@ def cmd_ssh(args):
     argv = [find_tool("ssh"),
             "-o", "StrictHostKeyChecking=%s" % checking, "-o", "UserKnownHostsFile=%s" % target.known_hosts,
             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
-            "-i", target.private_key_path, "-p", str(target.port), "%s@%s" % (target.user, target.host)]
-    if args.remote_command:
-        argv += ["--"] + args.remote_command
+            "-i", target.private_key_path, "-p", str(target.port), "-l", target.user, "--", target.host]
+    argv += args.remote_command  # after the destination, ssh takes everything as the remote command
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)

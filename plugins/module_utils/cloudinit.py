@@ -9,8 +9,8 @@ __metaclass__ = type
 
 import io
 import os
-import re
 
+from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_hostname, validate_user
 from ansible_collections.vmctl.core.plugins.module_utils.errors import CloudInitError, InvalidSpec
 from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 
@@ -25,26 +25,6 @@ try:
     HAS_PYCDLIB = True
 except ImportError:  # pragma: no cover
     HAS_PYCDLIB = False
-
-_HOSTNAME_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-HOSTNAME_RE = re.compile(r"^%s(?:\.%s)*$" % (_HOSTNAME_LABEL, _HOSTNAME_LABEL))
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-
-
-def validate_hostname(hostname):
-    if not isinstance(hostname, str) or len(hostname) > 253 or not HOSTNAME_RE.match(hostname):
-        raise InvalidSpec("invalid hostname %r" % (hostname,),
-                          hint="Use letters, digits and '-' in dot-separated labels of at most 63 characters",
-                          code="vmctl.cloudinit.invalid_hostname")
-    return hostname
-
-
-def validate_user(user):
-    if not isinstance(user, str) or not USER_RE.match(user):
-        raise InvalidSpec("invalid SSH user name %r" % (user,),
-                          hint="Use a lowercase Linux user name: [a-z_][a-z0-9_-]*, at most 32 characters",
-                          code="vmctl.cloudinit.invalid_user")
-    return user
 
 
 def build_user_data(user, authorized_keys, hostname, host_key=None):

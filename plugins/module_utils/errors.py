@@ -41,7 +41,7 @@ class VmctlError(Exception):
 
 class InvalidName(VmctlError):
     code = "vmctl.vm.invalid_name"
-    default_hint = "Use 1-63 characters from A-Z a-z 0-9 . _ - starting with a letter or digit"
+    default_hint = "Use 1-63 characters from A-Z a-z 0-9 . _ - (letters, digits, '.', '_', '-'), starting with a letter or digit"
 
 
 class VmNotFound(VmctlError):

@@ -89,8 +89,8 @@ DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
 CHECKSUM_FILE_LIMIT = 4 << 20
 LOG_INTERVAL = 5.0
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-_EXTENSION = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
-_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}")
+_HEX = re.compile(r"[0-9a-fA-F]+")
 
 # Bounds of a download (each settable per pull; see DownloadLimits and SizeBound).
 DEFAULT_MAX_IMAGE_SIZE = 64 << 30  # bytes an image may have on disk when its header does not say less
@@ -129,7 +129,7 @@ def cache_file_name(url, name=None):
         base = compression_from_suffix(_url_file_name(url))[1]
         base = _UNSAFE_NAME_CHARS.sub("_", base).strip("._-")[:80] or "image"
     stem, ext = os.path.splitext(base)
-    if not stem or not _EXTENSION.match(ext) or ext.lower() == ".json":
+    if not stem or not _EXTENSION.fullmatch(ext) or ext.lower() == ".json":
         stem, ext = base, ""
     return "%s-%s%s" % (stem, url_key(url), ext)
 
@@ -161,7 +161,7 @@ def parse_checksum(spec):
         return Checksum(algorithm, file_url=rest)
     if algorithm is None:
         raise InvalidChecksum("checksum %r names no algorithm" % spec, checksum=spec)
-    if len(rest) != DIGEST_LENGTHS[algorithm] or not _HEX.match(rest):
+    if len(rest) != DIGEST_LENGTHS[algorithm] or not _HEX.fullmatch(rest):
         raise InvalidChecksum("checksum %r is not a %s digest (%d hex digits)" % (spec, algorithm, DIGEST_LENGTHS[algorithm]),
                               checksum=spec)
     return Checksum(algorithm, rest.lower())

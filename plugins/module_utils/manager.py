@@ -14,14 +14,13 @@ __metaclass__ = type
 
 import contextlib
 import os
-import shutil
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import new_vm_id, pick_ssh_port, port_is_free
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
 from ansible_collections.vmctl.core.plugins.module_utils.desired import cloud_init_digest
-from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, MonitorNotAnswering, VmExists, VmNotFound
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, MonitorNotAnswering, VmctlError, VmExists, VmNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, file_lock
 from ansible_collections.vmctl.core.plugins.module_utils.types import VmHandle, VmState, validate_name
 
@@ -51,6 +50,7 @@ class VmManager:
         return self.store.find(name)
 
     def list(self):
+        """Usable VMs by name, from one read of the store; bad records are in ``self.store.bad``."""
         return self.store.list()
 
     def _live_state(self, handle):
@@ -92,9 +92,9 @@ class VmManager:
         return {"host": host, "port": port, "user": handle.ssh_user,
                 "private_key": handle.private_key_path, "known_hosts": handle.known_hosts}
 
-    def describe(self, name):
-        """Everything ``vmctl status`` shows, with the live state and how to log in."""
-        handle = self.get(name)
+    def describe(self, name, handle=None):
+        """Everything ``vmctl status`` shows, with the live state and how to log in (``handle``: already read)."""
+        handle = self.get(name) if handle is None else handle
         state, problem = self._live_state(handle)
         handle = handle.replace(state=state)
         info = handle.to_json()
@@ -118,8 +118,8 @@ class VmManager:
                     self.check_owner(existing, spec)
                     if existing.state != VmState.PREPARING:
                         return existing, False
-                handle = existing or self._new_handle(spec)
-                handle = backend.allocate(spec, handle, list(vms.values()))
+                handle = existing or self._new_handle(spec, self.store.vm_dir(spec.name))
+                handle = backend.allocate(spec, handle, vms)
                 vms[spec.name] = handle
             try:
                 handle = backend.prepare(spec, handle)
@@ -127,7 +127,8 @@ class VmManager:
             except BaseException:
                 if existing is None:  # leave nothing half-made behind a failed create
                     self.store.remove(spec.name)
-                    shutil.rmtree(handle.work_dir, ignore_errors=True)
+                    with contextlib.suppress(VmctlError):  # a refused removal is not the error to report
+                        paths.remove_vm_dir(handle.work_dir, spec.name)
                 raise
             return self._save(handle), True
 
@@ -152,9 +153,9 @@ class VmManager:
         return self._operate(name, change)[0]
 
     @staticmethod
-    def _new_handle(spec):
+    def _new_handle(spec, work_dir):
         return VmHandle(
-            id=new_vm_id(), name=spec.name, backend=spec.backend, work_dir=paths.vm_dir(spec.name),
+            id=new_vm_id(), name=spec.name, backend=spec.backend, work_dir=work_dir,
             vcpus=spec.vcpus, memory_mb=spec.memory_mb, disk_gb=spec.disk_gb, network=spec.network,
             state=VmState.PREPARING, accel=spec.accel, cpu=spec.cpu, machine=spec.machine, vnc=spec.vnc, vnc_tcp=spec.vnc_tcp,
             ssh_user=spec.ssh.user if spec.ssh else None,
@@ -194,7 +195,7 @@ class VmManager:
 
     def _move_port(self, handle):
         with self.store.transaction() as vms:
-            taken = {h.ssh_host_port for h in vms.values()}
+            taken = {raw.get("ssh_host_port") for _name, raw in vms.raw_items()}
             port = pick_ssh_port(handle.name, taken)
             extra = dict(handle.extra, port_moved_from=handle.ssh_host_port)
             handle = handle.replace(ssh_host_port=port, extra=extra)
@@ -215,7 +216,7 @@ class VmManager:
         with self.vm_lock(name):
             handle = self.find(name)
             if handle is None:
-                shutil.rmtree(paths.vm_dir(name), ignore_errors=True)  # leftovers of a crashed create
+                paths.remove_vm_dir(self.store.vm_dir(name), name)  # leftovers of a crashed create
                 return None
             self.backend(handle).destroy(handle)
             self.store.remove(name)

@@ -36,3 +36,92 @@ def ensure_private_dir(path):
     os.makedirs(path, mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
     return path
+
+
+# --- a VM's own files: always derived from its (validated) name under the data dir ------------------
+# A path stored in vms.json is never used to find, write or remove a file (see store.derive_paths).
+
+VM_FILES = {
+    "overlay": "overlay.qcow2", "disk": "disk0.raw", "seed": "seed.iso", "qmp": "qmp.sock",
+    "console": "console.sock", "console_log": "console.log", "pidfile": "qemu.pid",
+    "user_key": "id_ed25519_generated", "host_key": "ssh_host_ed25519_key", "known_hosts": "known_hosts",
+    "provision_log": "provision.log", "vnc": "vnc.sock", "vnc_password": "vnc.password",
+}
+
+
+def vm_dir_in(data_dir_path, name):
+    """``<data_dir>/vms/<name>`` (``name`` must be validated by the caller)."""
+    return os.path.join(data_dir_path, "vms", name)
+
+
+def vm_files(work_dir):
+    """Every file of the VM whose directory is ``work_dir``, by role (see VM_FILES)."""
+    return {role: os.path.join(work_dir, base) for role, base in VM_FILES.items()}
+
+
+def _refuse(path, what, hint="Remove it (it was not made by vmctl), then run the command again"):
+    from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
+    raise VmctlError("%s %s" % (path, what), hint=hint, code="vmctl.store.unsafe_path", path=path)
+
+
+def _private_dir_nofollow(path):
+    """Create ``path`` (one level) mode 0700 if missing; refuse a symlink or a non-directory; chmod 0700 through an fd."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as err:
+        if os.path.islink(path):
+            _refuse(path, "is a symbolic link; vmctl never follows one below its data directory")
+        _refuse(path, "is not a directory (%s)" % err.strerror)
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            _refuse(path, "belongs to another user", hint="vmctl keeps each VM's files in a directory of its own user")
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+    return path
+
+
+def make_vm_dir(work_dir):
+    """Create ``<data_dir>/vms/<name>`` (0700) refusing symlinks at every level below the data dir, and
+    refusing a VM file inside that is a symlink; returns ``work_dir``."""
+    vms = os.path.dirname(work_dir)
+    os.makedirs(os.path.dirname(vms), mode=0o700, exist_ok=True)  # the data dir itself may be a link (a moved home)
+    _private_dir_nofollow(vms)
+    _private_dir_nofollow(work_dir)
+    check_vm_files(work_dir)
+    return work_dir
+
+
+def check_vm_files(work_dir):
+    """Refuse a VM directory, or a file of a VM, that is a symlink (QEMU and qemu-img would follow it)."""
+    if os.path.islink(work_dir) or os.path.islink(os.path.dirname(work_dir)):
+        _refuse(work_dir if os.path.islink(work_dir) else os.path.dirname(work_dir),
+                "is a symbolic link; vmctl never follows one below its data directory")
+    for path in vm_files(work_dir).values():
+        for candidate in (path, path + ".pub", path + ".tmp"):
+            if os.path.islink(candidate):
+                _refuse(candidate, "is a symbolic link; vmctl never writes through one")
+
+
+def remove_vm_dir(work_dir, name):
+    """Remove the VM's own directory, only after checking that its real path is ``<data_dir>/vms/<name>``.
+
+    A symlink (at ``vms/`` or ``vms/<name>``) or any other path is refused with an error and left alone.
+    Returns True when something was removed.
+    """
+    import shutil
+    vms = os.path.dirname(work_dir)
+    if os.path.basename(work_dir) != name or os.path.basename(vms) != "vms":
+        _refuse(work_dir, "is not the directory of VM %s" % name, hint="Nothing was removed")
+    if not os.path.lexists(work_dir):
+        return False
+    expected = os.path.join(os.path.realpath(os.path.dirname(vms)), "vms", name)
+    if os.path.islink(vms) or os.path.islink(work_dir) or os.path.realpath(work_dir) != expected:
+        _refuse(work_dir, "is a symbolic link or resolves to %s, not %s; nothing was removed"
+                % (os.path.realpath(work_dir), expected), hint="Remove the link by hand after checking where it points")
+    shutil.rmtree(work_dir, ignore_errors=True)  # rmtree does not follow symlinks inside the tree
+    return not os.path.lexists(work_dir)

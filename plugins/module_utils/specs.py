@@ -14,10 +14,10 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.vmctl.core.plugins.module_utils import keys
+from ansible_collections.vmctl.core.plugins.module_utils import checks, keys
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import default_backend_tag
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec
-from ansible_collections.vmctl.core.plugins.module_utils.types import CloudInitConfig, NetworkConfig, SshConfig, VmSpec
+from ansible_collections.vmctl.core.plugins.module_utils.types import CloudInitConfig, SshConfig, VmSpec
 
 
 def _read(path, what, vm):
@@ -45,12 +45,21 @@ def cloud_init_config(record):
     if ci.get("user_data"):
         config.user_data = _read(ci["user_data"], "user-data", name)
     elif ci.get("ssh_key"):
-        config.ssh_public_keys = [_read(ci["ssh_key"], "ssh-key", name).strip()]
+        try:
+            config.ssh_public_keys = [checks.read_public_key(os.path.expanduser(ci["ssh_key"]), ci["ssh_key"])]
+        except InvalidSpec as err:
+            raise InvalidSpec("VM %s: %s" % (name, err.message), hint=err.hint, code=err.code, **err.details)
     elif private_key:
         config.ssh_public_keys = [keys.public_openssh_of(os.path.expanduser(private_key))]
     else:
         config.generate_key = ci.get("generate_key", True) is not False
     return config
+
+
+def _given(record, key, default):
+    """The record's value, or ``default`` only when it is not given: an explicit 0 is checked, never replaced."""
+    value = record.get(key)
+    return default if value is None else value
 
 
 def spec_from_record(record, image_path, image_format=None):
@@ -60,10 +69,10 @@ def spec_from_record(record, image_path, image_format=None):
     backend = record.get("backend") or "auto"
     return VmSpec(
         name=record["name"], image_path=image_path, image_format=image_format,
-        vcpus=record.get("vcpus") or 1, memory_mb=record.get("memory") or 1024, disk_gb=record.get("disk"),
-        network=NetworkConfig(type=network.get("type") or "user", bridge=network.get("bridge"), name=network.get("name")),
+        vcpus=_given(record, "vcpus", 1), memory_mb=_given(record, "memory", 1024), disk_gb=record.get("disk"),
+        network={"type": network.get("type") or "user", "bridge": network.get("bridge"), "name": network.get("name")},
         cloud_init=cloud_init_config(record),
-        ssh=SshConfig(user=ssh.get("user") or "vm",
+        ssh=SshConfig(user=_given(ssh, "user", "vm"),
                       private_key_path=os.path.expanduser(ssh["private_key"]) if ssh.get("private_key") else None,
                       host_key_checking=ssh.get("host_key_checking") or "yes")
         if ssh is not None else None,

@@ -74,6 +74,8 @@ class SshTarget:
                            hint="Create the VM with cloud-init (it generates a key and pins the host key), or set the "
                                 "connection's remote_addr/port/remote_user/private_key_file/known_hosts_file",
                            code="vmctl.ssh.not_configured", name=self.vm)
+        from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_login_user
+        validate_login_user(self.user)  # a user reaches ssh's argv and paramiko: never an option
         for what, path in (("private key", self.private_key_path), ("known_hosts file", self.known_hosts)):
             if not os.path.isfile(path) and not (what == "known_hosts file" and self.learn_host_keys):
                 raise SshError("VM %s: %s %s does not exist" % (self.vm, what, path),
@@ -133,9 +135,9 @@ def resolve_target(vm_name, host=None, port=None, user=None, private_key_path=No
     A name that is not in the store still works when the settings are complete (handle is then None).
     """
     from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
-    from ansible_collections.vmctl.core.plugins.module_utils.types import NAME_RE
+    from ansible_collections.vmctl.core.plugins.module_utils.checks import NAME_RE
     store = store or VmStore()
-    handle = store.find(vm_name) if isinstance(vm_name, str) and NAME_RE.match(vm_name) else None
+    handle = store.find(vm_name) if isinstance(vm_name, str) and NAME_RE.fullmatch(vm_name) else None
     if handle is not None:
         return target_for(handle, host=host, port=port, user=user, private_key_path=private_key_path,
                           known_hosts=known_hosts, guest_ip_timeout=guest_ip_timeout), handle

@@ -142,7 +142,7 @@ class PinnedHostKeys:
             return hmac.compare_digest(hmac.new(salt, name.encode("utf-8"), hashlib.sha1).digest(), digest)
         # OpenSSH patterns know only '*' and '?' ('[' is literal, as in [host]:port)
         regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lower())
-        return re.match("^%s$" % regex, name.lower(), re.DOTALL) is not None
+        return re.fullmatch(regex, name.lower(), re.DOTALL) is not None
 
     def _entry_matches(self, patterns, name):
         matched = False

@@ -1,7 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright: vmctl.core developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The VM registry, ``vms.json``: a JSON object mapping VM name to its handle.
+"""The VM registry, ``vms.json``: a JSON object mapping VM name to its handle (the guide's layout).
+
+Each record is checked on load, on its own (``record_handle``): a bad record is an error naming the VM
+and the field for commands on that VM, while every other VM stays usable (``list`` reports it in
+``bad``). A VM's file paths are derived from its name under the store's directory, never taken from
+the record: a stored path that differs is ignored, with a warning.
+
+Scale: one read per command, and a write re-serializes only the records that changed. The file holds
+one record per line (still the guide's JSON object); unchanged records are copied as the text they
+were read as, so a create among 1,000 VMs costs about a read and a write of the file, not a rebuild
+of 1,000 handles.
 
 Every change is a locked read-modify-write (``fcntl.flock`` on a sibling lock file) ending in an
 atomic replace (tmp file, fsync, rename, fsync of the directory), so parallel runs never lose an
@@ -16,12 +26,17 @@ __metaclass__ = type
 import contextlib
 import fcntl
 import json
+import logging
+import numbers
 import os
+import re
 import tempfile
 
-from ansible_collections.vmctl.core.plugins.module_utils import paths
-from ansible_collections.vmctl.core.plugins.module_utils.errors import StoreError, VmNotFound
-from ansible_collections.vmctl.core.plugins.module_utils.types import VmHandle
+from ansible_collections.vmctl.core.plugins.module_utils import checks, paths
+from ansible_collections.vmctl.core.plugins.module_utils.errors import StoreError, VmctlError, VmNotFound
+from ansible_collections.vmctl.core.plugins.module_utils.types import ACCELS, BACKENDS, NetworkConfig, VmHandle, VmState
+
+LOG = logging.getLogger("vmctl.store")
 
 
 def atomic_write(path, data, mode=0o600):
@@ -57,12 +72,330 @@ def file_lock(path, shared=False):
         os.close(fd)  # closing releases the lock
 
 
+class BadRecord(StoreError):
+    code = "vmctl.store.bad_record"
+
+
+# Handle field -> the VM files it may name (its first is the default; propolis keeps a raw disk).
+HANDLE_FILES = {
+    "overlay_path": ("overlay", "disk"), "seed_iso_path": ("seed",), "qmp_socket": ("qmp",),
+    "console_socket": ("console",), "pidfile": ("pidfile",), "console_log": ("console_log",),
+    "known_hosts": ("known_hosts",),
+}
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+_OPTIONAL_TEXT = ("image_path", "image_format", "vnc_addr", "private_key_path", "vmfile", "kernel", "initrd")
+_warned = set()
+
+
+def _field_error(path, name, field, problem):
+    shown = name if isinstance(name, str) and checks.NAME_RE.fullmatch(name) else checks.short(name)
+    return BadRecord("VM store %s: VM %s: field %s %s" % (path, shown, field, problem),
+                     hint="Fix or remove that field of the VM's entry in %s (keep a copy first); the other VMs are "
+                          "not affected" % path, path=path, name=name if isinstance(name, str) else None, field=field)
+
+
+def _check_record(path, name, raw):
+    """Raise BadRecord for the first field of ``raw`` whose value the engine cannot use."""
+    def bad(field, problem):
+        raise _field_error(path, name, field, problem)
+
+    def is_int(value):
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not isinstance(raw, dict):
+        bad("(record)", "must be a JSON object, got %s" % type(raw).__name__)
+    try:
+        checks.validate_name(name)
+    except VmctlError as err:
+        bad("name", "is not usable: %s" % err.message)
+    if raw.get("name", name) != name:
+        bad("name", "is %s, but the entry is filed under %s" % (checks.short(raw.get("name")), checks.short(name)))
+    if not isinstance(raw.get("id"), str) or not raw.get("id"):
+        bad("id", "must be a non-empty string, got %s" % checks.short(raw.get("id")))
+    for field, check in (("vcpus", checks.check_vcpus), ("memory_mb", checks.check_memory), ("disk_gb", checks.check_disk)):
+        if field in raw and not (field == "disk_gb" and raw[field] is None):
+            try:
+                check(raw[field])
+            except VmctlError as err:
+                bad(field, "is wrong: %s" % err.message)
+    backend = raw.get("backend", "qemu")
+    if not isinstance(backend, str) or backend.lower() not in BACKENDS:
+        bad("backend", "must be one of %s, got %s" % (", ".join(BACKENDS), checks.short(backend)))
+    if raw.get("state", VmState.PREPARED) not in VmState.ALL:
+        bad("state", "must be one of %s, got %s" % (", ".join(VmState.ALL), checks.short(raw.get("state"))))
+    if raw.get("accel", "auto") not in ACCELS:
+        bad("accel", "must be one of %s, got %s" % (", ".join(ACCELS), checks.short(raw.get("accel"))))
+    port = raw.get("ssh_host_port")
+    if port is not None and not (is_int(port) and 1 <= port <= 65535):
+        bad("ssh_host_port", "must be a port number from 1 to 65535, got %s" % checks.short(port))
+    pid = raw.get("pid")
+    if pid is not None and not (is_int(pid) and pid > 0):
+        bad("pid", "must be a positive integer, got %s" % checks.short(pid))
+    mac = raw.get("mac_addr")
+    if mac is not None and not (isinstance(mac, str) and _MAC.fullmatch(mac)):
+        bad("mac_addr", "must be a MAC address like 52:54:00:12:34:56, got %s" % checks.short(mac))
+    for field in ("vnc", "cloud_init"):
+        if field in raw and not isinstance(raw[field], bool):
+            bad(field, "must be true or false, got %s" % checks.short(raw[field]))
+    created = raw.get("created_at")
+    if created is not None and (isinstance(created, bool) or not isinstance(created, numbers.Real)):
+        bad("created_at", "must be a number, got %s" % checks.short(created))
+    for field in _OPTIONAL_TEXT + ("kernel_append", "hostname", "ssh_user", "cpu", "machine"):
+        value = raw.get(field)
+        if value is not None and (not isinstance(value, str) or len(value) > checks.MAX_TEXT):
+            bad(field, "must be a string of at most %d characters, got %s" % (checks.MAX_TEXT, checks.short(value)))
+    for field, check in (("hostname", checks.validate_hostname), ("ssh_user", checks.validate_login_user),
+                         ("cpu", checks.check_word), ("machine", checks.check_word)):
+        if raw.get(field) is not None:
+            try:
+                check(raw[field])
+            except VmctlError as err:
+                bad(field, "is wrong: %s" % err.message)
+    network = raw.get("network")
+    if network is not None and not isinstance(network, (dict, str)):
+        bad("network", "must be an object like {\"type\": \"User\"}, got %s" % checks.short(network))
+    try:
+        NetworkConfig.from_json(network)
+    except (VmctlError, AttributeError, TypeError) as err:
+        bad("network", "is wrong: %s" % getattr(err, "message", err))
+    provision = raw.get("provision")
+    if provision is not None and not (isinstance(provision, dict) and isinstance(provision.get("digest", ""), str)
+                                      and isinstance(provision.get("completed", False), bool)):
+        bad("provision", 'must be {"digest": string, "completed": true/false}, got %s' % checks.short(provision))
+
+
+def derive_paths(handle, data_dir, store_path=None):
+    """The handle with every file path derived from its name under ``data_dir``; a stored path that
+    differs is ignored with a warning (nothing reads it, so it cannot redirect a write or a removal)."""
+    work_dir = paths.vm_dir_in(data_dir, handle.name)
+    files = paths.vm_files(work_dir)
+    changes = {"work_dir": work_dir}
+    mismatched = []
+    if handle.work_dir not in ("", None, work_dir):
+        mismatched.append(("work_dir", handle.work_dir, work_dir))
+    for field, roles in HANDLE_FILES.items():
+        stored = getattr(handle, field)
+        if stored is None:
+            continue
+        candidates = [files[role] for role in roles]
+        if stored in candidates:
+            continue
+        derived = files["disk"] if field == "overlay_path" and handle.backend == "propolis" else candidates[0]
+        mismatched.append((field, stored, derived))
+        changes[field] = derived
+    key = handle.private_key_path
+    if isinstance(key, str) and os.path.basename(key) == paths.VM_FILES["user_key"] and key != files["user_key"]:
+        changes["private_key_path"] = files["user_key"]  # the key vmctl generated lives in the VM's directory
+        mismatched.append(("private_key_path", key, files["user_key"]))
+    warned = (store_path, handle.name, tuple(mismatched))
+    if mismatched and warned not in _warned:
+        _warned.add(warned)
+        field, stored, _derived = mismatched[0]
+        LOG.warning("VM %s: the store names paths that are not the VM's own (%s; e.g. %s %s): they are ignored, "
+                    "its files are in %s (paths are derived from the VM's name)", handle.name,
+                    ", ".join(m[0] for m in mismatched), field, checks.short(stored, 200), work_dir)
+    return handle.replace(**changes)
+
+
+def record_handle(path, name, raw):
+    """The checked VmHandle of one record (paths derived under the store's directory); raises BadRecord."""
+    _check_record(path, name, raw)
+    try:
+        handle = VmHandle.from_json(raw if "name" in raw else dict(raw, name=name))
+    except (TypeError, ValueError, AttributeError, VmctlError) as err:
+        raise _field_error(path, name, "(record)", "cannot be read: %s" % getattr(err, "message", err))
+    return derive_paths(handle, os.path.dirname(os.path.abspath(path)), path)
+
+
+class LazyRecords:
+    """Raw records of a one-record-per-line file, each parsed when first used (a transaction on one VM
+    parses one line, not 1,000); ``load_all`` parses the whole file at once for scans."""
+
+    def __init__(self, path, text, texts):
+        self.path, self.text, self.texts = path, text, texts  # texts: name -> the record's JSON text
+        self.parsed = {}
+
+    def __contains__(self, name):
+        return name in self.texts
+
+    def __iter__(self):
+        return iter(self.texts)
+
+    def __len__(self):
+        return len(self.texts)
+
+    def __getitem__(self, name):
+        if name not in self.parsed:
+            try:
+                self.parsed[name] = json.loads(self.texts[name])
+            except ValueError as err:
+                raise _field_error(self.path, name, "(record)", "is not valid JSON: %s" % checks.short(str(err), 200))
+        return self.parsed[name]
+
+    def get(self, name, default=None):
+        return self[name] if name in self.texts else default
+
+    def load_all(self):
+        if len(self.parsed) < len(self.texts):
+            with contextlib.suppress(ValueError):  # else each line is parsed (and reported) on its own
+                self.parsed = json.loads(self.text)
+
+
+class Records:
+    """One read of the store: raw records by name, their handles built (and checked) on first use."""
+
+    def __init__(self, path, raw, lines=None):
+        self.path = path
+        self.raw = raw          # name -> the JSON object as read
+        self.lines = lines or {}  # name -> its line in the file (unchanged records are written back as is)
+        self._handles = {}
+        self._errors = {}
+        self.snapshots = None  # name -> the handle's JSON when first built (transactions only: change detection)
+
+    def handle(self, name):
+        """The handle of ``name`` (None when absent); raises BadRecord for a bad record."""
+        if name in self._handles:
+            return self._handles[name]
+        if name in self._errors:
+            raise self._errors[name]
+        if name not in self.raw:
+            return None
+        try:
+            handle = self._handles[name] = record_handle(self.path, name, self.raw[name])
+        except BadRecord as err:
+            self._errors[name] = err
+            raise
+        if self.snapshots is not None:
+            self.snapshots[name] = json.loads(json.dumps(handle.to_json()))  # a deep copy: in-place changes show
+        return handle
+
+    def split(self):
+        """``(good, bad)``: handles by name, and BadRecord errors by name."""
+        if isinstance(self.raw, LazyRecords):
+            self.raw.load_all()
+        good, bad = {}, {}
+        for name in self.raw:
+            try:
+                good[name] = self.handle(name)
+            except BadRecord as err:
+                bad[name] = err
+        return good, bad
+
+
+class Transaction:
+    """The mapping a ``VmStore.transaction()`` block changes: ``vms[name]``, ``vms.get``, ``vms[name] = handle``,
+    ``vms.pop``, ``name in vms``; ``raw_items()`` for cheap scans (ports, MACs) that must not build every handle."""
+
+    def __init__(self, records):
+        self.records = records
+        records.snapshots = {}
+        self.set = {}        # name -> handle written in this block
+        self.removed = set()
+
+    def __contains__(self, name):
+        return name in self.set or (name in self.records.raw and name not in self.removed)
+
+    def get(self, name, default=None):
+        if name in self.set:
+            return self.set[name]
+        if name in self.removed:
+            return default
+        handle = self.records.handle(name)
+        return default if handle is None else handle
+
+    def __getitem__(self, name):
+        handle = self.get(name)
+        if handle is None:
+            raise KeyError(name)
+        return handle
+
+    def __setitem__(self, name, handle):
+        checks.validate_name(name)
+        self.set[name] = handle
+        self.removed.discard(name)
+
+    def pop(self, name, default=None):
+        handle = self.get(name, default) if name in self else default
+        self.set.pop(name, None)
+        if name in self.records.raw:
+            self.removed.add(name)
+        return handle
+
+    def __delitem__(self, name):
+        if name not in self:
+            raise KeyError(name)
+        self.pop(name)
+
+    def names(self):
+        return sorted(n for n in set(self.records.raw) | set(self.set) if n in self)
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self):
+        return len(self.names())
+
+    def keys(self):
+        return self.names()
+
+    def items(self):
+        """Good records only (a bad one is skipped: it is reported by ``list``)."""
+        for name in self.names():
+            try:
+                yield name, self[name]
+            except BadRecord:
+                continue
+
+    def values(self):
+        return [handle for _name, handle in self.items()]
+
+    def clear(self):
+        for name in self.names():
+            self.pop(name)
+
+    def raw_items(self):
+        """``(name, record dict)`` for every VM, bad records included (read-only; an unparsable one is skipped)."""
+        if isinstance(self.records.raw, LazyRecords):
+            self.records.raw.load_all()
+        for name in self.names():
+            if name in self.set:
+                yield name, self.set[name].to_json()
+            else:
+                with contextlib.suppress(BadRecord):
+                    yield name, self.records.raw[name]
+
+    def changes(self):
+        """``(changed records by name, removed names)`` against what was read (handles read are compared too,
+        so a handle changed in place is written)."""
+        changed = {}
+        for name, handle in list(self.set.items()) + [(n, h) for n, h in self.records._handles.items() if n not in self.set]:
+            if name in self.removed:
+                continue
+            data = handle.to_json()
+            if name in self.records.snapshots:
+                before = self.records.snapshots[name]
+            else:
+                try:
+                    before = self.records.raw.get(name)
+                except BadRecord:
+                    before = None
+            if data != before:
+                changed[name] = data
+        return changed, {n for n in self.removed if n in self.records.raw}
+
+
 class VmStore:
     """``VmStore().get(name)``, ``.list()``, and ``with VmStore().transaction() as vms:`` to change it."""
 
     def __init__(self, path=None):
         self.path = path or paths.store_path()
         self.lock_path = self.path + ".lock"
+        self.data_dir = os.path.dirname(os.path.abspath(self.path))
+        self.bad = {}  # name -> BadRecord, from the last list()
+
+    def vm_dir(self, name):
+        """The VM's own directory under this store (the only place its files are ever looked for)."""
+        return paths.vm_dir_in(self.data_dir, checks.validate_name(name))
 
     def _ensure_dir(self):
         paths.ensure_private_dir(os.path.dirname(self.path))
@@ -72,49 +405,69 @@ class VmStore:
             with open(self.path, "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
-            return {}
+            return Records(self.path, {})
         except OSError as err:
             raise StoreError("cannot read VM store %s: %s" % (self.path, err.strerror), path=self.path)
         try:
-            data = json.loads(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise StoreError("VM store %s is corrupt: %s" % (self.path, err), path=self.path,
+                             hint="Restore it from a backup, or fix the JSON; vmctl never treats it as empty")
+        split = _split_lines(text)
+        if split is not None:
+            texts, lines = split
+            return Records(self.path, LazyRecords(self.path, text, texts), lines)
+        try:
+            data = json.loads(text)
             if not isinstance(data, dict):
                 raise ValueError("top level is %s, not an object" % type(data).__name__)
-            return {name: VmHandle.from_json(entry) for name, entry in data.items()}
         except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as err:
-            raise StoreError("VM store %s is corrupt: %s" % (self.path, err), path=self.path)
+            raise StoreError("VM store %s is corrupt: %s" % (self.path, checks.short(str(err), 300)), path=self.path,
+                             hint="Restore it from a backup, or fix the JSON; vmctl never treats it as empty")
+        return Records(self.path, data, _record_lines(text, data))
 
-    def _write(self, vms):
-        data = {name: vms[name].to_json() for name in sorted(vms)}
-        atomic_write(self.path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    def _write(self, records, changed, removed):
+        lines = []
+        for name in sorted((set(records.raw) - removed) | set(changed)):
+            line = None if name in changed else records.lines.get(name)
+            if line is None:
+                line = "  %s: %s" % (json.dumps(name), json.dumps(changed[name] if name in changed else records.raw[name]))
+            lines.append(line)
+        atomic_write(self.path, "{\n%s\n}\n" % ",\n".join(lines) if lines else "{}\n")
 
-    def list(self):
-        """All handles, by name (a consistent snapshot)."""
+    def records(self):
+        """One consistent read of the store (``Records``)."""
         if not os.path.exists(self.path):  # a read creates nothing: check mode and vm_info leave no trace
-            return {}
+            return Records(self.path, {})
         self._ensure_dir()
         with file_lock(self.lock_path, shared=True):
             return self._read()
 
+    def list(self):
+        """The usable VMs' handles, by name (a consistent snapshot); bad records are in ``self.bad``."""
+        good, self.bad = self.records().split()
+        return good
+
     def get(self, name):
-        vms = self.list()
-        if name not in vms:
+        handle = self.records().handle(name)
+        if handle is None:
             raise VmNotFound("VM %r not found in %s" % (name, self.path), name=name)
-        return vms[name]
+        return handle
 
     def find(self, name):
-        return self.list().get(name)
+        return self.records().handle(name)
 
     @contextlib.contextmanager
     def transaction(self):
-        """Exclusive read-modify-write: mutate the yielded dict; it is written back if the block succeeds."""
+        """Exclusive read-modify-write: change the yielded mapping; it is written back if the block succeeds."""
         self._ensure_dir()
         with file_lock(self.lock_path):
-            vms = self._read()
-            before = {name: handle.to_json() for name, handle in vms.items()}
+            records = self._read()
+            vms = Transaction(records)
             yield vms
-            after = {name: handle.to_json() for name, handle in vms.items()}
-            if after != before:
-                self._write(vms)
+            changed, removed = vms.changes()
+            if changed or removed:
+                self._write(records, changed, removed)
 
     def put(self, handle):
         with self.transaction() as vms:
@@ -124,3 +477,37 @@ class VmStore:
     def remove(self, name):
         with self.transaction() as vms:
             return vms.pop(name, None)
+
+
+_LINE = re.compile(r'^(  "([A-Za-z0-9][A-Za-z0-9._-]{0,62})": (\{.*\})),?$', re.M)
+
+
+def _split_lines(text):
+    """``(name -> record JSON text, name -> line)`` of a file written one record per line with plain VM
+    names (as vmctl.core writes it), found without parsing JSON (one regex pass); None for any other layout."""
+    body = text.rstrip()
+    if not body.startswith("{\n") or not body.endswith("\n}"):
+        return None
+    found = _LINE.findall(body)
+    if len(found) != body.count("\n") - 1:  # every line between the braces is one record
+        return None
+    texts = {name: record for _line, name, record in found}
+    if len(texts) != len(found):
+        return None  # a name given twice: let the JSON parser decide
+    return texts, {name: line for line, name, _record in found}
+
+
+def _record_lines(text, data):
+    """Each record's own text when the file has one record per line (as vmctl.core writes it), else {}."""
+    lines = text.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if len(lines) != len(data) + 2 or lines[0] != "{" or lines[-1] != "}":
+        return {}
+    found = {}
+    for name, line in zip(data, lines[1:-1]):
+        prefix = '  "%s": ' % name if checks.NAME_RE.fullmatch(name) else "  %s: " % json.dumps(name)
+        if not line.startswith(prefix):
+            return {}
+        found[name] = line[:-1] if line.endswith(",") else line
+    return found

@@ -15,11 +15,10 @@ __metaclass__ = type
 
 import dataclasses
 import os
-import re
 
-from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidName, InvalidSpec
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+from ansible_collections.vmctl.core.plugins.module_utils import checks
+from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_name
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec
 
 BACKENDS = ("qemu", "propolis", "noop")
 ACCELS = ("auto", "kvm", "tcg")
@@ -40,13 +39,6 @@ class VmState:
     UNKNOWN = "unknown"  # shown, never stored: the process lives but its monitor does not answer
 
 
-def validate_name(name, what="VM name"):
-    """VM names become directory names and QEMU option values: keep them boring."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
-        raise InvalidName("invalid %s %r" % (what, name), name=name)
-    return name
-
-
 @dataclasses.dataclass
 class NetworkConfig:
     """``user`` (SLIRP + SSH forward), ``tap`` (on ``bridge``), ``vnic`` (illumos, ``name``), ``none``."""
@@ -64,6 +56,8 @@ class NetworkConfig:
                               hint="Use one of: %s" % ", ".join(self.TYPES))
         if self.type == "tap" and not self.bridge:
             self.bridge = "br0"
+        if self.type == "tap":
+            checks.check_bridge(self.bridge)
         if self.type == "vnic" and not self.name:
             raise InvalidSpec("network type 'vnic' needs a VNIC name", hint="Set network name, e.g. vnic0")
 
@@ -158,19 +152,36 @@ class VmSpec:
 
     def __post_init__(self):
         validate_name(self.name)
-        for field, low, high in (("vcpus", 1, 255), ("memory_mb", 16, 16 * 1024 * 1024)):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise InvalidSpec("VM %s: %s must be an integer from %d to %d, got %r" % (self.name, field, low, high, value))
-        if self.disk_gb is not None and (isinstance(self.disk_gb, bool) or not isinstance(self.disk_gb, int)
-                                         or not 1 <= self.disk_gb <= 65536):
-            raise InvalidSpec("VM %s: disk_gb must be an integer from 1 to 65536, got %r" % (self.name, self.disk_gb))
-        if self.accel not in ACCELS:
-            raise InvalidSpec("VM %s: unknown accel %r" % (self.name, self.accel), hint="Use one of: %s" % ", ".join(ACCELS))
-        if self.backend not in BACKENDS:
-            raise InvalidSpec("VM %s: unknown backend %r" % (self.name, self.backend), hint="Use one of: %s" % ", ".join(BACKENDS))
         if isinstance(self.network, dict):
-            self.network = NetworkConfig(**self.network)
+            self.network = self._check(lambda data: NetworkConfig(**data), self.network)
+        self._check(checks.check_vcpus, self.vcpus)
+        self._check(checks.check_memory, self.memory_mb)
+        if self.disk_gb is not None:
+            self._check(checks.check_disk, self.disk_gb)
+        for label in ("cpu", "machine"):
+            if getattr(self, label) is not None:
+                self._check(checks.check_word, getattr(self, label))
+        if self.kernel_append is not None:
+            self._check(checks.check_text, "kernel_append", self.kernel_append)
+        if self.accel not in ACCELS:
+            raise InvalidSpec("VM %s: unknown accel %s" % (self.name, checks.short(self.accel)), hint="Use one of: %s" % ", ".join(ACCELS))
+        if self.backend not in BACKENDS:
+            raise InvalidSpec("VM %s: unknown backend %s" % (self.name, checks.short(self.backend)), hint="Use one of: %s" % ", ".join(BACKENDS))
+        ci = self.cloud_init
+        if ci is not None and ci.hostname is not None:
+            self._check(checks.validate_hostname, ci.hostname)
+        if self.ssh is not None:
+            if ci is not None and ci.user_data is None:  # cloud-init creates this user
+                self._check(checks.validate_user, self.ssh.user, prefix="cloud-init cannot create the user: ")
+            else:
+                self._check(checks.validate_login_user, self.ssh.user)
+
+    def _check(self, check, *args, prefix=""):
+        """Run one of the shared checks; its message gets the VM's name, its hint and code stay."""
+        try:
+            return check(*args)
+        except InvalidSpec as err:
+            raise InvalidSpec("VM %s: %s%s" % (self.name, prefix, err.message), hint=err.hint, code=err.code, **err.details)
 
 
 # Fields of vmctl's own handle, in its order; everything after is ours.

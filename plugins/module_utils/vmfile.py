@@ -16,17 +16,21 @@ import difflib
 import os
 import re
 
-from ansible_collections.vmctl.core.plugins.module_utils import _kdl, cloudinit, keys
+from ansible_collections.vmctl.core.plugins.module_utils import _kdl, checks, keys
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, KeygenFailed, VmctlError, VmfileNotFound
-from ansible_collections.vmctl.core.plugins.module_utils.types import ACCELS, NAME_RE
+from ansible_collections.vmctl.core.plugins.module_utils.types import ACCELS
 from ansible_collections.vmctl.core.plugins.module_utils.provision import describe, plan_digest
 
 DEFAULT_NAME = "VMFile.kdl"
+MAX_BYTES = 4 * 1024 * 1024   # a VMFile is a few KB; a larger file is a mistake (or an attack)
+MAX_NODES = 10000
+MAX_STRING = 64 * 1024        # every string value but an inline script
+MAX_EXCERPT = 120             # characters of a source line shown in an error
 TAP_DEFAULT_BRIDGE = "br0"
 NETWORK_TYPES = ("user", "tap", "vnic", "none")
 PROVISION_TYPES = ("shell", "file")
-_CHECKSUM = re.compile(r"^(sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128}|https?://\S+)$")
-_URL = re.compile(r"^(https?|file)://\S+$")
+_CHECKSUM = re.compile(r"sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128}|https?://\S+")
+_URL = re.compile(r"(https?|file)://\S+")
 
 
 class Problem:
@@ -36,6 +40,7 @@ class Problem:
         self.file, self.line, self.col = file, line, col
         self.message, self.hint, self.node_path = message, hint, node_path
         self.source_line = None
+        self.caret = col  # the caret's column in source_line (an excerpt of a long line)
 
     def to_dict(self):
         return {"file": self.file, "line": self.line, "col": self.col, "message": self.message,
@@ -45,7 +50,7 @@ class Problem:
         where = "%s:%s:%s" % (self.file, self.line, self.col) if self.line else "%s: %s" % (self.file, self.node_path)
         text = "%s: error: %s" % (where, self.message)
         if self.source_line is not None:
-            text += "\n    %s\n    %s^" % (self.source_line, " " * (max(self.col, 1) - 1))
+            text += "\n    %s\n    %s^" % (self.source_line, " " * (max(self.caret or 1, 1) - 1))
         if self.hint:
             text += "\n  hint: %s" % self.hint
         return text
@@ -78,19 +83,8 @@ class Field:
         self.example = example
 
 
-def _check_ifname(name):
-    if not 0 < len(name) <= 15 or re.search(r"[\s/:]", name):
-        raise InvalidSpec("%r is not a network interface name" % name,
-                          hint="Linux interface names have 1 to 15 characters, without spaces, '/' or ':'")
-
-
-def _check_word(value):
-    if not value or re.search(r"\s", value):
-        raise InvalidSpec("%r is not a QEMU model name" % value, hint='Write one word, e.g. cpu "max" or machine "q35"')
-
-
-NETWORK_NODES = {"bridge": Field("str", check=_check_ifname), "name": Field("str")}
-CLOUD_INIT_NODES = {"hostname": Field("str", check=cloudinit.validate_hostname), "ssh-key": Field("path", must_exist=True),
+NETWORK_NODES = {"bridge": Field("str", check=checks.check_bridge), "name": Field("str")}
+CLOUD_INIT_NODES = {"hostname": Field("str", check=checks.validate_hostname), "ssh-key": Field("path", must_exist=True),
                     "user-data": Field("path", must_exist=True)}
 SSH_NODES = {"user": Field("str"), "private-key": Field("path", must_exist=True),
              "boot-timeout": Field("int", 1, 86400, example=900), "stall-timeout": Field("int", 1, 86400, example=300),
@@ -101,20 +95,20 @@ VM_NODES = {
     "image": Field("path", must_exist=True, hint='image "path/to/disk.qcow2"'),
     "image-url": Field("url", hint='image-url "https://…/image.qcow2"'),
     "image-checksum": Field("checksum", hint='image-checksum "sha256:<64 hex digits>"'),
-    "vcpus": Field("int", 1, 255, example=2),
-    "memory": Field("int", 16, 16 * 1024 * 1024, example=2048),
-    "disk": Field("int", 1, 65536, example=20),
+    "vcpus": Field("int", *checks.VCPUS, example=2),
+    "memory": Field("int", *checks.MEMORY_MB, example=2048),
+    "disk": Field("int", *checks.DISK_GB, example=20),
     "network": Field("block", arg=Field("choice", choices=NETWORK_TYPES), children=NETWORK_NODES,
                      props=NETWORK_NODES),
     "cloud-init": Field("block", children=CLOUD_INIT_NODES),
     "ssh": Field("block", children=SSH_NODES),
     "provision": Field("block", multi=True, arg=Field("choice", choices=PROVISION_TYPES), children=PROVISION_NODES),
     "accel": Field("choice", choices=ACCELS),
-    "cpu": Field("str", check=_check_word),
-    "machine": Field("str", check=_check_word),
+    "cpu": Field("str", check=checks.check_word),
+    "machine": Field("str", check=checks.check_word),
 }
 UNITS = {"vcpus": "", "memory": " MB", "disk": " GB"}
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([MGT])i?B?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([MGT])i?B?\s*", re.IGNORECASE)
 # Where each block's settings go, for "hostname belongs inside cloud-init { }".
 HOMES = dict([(child, "%s { }" % block) for block, field in VM_NODES.items() if field.children for child in field.children]
              + [(name, 'vm "name" { }') for name in VM_NODES])
@@ -134,7 +128,7 @@ def _suggest(name, known, nodes=True):
 
 def _as_unit(text, unit):
     """A size like "4G" or "512MiB" in ``unit`` (" MB" or " GB"), or None."""
-    match = _SIZE.match(text) if unit else None
+    match = _SIZE.fullmatch(text) if unit else None
     if not match:
         return None
     megabytes = float(match.group(1)) * {"M": 1, "G": 1024, "T": 1024 * 1024}[match.group(2).upper()]
@@ -152,7 +146,7 @@ class _Checker:
         line, col = (where.line, where.col) if where is not None else (None, None)
         p = Problem(self.path, line, col, message, hint, node_path)
         if line and line <= len(self.lines):
-            p.source_line = self.lines[line - 1].expandtabs(1)
+            p.source_line, p.caret = _excerpt(self.lines[line - 1].expandtabs(1), col or 1)
         self.problems.append(p)
 
     def resolve_path(self, value):
@@ -170,27 +164,28 @@ class _Checker:
                              "%s is in%s: write %s %d" % (label, unit, label, size) if size else
                              "Write it without quotes, e.g. %s %d" % (label, field.example or field.low), npath)
                 return None
-            v = int(v)
-            if not field.low <= v <= field.high:
-                unit = UNITS.get(label, "")
-                self.problem(value, "%s must be from %d to %d%s, got %d" % (label, field.low, field.high, unit, v),
-                             "Use at most %d%s (values are never wrapped around)" % (field.high, unit)
-                             if v > field.high else "Use at least %d%s" % (field.low, unit), npath)
+            try:
+                return checks.whole_number(label, int(v), field.low, field.high, UNITS.get(label, ""))
+            except InvalidSpec as err:
+                self.problem(value, err.message, err.hint, npath)
                 return None
-            return v
         if not isinstance(v, str):
             self.problem(value, "%s must be a string, got %s" % (label, _show(v)), 'Quote it: %s "%s"' % (label, v), npath)
+            return None
+        if len(v) > MAX_STRING and label != "inline":
+            self.problem(value, "%s is %d characters long; at most %d are allowed" % (label, len(v), MAX_STRING),
+                         "Put long content in a file (script \"…\", user-data \"…\")", npath)
             return None
         if field.kind == "choice" and v not in field.choices:
             close = _suggest(v, field.choices, nodes=False)
             self.problem(value, "unknown %s %r" % (label, v),
                          "%sUse one of: %s" % (close + "; " if close else "", ", ".join(field.choices)), npath)
             return None
-        if field.kind == "url" and not _URL.match(v):
+        if field.kind == "url" and not _URL.fullmatch(v):
             self.problem(value, "%s must be an http(s):// or file:// URL, got %r" % (label, v),
                          "For a local file use image \"%s\"" % v, npath)
             return None
-        if field.kind == "checksum" and not _CHECKSUM.match(v):
+        if field.kind == "checksum" and not _CHECKSUM.fullmatch(v):
             self.problem(value, "malformed %s %r" % (label, v),
                          "Write sha256:<64 hex digits>, sha512:<128 hex digits> or the URL of a SHA256SUMS file", npath)
             return None
@@ -281,11 +276,10 @@ class _Checker:
             self.problem(_At(node.line, node.col + 2), "vm needs a name", 'Write vm "name" { … }', "vm")
         else:
             name = node.args[0].value
-            if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
-                self.problem(node.args[0], "invalid VM name %s" % _show(name),
-                             "Use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", "vm")
-            else:
-                name_ok = True
+            try:
+                name_ok = bool(checks.validate_name(name))
+            except VmctlError as err:
+                self.problem(node.args[0], err.message, err.hint, "vm")
         npath = 'vm "%s"' % name if name_ok else "vm"
         self.settings = {}  # block name -> {setting: (value, Value)} of this VM's cloud-init and ssh
         if node.children is None:
@@ -339,6 +333,7 @@ class _Checker:
                                               or (ssh and ssh["private_key"]))
             self.check_guest(name, npath, seen["cloud-init"], cloud_init, ssh)
         self.check_keys(npath, cloud_init, ssh)
+        self.check_login_user(npath, cloud_init)
         return {
             "name": name, "vmfile": os.path.abspath(self.path), "base_dir": self.base_dir,
             "image": fields.get("image"), "image_url": fields.get("image-url"),
@@ -354,16 +349,25 @@ class _Checker:
         """What cloud-init will be given: a valid hostname (the VM name by default) and user."""
         if "hostname" not in self.settings["cloud-init"] and npath != "vm":
             try:
-                cloudinit.validate_hostname(name)
+                checks.validate_hostname(name)
             except InvalidSpec as err:
                 self.problem(node, "the hostname defaults to the VM name, and %s" % err.message,
                              'Set one: cloud-init { hostname "%s" }' % re.sub(r"[^A-Za-z0-9.-]", "-", name), npath)
         user = self.settings.get("ssh", {}).get("user")
         if ssh is not None and user and user[0] is not None:
             try:
-                cloudinit.validate_user(user[0])
+                checks.validate_user(user[0])
             except InvalidSpec as err:
                 self.problem(user[1], "cloud-init cannot create the user: %s" % err.message, err.hint, npath)
+
+    def check_login_user(self, npath, cloud_init):
+        """The ssh user of a VM whose users cloud-init does not create (an image's own, or user-data's)."""
+        user = self.settings.get("ssh", {}).get("user")
+        if user and isinstance(user[0], str) and (cloud_init is None or cloud_init["user_data"]):
+            try:
+                checks.validate_login_user(user[0])
+            except InvalidSpec as err:
+                self.problem(user[1], err.message, err.hint, npath)
 
     def check_keys(self, npath, cloud_init, ssh):
         """The key the guest trusts is the key vmctl logs in with, and each key file is what its node says."""
@@ -381,16 +385,11 @@ class _Checker:
                 self.problem(private_key[1], err.message, err.hint, npath)
         if ssh_key and ssh_key[0] is not None and not cloud_init["user_data"]:
             try:
-                with open(ssh_key[0], errors="replace") as f:
-                    text = f.read(64 * 1024)  # a public key is one line; this may be a disk image named by mistake
-            except OSError as err:
-                self.problem(ssh_key[1], "cannot read ssh-key %s: %s" % (ssh_key[1].value, err.strerror),
-                             "Check the file's permissions", npath)
+                text = checks.read_public_key(ssh_key[0], ssh_key[1].value)
+            except InvalidSpec as err:
+                self.problem(ssh_key[1], err.message, err.hint, npath)
                 return
-            if not keys.is_public_key(text):
-                self.problem(ssh_key[1], "ssh-key %s is not an OpenSSH public key" % ssh_key[1].value,
-                             "Point it at the .pub file (a private key must never reach the guest)", npath)
-            elif public and not keys.same_key(text, public):
+            if public and not keys.same_key(text, public):
                 self.problem(private_key[1], "private-key %s is not the pair of ssh-key %s, which the guest trusts"
                              % (private_key[1].value, ssh_key[1].value),
                              "Use the two halves of the same key pair, or drop ssh-key: the public half of "
@@ -480,13 +479,32 @@ class _At:
         self.line, self.col = line, col
 
 
+def _count_nodes(nodes):
+    total, stack = 0, list(nodes)
+    while stack:
+        node = stack.pop()
+        total += 1
+        stack.extend(node.children or ())
+    return total
+
+
+def _excerpt(line, col):
+    """``(text, col)``: at most MAX_EXCERPT characters of ``line`` around ``col`` (the caret column in the text)."""
+    if len(line) <= MAX_EXCERPT:
+        return line, col
+    start = max(0, min(col - 1 - MAX_EXCERPT // 2, len(line) - MAX_EXCERPT))
+    text = line[start:start + MAX_EXCERPT]
+    prefix = "…" if start else ""
+    return prefix + text + ("…" if start + MAX_EXCERPT < len(line) else ""), col - start + len(prefix)
+
+
 def _show(value):
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"%s"' % value
+        return '"%s"' % value if len(value) <= 60 else '"%s…" (%d characters)' % (value[:60], len(value))
     return str(value)
 
 
@@ -504,11 +522,18 @@ def find(path=None, cwd=None):
 def parse_text(text, path=DEFAULT_NAME):
     """Records of every VM in ``text`` (the VMFile at ``path``); raises VmfileError with every problem."""
     checker = _Checker(path, text)
+    if len(text) > MAX_BYTES:
+        raise VmfileError([Problem(path, None, None, "the VMFile has %d characters; at most %d are read" % (len(text), MAX_BYTES),
+                                   "A VMFile is a few KB: put scripts and data in files it names", "VMFile")])
     try:
         nodes = _kdl.parse(text)
     except _kdl.KdlSyntaxError as err:
         checker.problem(_At(err.line, err.col), "KDL syntax: %s" % err.message, err.hint)
         raise VmfileError(checker.problems)
+    count = _count_nodes(nodes)
+    if count > MAX_NODES:
+        raise VmfileError([Problem(path, None, None, "the VMFile has %d nodes; at most %d are allowed" % (count, MAX_NODES),
+                                   "Split it, or move repeated steps into a script", "VMFile")])
     records = []
     first = {}
     for node in nodes:
@@ -536,7 +561,10 @@ def load(path=None, names=None, cwd=None):
     """Records of the VMs in the VMFile (``names`` selects some); raises VmfileError / VmfileNotFound."""
     path = find(path, cwd)
     with open(path, "rb") as f:
-        data = f.read()
+        data = f.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise VmfileError([Problem(path, None, None, "the VMFile is larger than %d bytes" % MAX_BYTES,
+                                   "A VMFile is a few KB: put scripts and data in files it names", "VMFile")])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

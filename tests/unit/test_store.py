@@ -34,7 +34,12 @@ def test_reads_the_guides_store_layout_and_keeps_unknown_fields(tmp_path):
     written = json.loads(path.read_text())["myvm"]
     assert written["future_field"] == {"x": 1}
     assert written["network"] == {"type": "User"}
-    assert {k: written[k] for k in GUIDE_HANDLE if k != "vcpus"} == {k: v for k, v in GUIDE_HANDLE.items() if k != "vcpus"}
+    kept = [k for k in GUIDE_HANDLE if k != "vcpus" and not k.endswith(("_dir", "_path", "_socket"))]
+    assert {k: written[k] for k in kept} == {k: GUIDE_HANDLE[k] for k in kept}
+    # the guide's paths are under another home: ignored, the VM's own paths (under this store) are written
+    own = str(tmp_path / "vms" / "myvm")
+    assert written["work_dir"] == own and written["overlay_path"] == own + "/overlay.qcow2"
+    assert written["qmp_socket"] == own + "/qmp.sock" and written["seed_iso_path"] == own + "/seed.iso"
 
 
 def test_tap_network_round_trip():
@@ -49,19 +54,22 @@ def _add_entries(path, worker, count):
     for i in range(count):
         with store.transaction() as vms:
             name = "w%d-%d" % (worker, i)
-            vms[name] = VmHandle(id=name, name=name, work_dir="/tmp/" + name)
+            vms[name] = VmHandle(id=name, name=name)
 
 
-def test_eight_processes_changing_the_store_lose_no_entry(tmp_path):
+def test_sixteen_processes_changing_the_store_lose_no_entry(tmp_path):
+    """16 concurrent writers (the per-line store keeps the flock read-modify-write): no entry lost."""
     path = str(tmp_path / "vms.json")
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_add_entries, args=(path, w, 25)) for w in range(8)]
+    procs = [ctx.Process(target=_add_entries, args=(path, w, 15)) for w in range(16)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    assert len(VmStore(path).list()) == 8 * 25
+    assert len(VmStore(path).list()) == 16 * 15
+    with open(path) as f:
+        assert len(json.load(f)) == 16 * 15
 
 
 @pytest.mark.parametrize("content", [b'{"myvm": {"id": "abc", "name": "myvm", "ba', b"", b"[1, 2]", b"\xff\xfe"])

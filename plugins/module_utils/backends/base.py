@@ -20,8 +20,9 @@ ConsoleEndpoint = collections.namedtuple("ConsoleEndpoint", "kind address")
 class Backend:
     """prepare / start / stop / suspend / resume / destroy / state / guest_ip / console_endpoint.
 
-    ``allocate`` is called inside the store's lock with every known handle, so that what it picks
-    (SSH port, MAC address) is unique among VMs; ``prepare`` then creates the files.
+    ``allocate`` is called inside the store's lock with the store's records (``known.raw_items()``:
+    ``(name, record dict)`` of every VM, cheap to scan), so that what it picks (SSH port, MAC address)
+    is unique among VMs; ``prepare`` then creates the files.
     """
 
     tag = None

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 __metaclass__ = type
 
-import os
-import shutil
-
+from ansible_collections.vmctl.core.plugins.module_utils import paths
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import Backend
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState
 from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
@@ -19,7 +17,7 @@ class NoopBackend(Backend):
     tag = "noop"
 
     def prepare(self, spec, handle):
-        os.makedirs(handle.work_dir, mode=0o700, exist_ok=True)
+        paths.make_vm_dir(handle.work_dir)
         return handle.replace(state=VmState.PREPARED)
 
     def start(self, handle):
@@ -39,7 +37,7 @@ class NoopBackend(Backend):
         return handle.replace(state=VmState.RUNNING)
 
     def destroy(self, handle):
-        shutil.rmtree(handle.work_dir, ignore_errors=True)
+        paths.remove_vm_dir(handle.work_dir, handle.name)
 
     def state(self, handle):
         return handle.state

@@ -23,11 +23,10 @@ import hashlib
 import os
 import re
 import shlex
-import shutil
 import time
 import uuid
 
-from ansible_collections.vmctl.core.plugins.module_utils import qemu_img, websocket
+from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img, websocket
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import Backend, ConsoleEndpoint, prepare_cloud_init
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     IllumosCommandFailed, InvalidSpec, IpDiscoveryTimeout, PropolisApiError, PropolisError, PropolisTimeout,
@@ -42,7 +41,7 @@ SERVICE = "svc:/system/illumos/propolis-server"
 MAX_CPUS = 32  # bhyve's VM_MAXCPU
 SEED_INLINE_MAX = 256 * 1024  # base64 bytes; above this the seed is a file backend (the body cap is 1 MiB)
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
-VNIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,29}[0-9]$")
+VNIC_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,29}[0-9]")
 
 # propolis InstanceState → our VmState. Creating: the VM objects exist but it was never run.
 STATE_MAP = {
@@ -84,7 +83,7 @@ def parse_arp(output, mac):
     want = normalize_mac(mac)
     for line in output.splitlines():
         fields = line.split()
-        if len(fields) >= 3 and re.match(r"^\d+\.\d+\.\d+\.\d+$", fields[1]) and normalize_mac(fields[-1]) == want:
+        if len(fields) >= 3 and re.fullmatch(r"\d+\.\d+\.\d+\.\d+", fields[1]) and normalize_mac(fields[-1]) == want:
             return fields[1]
     return None
 
@@ -139,12 +138,7 @@ class PropolisBackend(Backend):
     def run(self, argv, check=True):
         return self.runner(list(argv), check=check)
 
-    @staticmethod
-    def _files(work_dir):
-        j = os.path.join
-        return {"disk": j(work_dir, "disk0.raw"), "seed": j(work_dir, "seed.iso"),
-                "user_key": j(work_dir, "id_ed25519_generated"), "host_key": j(work_dir, "ssh_host_ed25519_key"),
-                "known_hosts": j(work_dir, "known_hosts")}
+    _files = staticmethod(paths.vm_files)
 
     def zone_state(self, zone):
         """The zone's state (configured, installed, running, …), or None when there is no such zone."""
@@ -157,10 +151,10 @@ class PropolisBackend(Backend):
             return handle
         address = self.settings["address"]
         split_address(address)
-        for other in known:
-            if other.name != spec.name and (other.extra.get("propolis") or {}).get("address") == address:
+        for other, raw in known.raw_items():
+            if other != spec.name and isinstance(raw.get("propolis"), dict) and raw["propolis"].get("address") == address:
                 raise InvalidSpec("VM %s: propolis-server address %s is already used by VM %s (one server holds one VM)"
-                                  % (spec.name, address, other.name), name=spec.name,
+                                  % (spec.name, address, other), name=spec.name,
                                   hint="Give each VM its own address (VMCTL_PROPOLIS_ADDRESS)")
         info = {"address": address, "zone": zone_name(spec.name), "instance_id": str(uuid.uuid4())}
         return handle.replace(extra=dict(handle.extra, propolis=info))
@@ -170,7 +164,7 @@ class PropolisBackend(Backend):
         if net.type not in ("vnic", "none"):
             raise InvalidSpec("VM %s: network %r is not available on propolis" % (spec.name, net.type),
                               hint="Use network type vnic (an illumos VNIC) or none")
-        if net.type == "vnic" and not VNIC_RE.match(net.name):
+        if net.type == "vnic" and not VNIC_RE.fullmatch(net.name):
             raise InvalidSpec("VM %s: invalid VNIC name %r" % (spec.name, net.name),
                               hint="VNIC names are letters, digits and _, start with a letter, end with a digit, "
                                    "at most 31 characters (e.g. vnic0)")
@@ -188,8 +182,7 @@ class PropolisBackend(Backend):
         changes = {"state": VmState.PREPARED, "image_path": os.path.abspath(spec.image_path)}
         if spec.network.type == "vnic":
             changes["mac_addr"] = self.vnic_mac(spec.name, spec.network.name)
-        os.makedirs(handle.work_dir, mode=0o700, exist_ok=True)
-        os.chmod(handle.work_dir, 0o700)
+        paths.make_vm_dir(handle.work_dir)
         if not os.path.exists(files["disk"]):
             tmp = files["disk"] + ".tmp"
             qemu_img.convert_raw(spec.image_path, tmp, spec.image_format)
@@ -390,8 +383,8 @@ class PropolisBackend(Backend):
             state = "configured"
         if state == "configured":
             self.run(["zonecfg", "-z", zone, "delete", "-F"])
-        shutil.rmtree(handle.work_dir, ignore_errors=True)
-        if os.path.exists(handle.work_dir):
+        paths.remove_vm_dir(handle.work_dir, handle.name)
+        if os.path.lexists(handle.work_dir):
             raise VmctlError("VM %s: could not remove %s" % (handle.name, handle.work_dir), code="vmctl.io")
 
     def state(self, handle):

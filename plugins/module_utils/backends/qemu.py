@@ -20,7 +20,6 @@ import os
 import random
 import re
 import secrets
-import shutil
 import signal
 import socket
 import stat
@@ -28,7 +27,7 @@ import subprocess
 import time
 import uuid
 
-from ansible_collections.vmctl.core.plugins.module_utils import bridge_acl, host_keys, qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils import bridge_acl, host_keys, paths, qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
     Backend, ConsoleEndpoint, prepare_cloud_init, write_known_hosts,
 )
@@ -228,26 +227,16 @@ class QemuBackend(Backend):
             bridge_acl.check(network.bridge, name, self.bridge_acl_file)
 
     # --- files ---------------------------------------------------------------------------------
-    @staticmethod
-    def _files(work_dir):
-        j = os.path.join
-        return {
-            "overlay": j(work_dir, "overlay.qcow2"), "seed": j(work_dir, "seed.iso"),
-            "qmp": j(work_dir, "qmp.sock"), "console": j(work_dir, "console.sock"),
-            "console_log": j(work_dir, "console.log"), "pidfile": j(work_dir, "qemu.pid"),
-            "user_key": j(work_dir, "id_ed25519_generated"), "host_key": j(work_dir, "ssh_host_ed25519_key"),
-            "known_hosts": j(work_dir, "known_hosts"), "vnc": j(work_dir, "vnc.sock"),
-            "vnc_password": j(work_dir, "vnc.password"),
-        }
+    _files = staticmethod(paths.vm_files)
 
     def allocate(self, spec, handle, known):
         """Pick SSH port and MAC unique among ``known`` handles (called under the store lock)."""
-        others = [h for h in known if h.name != spec.name]
+        others = [raw for name, raw in known.raw_items() if name != spec.name]
         changes = {}
         if not handle.mac_addr:
-            changes["mac_addr"] = random_mac({h.mac_addr for h in others})
+            changes["mac_addr"] = random_mac({raw.get("mac_addr") for raw in others})
         if spec.network.type == "user" and not handle.ssh_host_port:
-            changes["ssh_host_port"] = pick_ssh_port(spec.name, {h.ssh_host_port for h in others})
+            changes["ssh_host_port"] = pick_ssh_port(spec.name, {raw.get("ssh_host_port") for raw in others})
         return handle.replace(**changes) if changes else handle
 
     def prepare(self, spec, handle):
@@ -255,8 +244,7 @@ class QemuBackend(Backend):
         find_tool(self.binary)
         self._check_bridge(spec.name, spec.network)
         files = self._files(handle.work_dir)
-        os.makedirs(handle.work_dir, mode=0o700, exist_ok=True)
-        os.chmod(handle.work_dir, 0o700)
+        paths.make_vm_dir(handle.work_dir)
         image_format = spec.image_format or qemu_img.detect_format(spec.image_path)
         if spec.disk_gb:
             virtual = qemu_img.info(spec.image_path).get("virtual-size", 0)
@@ -358,6 +346,7 @@ class QemuBackend(Backend):
         if not os.path.exists(f["overlay"]):
             raise InvalidState("VM %s has no disk overlay %s" % (handle.name, f["overlay"]),
                                hint="The work directory was removed; destroy and recreate the VM")
+        paths.check_vm_files(handle.work_dir)  # QEMU would follow a planted symlink (console.log)
         for stale in (f["qmp"], f["console"], f["pidfile"], f["vnc"], f["vnc_password"]):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
@@ -539,8 +528,8 @@ class QemuBackend(Backend):
                 pass
             if not proc.wait_gone(pid, SIGNAL_WAIT):
                 self.stop(handle, timeout=0)
-        shutil.rmtree(handle.work_dir, ignore_errors=True)
-        if os.path.exists(handle.work_dir):
+        paths.remove_vm_dir(handle.work_dir, handle.name)
+        if os.path.lexists(handle.work_dir):
             raise VmctlError("VM %s: could not remove %s" % (handle.name, handle.work_dir), code="vmctl.io")
 
     # --- network & console -----------------------------------------------------------------------

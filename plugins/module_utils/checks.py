@@ -1,0 +1,154 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one set of value rules: every front-end (VMFile, the ``vm`` and ``vm_state`` modules, the CLI,
+the store's records) checks a VM's settings here, so the same value gets the same message and hint.
+
+Each check returns the value or raises InvalidSpec / InvalidName (message without the VM's name: the
+caller says where the value came from, a VMFile line or ``VM name:``). Every pattern is matched
+with ``fullmatch``: a ``$`` would let a trailing newline through.
+"""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+import re
+
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidName, InvalidSpec
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_HOSTNAME_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_RE = re.compile(r"%s(?:\.%s)*" % (_HOSTNAME_LABEL, _HOSTNAME_LABEL))
+GUEST_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # a user cloud-init creates
+LOGIN_USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,31}")  # a user we log in as (never an ssh option)
+IFNAMSIZ = 16  # Linux: interface names are at most IFNAMSIZ - 1 bytes
+
+VCPUS = (1, 255)
+MEMORY_MB = (16, 16 * 1024 * 1024)
+DISK_GB = (1, 65536)
+MAX_WORD = 128  # cpu and machine model names
+MAX_TEXT = 4096  # kernel command line and other free text
+
+
+def short(value, limit=60):
+    """``repr(value)`` cut to ``limit`` characters: an error never echoes a 50 MB value."""
+    text = repr(value)
+    return text if len(text) <= limit else "%s… (%d characters)" % (text[:limit], len(value) if hasattr(value, "__len__") else len(text))
+
+
+def validate_name(name, what="VM name"):
+    """VM names become directory names and QEMU option values: keep them boring."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise InvalidName("invalid %s %s" % (what, short(name)), name=name if isinstance(name, str) and len(name) < 256 else None)
+    return name
+
+
+def whole_number(label, value, low, high, unit=""):
+    """An int from ``low`` to ``high`` (``unit`` " MB"/" GB" for the message); never a silent default."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSpec("%s must be a whole number, got %s" % (label, short(value)),
+                          hint="Write a number without quotes, e.g. %s %d" % (label, low))
+    if not low <= value <= high:
+        raise InvalidSpec("%s must be from %d to %d%s, got %d" % (label, low, high, unit, value),
+                          hint="Use at most %d%s (values are never wrapped around)" % (high, unit)
+                          if value > high else "Use at least %d%s" % (low, unit))
+    return value
+
+
+def check_vcpus(value):
+    return whole_number("vcpus", value, *VCPUS)
+
+
+def check_memory(value):
+    return whole_number("memory", value, *MEMORY_MB, unit=" MB")
+
+
+def check_disk(value):
+    return whole_number("disk", value, *DISK_GB, unit=" GB")
+
+
+def check_bridge(name):
+    """Linux's rules for an interface name (``dev_valid_name``): 1-15 bytes, not . or .., no '/', ':' or space."""
+    if not isinstance(name, str) or not 0 < len(name.encode("utf-8", "replace")) < IFNAMSIZ or name in (".", "..") \
+            or re.search(r"[\s/:]", name):
+        raise InvalidSpec("%s is not a network interface name" % short(name),
+                          hint="Linux interface names have 1 to 15 characters, without spaces, '/' or ':'")
+    return name
+
+
+def check_word(value, label="cpu"):
+    """A QEMU model name (``cpu``, ``machine``): one short word."""
+    if not isinstance(value, str) or not value or len(value) > MAX_WORD or re.search(r"\s", value):
+        raise InvalidSpec("%s is not a QEMU model name" % short(value),
+                          hint='Write one word of at most %d characters, e.g. cpu "max" or machine "q35"' % MAX_WORD)
+    return value
+
+
+def check_text(label, value, limit=MAX_TEXT):
+    if not isinstance(value, str) or len(value) > limit:
+        raise InvalidSpec("%s must be a string of at most %d characters, got %s" % (label, limit, short(value)),
+                          hint="Shorten it")
+    return value
+
+
+def validate_hostname(hostname):
+    if not isinstance(hostname, str) or len(hostname) > 253 or not HOSTNAME_RE.fullmatch(hostname):
+        raise InvalidSpec("invalid hostname %s" % short(hostname),
+                          hint="Use letters, digits and '-' in dot-separated labels of at most 63 characters",
+                          code="vmctl.cloudinit.invalid_hostname")
+    return hostname
+
+
+def _user(user, pattern, hint, code):
+    if not isinstance(user, str) or not pattern.fullmatch(user):
+        raise InvalidSpec("invalid SSH user name %s" % short(user), hint=hint, code=code)
+    return user
+
+
+def validate_user(user):
+    """A user cloud-init creates (a lowercase Linux user name)."""
+    return _user(user, GUEST_USER_RE, "Use a lowercase Linux user name: [a-z_][a-z0-9_-]*, at most 32 characters",
+                 "vmctl.cloudinit.invalid_user")
+
+
+def validate_login_user(user):
+    """A user we log in as: it reaches ssh's command line, so it can never look like an option."""
+    return _user(user, LOGIN_USER_RE, "Use letters, digits, '.', '_' or '-', not starting with '-' or '.', at most 32 characters",
+                 "vmctl.ssh.invalid_user")
+
+
+def check_public_key(text, shown):
+    """``text`` (the content of the file ``shown``) as one OpenSSH public key line, parsed by cryptography."""
+    line = text.strip() if isinstance(text, str) else ""
+    bad = InvalidSpec("ssh-key %s is not an OpenSSH public key" % shown,
+                      hint="Point it at the .pub file (a private key must never reach the guest)",
+                      code="vmctl.ssh.invalid_public_key")
+    if not line or "\n" in line or "PRIVATE KEY" in line or len(line) > 16384:
+        raise bad
+    try:
+        from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+    except ImportError:  # pragma: no cover - the collection requires cryptography
+        fields = line.split()
+        if len(fields) < 2 or not fields[1].startswith("AAAA"):
+            raise bad
+        return line
+    try:
+        load_ssh_public_key(line.encode("utf-8"))
+    except (ValueError, TypeError, UnicodeError) as err:
+        bad.details["reason"] = str(err)
+        raise bad
+    except Exception:  # cryptography's UnsupportedAlgorithm: not a key type sshd would take from us
+        raise bad
+    return line
+
+
+def read_public_key(path, shown=None):
+    """The public key line of the file at ``path`` (at most 64 KB read), checked by ``check_public_key``."""
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read(64 * 1024)  # a public key is one line; this may be a disk image named by mistake
+    except OSError as err:
+        raise InvalidSpec("cannot read ssh-key %s: %s" % (shown or path, err.strerror), hint="Check the path and the file's permissions",
+                          path=path)
+    return check_public_key(text, shown or path)
