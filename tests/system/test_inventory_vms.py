@@ -8,6 +8,7 @@ import subprocess
 import pytest
 from ansible_run import _env
 
+from ansible_collections.vmctl.core.plugins.module_utils import paths
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
 from ansible_collections.vmctl.core.plugins.module_utils.types import NetworkConfig, VmHandle
 
@@ -78,12 +79,13 @@ def test_hosts_groups_and_hostvars(store, tmp_path):
     web = data["_meta"]["hostvars"]["web"]
     assert web["ansible_connection"] == "vmctl.core.vm_ssh" and web["ansible_python_interpreter"] == "auto_silent"
     assert (web["ansible_host"], web["ansible_port"], web["ansible_user"]) == ("127.0.0.1", 10022, "vm")
-    assert web["ansible_ssh_private_key_file"] == "/srv/vms/web/id_ed25519_generated"
-    assert web["ansible_vmctl_known_hosts_file"] == "/srv/vms/web/known_hosts" and web["ansible_vmctl_vm_name"] == "web"
+    own = paths.vm_dir("web")  # every file of a VM is derived from its name; the stored /srv/vms/... is ignored
+    assert web["ansible_ssh_private_key_file"] == os.path.join(own, "id_ed25519_generated")
+    assert web["ansible_vmctl_known_hosts_file"] == os.path.join(own, "known_hosts") and web["ansible_vmctl_vm_name"] == "web"
     assert not {"vmctl_known_hosts", "vmctl_vm_name"} & set(web)  # the old names: still read by vm_ssh, no longer emitted
     assert (web["vmctl_state"], web["vmctl_backend"], web["vmctl_vcpus"], web["vmctl_memory_mb"]) == ("running", "noop", 2, 2048)
     assert (web["vmctl_network"], web["vmctl_mac"], web["vmctl_work_dir"], web["vmctl_ssh_host_port"]) == \
-        ("user", "52:54:00:00:00:01", "/srv/vms/web", 10022)
+        ("user", "52:54:00:00:00:01", own, 10022)
     edge = data["_meta"]["hostvars"]["edge"]
     assert edge["vmctl_network"] == "tap" and edge["vmctl_network_bridge"] == "br0" and edge["ansible_port"] == 22
     assert edge["ansible_host"] == "127.0.0.1"  # what the noop backend answers for the guest's address
@@ -160,14 +162,18 @@ def test_other_file_names_are_not_ours(store, tmp_path):
 
 
 def test_store_values_are_never_templated(vmctl_data_home, tmp_path):
-    put("evil", hostname="{{ 7*7 }}", ssh_user="{{ lookup('pipe', 'id') }}", ssh_host_port=10030)
-    source = write_source(tmp_path / "e.vmctl.yml", "plugin: vmctl.core.vms\ncompose:\n  shown: vmctl_hostname\n")
+    """A template in a free-form store value (the VMFile path) is shown as text, never run; a template as a
+    hostname or user is not even a valid record (checked on load): nothing of it is templated either."""
+    put("evil", vmfile="/tmp/{{ 7*7 }}/{{ lookup('pipe', 'id') }}.kdl", ssh_host_port=10030)
+    put("bad", hostname="{{ 7*7 }}", ssh_user="{{ lookup('pipe', 'id') }}", ssh_host_port=10031)
+    source = write_source(tmp_path / "e.vmctl.yml", "plugin: vmctl.core.vms\ncompose:\n  shown: vmctl_vmfile\n")
     proc = subprocess.run(["ansible", "all", "-i", str(source), "-c", "local", "-m", "ansible.builtin.debug",
-                           "-a", "msg=[{{ vmctl_hostname }}][{{ ansible_user }}][{{ shown }}]"],
+                           "-a", "msg=[{{ vmctl_vmfile }}][{{ shown }}]"],
                           capture_output=True, text=True, env=_env(), timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "[{{ 7*7 }}][{{ lookup('pipe', 'id') }}][{{ 7*7 }}]" in proc.stdout
-    assert "uid=" not in proc.stdout and "[49]" not in proc.stdout
+    shown = "/tmp/{{ 7*7 }}/{{ lookup('pipe', 'id') }}.kdl"
+    assert "[%s][%s]" % (shown, shown) in proc.stdout, proc.stdout + proc.stderr
+    assert "uid=" not in proc.stdout + proc.stderr and "/49/" not in proc.stdout and "[49]" not in proc.stdout
 
 
 def test_cache(store, tmp_path, vmctl_data_home):
