@@ -103,9 +103,12 @@ class LoopbackSshd:
 
     def store_vm(self, name, work_dir, **changes):
         """Record a running (noop backend) VM that points at this sshd; returns the handle."""
+        from ansible_collections.vmctl.core.plugins.module_utils import paths
         from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
         from ansible_collections.vmctl.core.plugins.module_utils.types import VmHandle
-        work_dir = str(work_dir)
+        # a VM's files are derived from its name under the data dir (the store's paths are only cross-checks)
+        del work_dir
+        work_dir = paths.make_vm_dir(paths.vm_dir(name))
         os.makedirs(work_dir, exist_ok=True)
         values = dict(id="loop-" + name, name=name, backend="noop", state="running", work_dir=work_dir,
                       ssh_host_port=self.port, ssh_user=self.user, private_key_path=self.user_key,
