@@ -76,7 +76,10 @@ class VmManager:
 
     def live_state(self, name):
         """The VM's live state, or ``absent`` when there is no such VM (nothing is written)."""
-        handle = self.find(name)
+        return self.state_of(self.find(name))
+
+    def state_of(self, handle):
+        """The live state of a handle already read (``absent`` for None; ``unknown`` when its monitor fails)."""
         return "absent" if handle is None else self._live_state(handle)[0]
 
     def ssh_endpoint(self, handle):

@@ -158,7 +158,7 @@ def _run(module):
         manager = VmManager()
         for vm in vms:
             handle = manager.find(vm["name"])
-            vm["current_state"] = "absent" if handle is None else manager.backend(handle).state(handle)
+            vm["current_state"] = manager.state_of(handle)
             vm["provision_status"] = provision_status(handle.provision if handle else None, vm["provisions"],
                                                       vm["provision_digest"])
             if vm["provision_status"] == "changed" and vm["current_state"] in ("running", "suspended"):
