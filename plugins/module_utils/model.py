@@ -177,11 +177,11 @@ class VmSpec:
                 self._check(checks.validate_login_user, self.ssh.user)
 
     def _check(self, check, *args, prefix=""):
-        """Run one of the shared checks; its message gets the VM's name, its hint and code stay."""
+        """Run one of the shared checks; its message gets the VM's name, its class, hint and details stay."""
         try:
             return check(*args)
         except InvalidSpec as err:
-            raise InvalidSpec("VM %s: %s%s" % (self.name, prefix, err.message), hint=err.hint, code=err.code, **err.details)
+            raise err.with_message("VM %s: %s%s" % (self.name, prefix, err.message))
 
 
 # Fields of vmctl's own handle, in its order; everything after is ours.

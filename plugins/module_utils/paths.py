@@ -9,6 +9,8 @@ __metaclass__ = type
 
 import os
 
+from ansible_collections.vmctl.core.plugins.module_utils.errors import UnsafePath
+
 
 def data_dir():
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
@@ -60,8 +62,7 @@ def vm_files(work_dir):
 
 
 def _refuse(path, what, hint="Remove it (it was not made by vmctl), then run the command again"):
-    from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
-    raise VmctlError("%s %s" % (path, what), hint=hint, code="vmctl.store.unsafe_path", path=path)
+    raise UnsafePath("%s %s" % (path, what), hint=hint, path=path)
 
 
 def _private_dir_nofollow(path):

@@ -33,7 +33,7 @@ import re
 import tempfile
 
 from ansible_collections.vmctl.core.plugins.module_utils import checks, paths
-from ansible_collections.vmctl.core.plugins.module_utils.errors import StoreError, VmctlError, VmNotFound
+from ansible_collections.vmctl.core.plugins.module_utils.errors import BadRecord, StoreError, VmctlError, VmNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.model import ACCELS, BACKENDS, NetworkConfig, VmHandle, VmState
 
 LOG = logging.getLogger("vmctl.store")
@@ -70,10 +70,6 @@ def file_lock(path, shared=False):
         yield
     finally:
         os.close(fd)  # closing releases the lock
-
-
-class BadRecord(StoreError):
-    code = "vmctl.store.bad_record"
 
 
 # Handle field -> the VM files it may name (its first is the default; propolis keeps a raw disk).

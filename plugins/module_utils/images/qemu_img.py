@@ -12,7 +12,7 @@ import os
 import stat
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    FormatDetectionFailed, ImageError, ImageNotFound, OverlayFailed,
+    FormatDetectionFailed, ImageNotFound, ImageUnreadable, NotAnImageFile, OverlayFailed,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.proc import run
 
@@ -29,11 +29,10 @@ def require_file(path, what="image"):
     except FileNotFoundError:
         raise ImageNotFound("%s %s does not exist" % (what, path), path=path)
     except OSError as err:
-        raise ImageError("%s %s cannot be read: %s" % (what, path, err.strerror), path=path, code="vmctl.image.unreadable")
+        raise ImageUnreadable("%s %s cannot be read: %s" % (what, path, err.strerror), path=path)
     if not stat.S_ISREG(st.st_mode):
         kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
-        raise ImageError("%s %s is %s, not a disk image file" % (what, path, kind), path=path, code="vmctl.image.not_a_file",
-                         hint="Give the path of a qcow2 or raw image file")
+        raise NotAnImageFile("%s %s is %s, not a disk image file" % (what, path, kind), path=path)
     return path
 
 

@@ -26,7 +26,8 @@ import threading
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    HostKeyMismatch, SshAuthFailed, SshError, SshTransferFailed, SshWaitTimeout, Timeout)
+    HostKeyMismatch, ParamikoMissing, SshAuthFailed, SshDisconnected, SshError, SshNotConfigured, SshTransferFailed,
+    SshWaitTimeout, Timeout)
 
 RETRY_INTERVAL = 1.0
 # cloud-init restarts sshd while it runs, so a login is "ready" only once it has finished; its
@@ -52,8 +53,7 @@ def _require_paramiko():
         try:
             import paramiko
         except ImportError:
-            raise SshError("SSH needs the Python 'paramiko' package", hint="Install it: pip install paramiko",
-                           code="vmctl.ssh.paramiko_missing")
+            raise ParamikoMissing("SSH needs the Python 'paramiko' package")
         _paramiko = paramiko
         # paramiko logs every failed banner read with a traceback; while a guest boots those are expected
         # and our own errors carry the last one. Without a handler of its own, keep them off stderr.
@@ -108,11 +108,10 @@ class PinnedHostKeys:
                 lines = f.read().splitlines()
         except FileNotFoundError:
             if not missing_ok:
-                raise SshError("known_hosts file %s does not exist" % path, code="vmctl.ssh.not_configured", path=path)
+                raise SshNotConfigured("known_hosts file %s does not exist" % path, path=path)
             lines = []
         except OSError as err:
-            raise SshError("cannot read known_hosts file %s: %s" % (path, err.strerror),
-                           code="vmctl.ssh.not_configured", path=path)
+            raise SshNotConfigured("cannot read known_hosts file %s: %s" % (path, err.strerror), path=path)
         for number, line in enumerate(lines, 1):
             fields = line.strip().split()
             if not fields or fields[0].startswith("#"):
@@ -381,8 +380,8 @@ class SshSession:
 
     def _channel_failed(self, what, err):
         if not self.is_active():
-            return SshError("VM %s: the SSH connection to %s is gone (%s)" % (self.target.vm, self.target.address, _describe(err)),
-                            hint=self.target.console_hint(), code="vmctl.ssh.disconnected", name=self.target.vm)
+            return SshDisconnected("VM %s: the SSH connection to %s is gone (%s)" % (self.target.vm, self.target.address, _describe(err)),
+                                   hint=self.target.console_hint(), name=self.target.vm)
         return SshError("VM %s: cannot %s: %s" % (self.target.vm, what, _describe(err)), name=self.target.vm)
 
     # -- commands -------------------------------------------------------------------------------

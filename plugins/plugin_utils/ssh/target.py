@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 
-from ansible_collections.vmctl.core.plugins.module_utils.errors import SshError
+from ansible_collections.vmctl.core.plugins.module_utils.errors import SshNotConfigured
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 
 
@@ -71,17 +71,17 @@ class SshTarget:
                                             ("private key", self.private_key_path), ("known_hosts file", self.known_hosts))
                    if not value]
         if missing:
-            raise SshError("VM %s: no %s to log in with" % (self.vm, " and no ".join(missing)),
+            raise SshNotConfigured("VM %s: no %s to log in with" % (self.vm, " and no ".join(missing)),
                            hint="Create the VM with cloud-init (it generates a key and pins the host key), or set the "
                                 "connection's remote_addr/port/remote_user/private_key_file/known_hosts_file",
-                           code="vmctl.ssh.not_configured", name=self.vm)
+                           name=self.vm)
         from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_login_user
         validate_login_user(self.user)  # a user reaches ssh's argv and paramiko: never an option
         for what, path in (("private key", self.private_key_path), ("known_hosts file", self.known_hosts)):
             if not os.path.isfile(path) and not (what == "known_hosts file" and self.learn_host_keys):
-                raise SshError("VM %s: %s %s does not exist" % (self.vm, what, path),
-                               hint="Was the VM destroyed? Check 'vmctl list' or the connection settings",
-                               code="vmctl.ssh.not_configured", name=self.vm, path=path)
+                raise SshNotConfigured("VM %s: %s %s does not exist" % (self.vm, what, path),
+                                       hint="Was the VM destroyed? Check 'vmctl list' or the connection settings",
+                                       name=self.vm, path=path)
 
     def console_hint(self):
         if self.console_log:

@@ -31,8 +31,9 @@ from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import websocket
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import Backend, ConsoleEndpoint, prepare_cloud_init
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    IllumosCommandFailed, InvalidSpec, IpDiscoveryTimeout, PropolisApiError, PropolisError, PropolisTimeout,
-    PropolisUnreachable, PropolisUnsupported, VmctlError,
+    IllumosCommandFailed, InvalidSpec, IoFailed, IpDiscoveryTimeout, PropolisApiError, PropolisCreateFailed, PropolisError,
+    PropolisForeignVm, PropolisNoNetwork, PropolisNoSettings, PropolisTimeout, PropolisUnreachable, PropolisUnsupported,
+    VnicMissing, ZoneMissing,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.proc import HostRunner
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis.api import TERMINAL_STATES, PropolisClient, split_address
@@ -102,6 +103,7 @@ def parse_zones(output):
 
 class PropolisBackend(Backend):
     tag = "propolis"
+    disk_format = "raw"
 
     def __init__(self, runner=None, address=None, server_timeout=60.0, start_timeout=120.0, settings=None):
         self.settings = dict(env_settings(), **(settings or {}))
@@ -116,8 +118,7 @@ class PropolisBackend(Backend):
     def info(handle):
         info = handle.extra.get("propolis")
         if not info:
-            raise PropolisError("VM %s has no propolis settings in the store" % handle.name, code="vmctl.propolis.no_settings",
-                                hint="It was not created by the propolis backend; destroy and recreate it")
+            raise PropolisNoSettings("VM %s has no propolis settings in the store" % handle.name)
         return info
 
     def client(self, handle, timeout=15.0):
@@ -131,10 +132,9 @@ class PropolisBackend(Backend):
             return instance
         theirs = instance["properties"]
         if theirs["id"] != self.info(handle)["instance_id"]:
-            raise PropolisError("VM %s: propolis-server at %s holds another VM, %r (%s), which is %s"
-                                % (handle.name, client.address, theirs.get("name"), theirs["id"], instance["state"]),
-                                code="vmctl.propolis.foreign_vm", address=client.address,
-                                hint="Each VM needs its own propolis-server; check VMCTL_PROPOLIS_ADDRESS and the VM's zone")
+            raise PropolisForeignVm("VM %s: propolis-server at %s holds another VM, %r (%s), which is %s"
+                                    % (handle.name, client.address, theirs.get("name"), theirs["id"], instance["state"]),
+                                    address=client.address)
         return instance
 
     def run(self, argv, check=True):
@@ -220,8 +220,8 @@ class PropolisBackend(Backend):
     def vnic_mac(self, vm, vnic):
         result = self.run(["dladm", "show-vnic", "-p", "-o", "LINK,OVER,MACADDRESS", vnic], check=False)
         if result.rc != 0:
-            raise PropolisError("VM %s: VNIC %s does not exist: %s" % (vm, vnic, (result.stderr or result.stdout).strip()),
-                                code="vmctl.propolis.vnic_missing", vnic=vnic,
+            raise VnicMissing("VM %s: VNIC %s does not exist: %s" % (vm, vnic, (result.stderr or result.stdout).strip()),
+                              vnic=vnic,
                                 hint="Create it first, e.g. dladm create-vnic -l <physical link or etherstub> %s" % vnic)
         # -p with several fields escapes ':' as '\:'
         fields = re.split(r"(?<!\\):", result.stdout.strip().splitlines()[0])
@@ -279,8 +279,7 @@ class PropolisBackend(Backend):
         zone = info["zone"]
         state = self.zone_state(zone)
         if state is None:
-            raise PropolisError("VM %s: zone %s does not exist" % (handle.name, zone), code="vmctl.propolis.zone_missing",
-                                hint="Destroy and recreate the VM")
+            raise ZoneMissing("VM %s: zone %s does not exist" % (handle.name, zone))
         if state in ("configured", "incomplete"):
             self.run(["zoneadm", "-z", zone, "install"])
             state = "installed"
@@ -330,10 +329,10 @@ class PropolisBackend(Backend):
             if status == 409:
                 return self.instance(client, handle)
             if status and status >= 500:
-                raise PropolisApiError("VM %s: propolis-server could not create the VM: %s" % (handle.name, err.message),
+                raise PropolisCreateFailed("VM %s: propolis-server could not create the VM: %s" % (handle.name, err.message),
                                        hint="Its disk file, VNIC, vCPU count or /dev/vmmctl access is wrong; "
                                             "see propolis-server's log in zone %s" % self.info(handle)["zone"],
-                                       code="vmctl.propolis.create_failed", **err.details)
+                                           **err.details)
             raise
         return self.instance(client, handle)
 
@@ -387,16 +386,14 @@ class PropolisBackend(Backend):
             self.run(["zonecfg", "-z", zone, "delete", "-F"])
         paths.remove_vm_dir(handle.work_dir, handle.name)
         if os.path.lexists(handle.work_dir):
-            raise VmctlError("VM %s: could not remove %s" % (handle.name, handle.work_dir), code="vmctl.io")
+            raise IoFailed("VM %s: could not remove %s" % (handle.name, handle.work_dir))
 
     def state(self, handle):
         try:
             instance = self.instance(self.client(handle, timeout=5), handle)
         except PropolisUnreachable:
             instance = None
-        except PropolisError as err:
-            if err.code != "vmctl.propolis.foreign_vm":
-                raise
+        except PropolisForeignVm:
             instance = None  # the server runs another VM: this one is not running there
         if instance is None:  # no server, or a server without a VM (or without this one)
             if handle.state in (VmState.PREPARING, VmState.PREPARED, VmState.FAILED):
@@ -408,8 +405,7 @@ class PropolisBackend(Backend):
     def guest_ip(self, handle, timeout=0):
         """The guest's IPv4 address from the host's ARP table (``arp -an``), matched by the VNIC's MAC."""
         if handle.network.type != "vnic" or not handle.mac_addr:
-            raise PropolisError("VM %s has network %r: no guest IP" % (handle.name, handle.network.type),
-                                code="vmctl.propolis.no_network", hint="Use network type vnic")
+            raise PropolisNoNetwork("VM %s has network %r: no guest IP" % (handle.name, handle.network.type))
         deadline = time.monotonic() + timeout
         while True:
             ip = parse_arp(self.run(["arp", "-an"]).stdout, handle.mac_addr)

@@ -25,7 +25,6 @@ import socket
 import stat
 import subprocess
 import time
-import uuid
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import net
@@ -35,7 +34,8 @@ from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
     Backend, ConsoleEndpoint, prepare_cloud_init, write_known_hosts,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    InvalidState, IpDiscoveryTimeout, MonitorNotAnswering, QmpError, QmpTimeout, SpawnFailed, VmctlError,
+    InvalidAccel, InvalidSpec, InvalidState, IoFailed, IpDiscoveryTimeout, MonitorNotAnswering, PortInUse, QmpError,
+    QmpTimeout, SpawnFailed, StopFailed,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.qmp import QmpClient
@@ -63,7 +63,7 @@ def resolve_accel(requested, binary="qemu-system-x86_64"):
     if accel == "auto":
         accel = "kvm" if kvm_usable(binary) else "tcg"
     if accel not in ("kvm", "tcg"):
-        raise VmctlError("unknown acceleration %r" % accel, hint="Use auto, kvm or tcg", code="vmctl.qemu.invalid_accel")
+        raise InvalidAccel("unknown acceleration %r" % accel)
     return accel
 
 
@@ -250,10 +250,7 @@ class QemuBackend(Backend):
         paths.make_vm_dir(handle.work_dir)
         image_format = spec.image_format or qemu_img.detect_format(spec.image_path)
         if spec.disk_gb:
-            virtual = qemu_img.info(spec.image_path).get("virtual-size", 0)
-            if spec.disk_gb * 1024 ** 3 < virtual:
-                raise VmctlError("VM %s: disk %d GB is smaller than the image's %.1f GB" % (spec.name, spec.disk_gb, virtual / 1024.0 ** 3),
-                                 hint="Set disk to at least the image size, or leave it unset", code="vmctl.vm.invalid_spec")
+            self.check_disk_size(spec.name, spec.image_path, spec.disk_gb)
         if not os.path.exists(files["overlay"]):
             tmp = files["overlay"] + ".tmp"
             with contextlib.suppress(FileNotFoundError):
@@ -271,6 +268,26 @@ class QemuBackend(Backend):
         # No key generated (user-data, no cloud-init): pinned from the console, so `vmctl ssh --user --key` works too.
         changes.setdefault("known_hosts", files["known_hosts"])
         return handle.replace(**changes)
+
+    @staticmethod
+    def check_disk_size(name, image_path, disk_gb):
+        """An overlay cannot be smaller than its base image: refuse a ``disk_gb`` below the image's size."""
+        virtual = qemu_img.info(image_path).get("virtual-size", 0)
+        if disk_gb * 1024 ** 3 < virtual:
+            raise InvalidSpec("VM %s: disk %d GB is smaller than the image's %.1f GB" % (name, disk_gb, virtual / 1024.0 ** 3),
+                              hint="Set disk to at least the image size, or leave it unset", name=name)
+
+    def before_start(self, handle, transaction):
+        """A user-network VM whose SSH forward port another program took since it was created moves to a
+        free port (recorded in the store; the pinned host key does not depend on the port)."""
+        if handle.network.type != "user" or not handle.ssh_host_port or port_is_free(handle.ssh_host_port):
+            return handle
+        with transaction() as vms:
+            taken = {raw.get("ssh_host_port") for _name, raw in vms.raw_items()}
+            port = pick_ssh_port(handle.name, taken)
+            handle = handle.replace(ssh_host_port=port, extra=dict(handle.extra, port_moved_from=handle.ssh_host_port))
+            vms[handle.name] = handle
+        return handle
 
     @staticmethod
     def _pin_console_keys(handle):
@@ -356,9 +373,8 @@ class QemuBackend(Backend):
         self._pin_console_keys(handle)
         console_offset = host_keys.console_size(f["console_log"])  # only what this boot prints is trusted
         if handle.network.type == "user" and not port_is_free(handle.ssh_host_port):
-            raise SpawnFailed("VM %s: SSH forward port 127.0.0.1:%d is in use by another program" % (handle.name, handle.ssh_host_port),
-                              hint="Free the port, or destroy and recreate the VM to get another one",
-                              code="vmctl.qemu.port_in_use")
+            raise PortInUse("VM %s: SSH forward port 127.0.0.1:%d is in use by another program" % (handle.name, handle.ssh_host_port),
+                            hint="Free the port, or destroy and recreate the VM to get another one")
         argv = self.command_line(handle)
         try:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
@@ -515,8 +531,7 @@ class QemuBackend(Backend):
                 method = "sigkill"
                 proc.signal(pid, signal.SIGKILL)
                 if not proc.wait_gone(pid, SIGNAL_WAIT):
-                    raise VmctlError("VM %s: QEMU process %s survived SIGKILL" % (handle.name, pid),
-                                     code="vmctl.qemu.stop_failed", hint="Check the process state with ps; it may be stuck in the kernel")
+                    raise StopFailed("VM %s: QEMU process %s survived SIGKILL" % (handle.name, pid))
         return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None, extra=dict(handle.extra, last_stop=method))
 
     def destroy(self, handle):
@@ -533,7 +548,7 @@ class QemuBackend(Backend):
                 self.stop(handle, timeout=0)
         paths.remove_vm_dir(handle.work_dir, handle.name)
         if os.path.lexists(handle.work_dir):
-            raise VmctlError("VM %s: could not remove %s" % (handle.name, handle.work_dir), code="vmctl.io")
+            raise IoFailed("VM %s: could not remove %s" % (handle.name, handle.work_dir))
 
     # --- network & console -----------------------------------------------------------------------
     def guest_ip(self, handle, timeout=0):
@@ -584,6 +599,3 @@ def find_ip_by_mac(mac, neigh_output=None, lease_files=None):
                     return parts[2]
     return None
 
-
-def new_vm_id():
-    return uuid.uuid4().hex[:12]
