@@ -60,14 +60,6 @@ class VmManager:
         except MonitorNotAnswering as err:
             return VmState.UNKNOWN, err
 
-    def refresh(self, name):
-        """The handle with its live state (and the store updated if it changed)."""
-        handle = self.get(name)
-        live = self.observe(handle)[0]
-        if live != handle.state and live != VmState.UNKNOWN:
-            handle = self._save(handle.replace(state=live, pid=handle.pid if live in VmState.ACTIVE else None))
-        return handle
-
     def live(self, name):
         """The handle with its live state, without writing anything (for info and planning)."""
         handle = self.get(name)
@@ -117,9 +109,6 @@ class VmManager:
         info["ssh"] = self.ssh_endpoint(handle)
         info["provision_log"] = handle.provision_log
         return info
-
-    def state(self, name):
-        return self.refresh(name).state
 
     # --- lifecycle -------------------------------------------------------------------------------
     def create(self, spec):
@@ -246,14 +235,6 @@ class VmManager:
                 raise VmNotFound("VM %r is not in the store; it cannot be provisioned" % name, name=name)
             vms[name] = vms[name].replace(provision={"digest": digest, "completed": bool(completed)})
             return vms[name]
-
-    def guest_ip(self, name, timeout=0):
-        handle = self.get(name)
-        return self.backend(handle).guest_ip(handle, timeout)
-
-    def console_endpoint(self, name):
-        handle = self.get(name)
-        return self.backend(handle).console_endpoint(handle)
 
     def open_console(self, name):
         """A connected stream on the VM's serial console (see ``Backend.open_console``)."""

@@ -33,8 +33,7 @@ class VmState:
     SUSPENDED = "suspended"
     STOPPED = "stopped"
     FAILED = "failed"
-    DESTROYED = "destroyed"
-    ALL = (PREPARING, PREPARED, RUNNING, SUSPENDED, STOPPED, FAILED, DESTROYED)
+    STORED = (PREPARING, PREPARED, RUNNING, SUSPENDED, STOPPED, FAILED)  # what a record may hold
     ACTIVE = (RUNNING, SUSPENDED)  # a QEMU process exists
     UNKNOWN = "unknown"  # shown, never stored: the process lives but its monitor does not answer
 

@@ -51,6 +51,15 @@ VM_FILES = {
 }
 
 
+# Handle field -> the VM files it may name (the first is the default; the propolis backend keeps a raw
+# ``disk`` where QEMU has its ``overlay``). The store derives these fields from the table, never trusts them.
+HANDLE_FILES = {
+    "overlay_path": ("overlay", "disk"), "seed_iso_path": ("seed",), "qmp_socket": ("qmp",),
+    "console_socket": ("console",), "pidfile": ("pidfile",), "console_log": ("console_log",),
+    "known_hosts": ("known_hosts",),
+}
+
+
 def vm_dir_in(data_dir_path, name):
     """``<data_dir>/vms/<name>`` (``name`` must be validated by the caller)."""
     return os.path.join(data_dir_path, "vms", name)

@@ -747,7 +747,7 @@ class FakeIllumos:
 
     def __call__(self, argv, check=True, timeout=300):
         from ansible_collections.vmctl.core.plugins.module_utils.errors import IllumosCommandFailed
-        from ansible_collections.vmctl.core.plugins.module_utils.proc import CommandResult
+        from ansible_collections.vmctl.core.plugins.module_utils.proc import Result as CommandResult
         self.calls.append(list(argv))
         try:
             out = self.answer(list(argv))

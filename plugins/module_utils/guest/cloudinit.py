@@ -90,23 +90,6 @@ def write_seed_iso(path, user_data, meta_data, network_config=None):
     return path
 
 
-def read_seed_iso(path):
-    """{name: bytes} of a seed ISO's files (by Rock Ridge name); used by tests and `vm_info`."""
-    iso = pycdlib.PyCdlib()
-    iso.open(path)
-    try:
-        result = {}
-        for child in iso.list_children(rr_path="/"):
-            name = child.rock_ridge.name().decode() if child.rock_ridge else None
-            if child.is_file() and name:
-                out = io.BytesIO()
-                iso.get_file_from_iso_fp(out, rr_path="/" + name)
-                result[name] = out.getvalue()
-        return result
-    finally:
-        iso.close()
-
-
 def cloud_init_digest(spec):
     """A fingerprint of what went into the seed ISO of ``spec`` (changing it needs a fresh disk)."""
     if spec.cloud_init is None:

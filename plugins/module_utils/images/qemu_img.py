@@ -41,7 +41,7 @@ def info(path):
     require_file(path)
     # -U: read even while a running VM holds the lock on it.
     out = run(["qemu-img", "info", "-U", "--output=json", path], error=FormatDetectionFailed,
-              what="qemu-img info %s" % path, timeout=60)
+              what="qemu-img info %s" % path, timeout=60).stdout
     try:
         return json.loads(out)
     except ValueError:

@@ -24,7 +24,7 @@ import sys
 import time
 import traceback
 
-from ansible_collections.vmctl.core.plugins.module_utils import checks, errors
+from ansible_collections.vmctl.core.plugins.module_utils import checks, errors, paths
 from ansible_collections.vmctl.core.plugins.module_utils.vmfile import reader as vmfile
 from ansible_collections.vmctl.core.plugins.module_utils.errors import UsageError, VmctlError
 
@@ -521,7 +521,7 @@ def cmd_log(args):
     handle = _manager().get(args.name)
     logs = []
     if not args.provision:
-        logs.append(("console", handle.console_log or os.path.join(handle.work_dir, "console.log")))
+        logs.append(("console", handle.console_log or paths.vm_files(handle.work_dir)["console_log"]))
     if not args.console:
         logs.append(("provision", handle.provision_log))
     shown = 0
@@ -983,7 +983,6 @@ def main(argv=None):
         return EXIT_OK
     except Exception as err:  # a bug: say so, with the traceback when asked
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # not a bug: a full disk
-            from ansible_collections.vmctl.core.plugins.module_utils import paths
             _note("error: no space left on the device%s" % (" (writing %s)" % err.filename if err.filename else ""))
             _note("hint: free space in %s (vmctl image prune removes unused images), then run the command again" % paths.data_dir())
             return EXIT_FAILED

@@ -157,12 +157,6 @@ class PropolisClient:
                                               **err.details)
                 time.sleep(interval)
 
-    def serial_history(self, most_recent=None, from_start=None, max_bytes=None):
-        """``(bytes, last_byte_offset)`` from ``GET /instance/serial/history``."""
-        query = _query(from_start=from_start, most_recent=most_recent, max_bytes=max_bytes)
-        body = self.request("GET", "/instance/serial/history" + query)[1]
-        return bytes(body["data"]), body["last_byte_offset"]
-
     def serial_path(self, most_recent=16384, from_start=None):
         return "/instance/serial" + _query(from_start=from_start, most_recent=None if from_start is not None else most_recent)
 

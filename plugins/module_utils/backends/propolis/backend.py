@@ -35,7 +35,7 @@ from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     PropolisForeignVm, PropolisNoNetwork, PropolisNoSettings, PropolisTimeout, PropolisUnreachable, PropolisUnsupported,
     VnicMissing, ZoneMissing,
 )
-from ansible_collections.vmctl.core.plugins.module_utils.proc import HostRunner
+from ansible_collections.vmctl.core.plugins.module_utils import proc
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis.api import TERMINAL_STATES, PropolisClient, split_address
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 
@@ -101,6 +101,19 @@ def parse_zones(output):
     return zones
 
 
+class IllumosRunner:
+    """Runs illumos commands (proc.run): ``runner(argv, check=True)`` → proc.Result. ``prefix`` goes in front of
+    every command (``["pfexec"]``, or ``["ssh", "root@host"]`` to drive another machine); tests pass a
+    runner of their own that records and answers the commands."""
+
+    def __init__(self, prefix=()):
+        self.prefix = list(prefix)
+
+    def __call__(self, argv, check=True, timeout=300):
+        hint = "Check the command prefix (VMCTL_PROPOLIS_COMMAND_PREFIX)" if self.prefix else "This command exists on illumos hosts only"
+        return proc.run(self.prefix + list(argv), error=IllumosCommandFailed, check=check, timeout=timeout, missing_hint=hint)
+
+
 class PropolisBackend(Backend):
     tag = "propolis"
     disk_format = "raw"
@@ -109,7 +122,7 @@ class PropolisBackend(Backend):
         self.settings = dict(env_settings(), **(settings or {}))
         if address:
             self.settings["address"] = address
-        self.runner = runner or HostRunner(self.settings["prefix"], error=IllumosCommandFailed)
+        self.runner = runner or IllumosRunner(self.settings["prefix"])
         self.server_timeout = server_timeout
         self.start_timeout = start_timeout
 
@@ -139,8 +152,6 @@ class PropolisBackend(Backend):
 
     def run(self, argv, check=True):
         return self.runner(list(argv), check=check)
-
-    _files = staticmethod(paths.vm_files)
 
     def zone_state(self, zone):
         """The zone's state (configured, installed, running, …), or None when there is no such zone."""
@@ -180,7 +191,7 @@ class PropolisBackend(Backend):
         """Raw disk and seed in the work directory, the VNIC's MAC, the zone configured and installed."""
         self.check_spec(spec)
         info = self.info(handle)
-        files = self._files(handle.work_dir)
+        files = paths.vm_files(handle.work_dir)
         changes = {"state": VmState.PREPARED, "image_path": os.path.abspath(spec.image_path)}
         if spec.network.type == "vnic":
             changes["mac_addr"] = self.vnic_mac(spec.name, spec.network.name)
@@ -233,7 +244,7 @@ class PropolisBackend(Backend):
         info = self.info(handle)
         if not 1 <= handle.vcpus <= MAX_CPUS:
             raise InvalidSpec("VM %s: propolis supports 1 to %d vCPUs, got %d" % (handle.name, MAX_CPUS, handle.vcpus))
-        disk = handle.overlay_path or self._files(handle.work_dir)["disk"]
+        disk = handle.overlay_path or paths.vm_files(handle.work_dir)["disk"]
         components = {
             "com1": {"type": "serial_port", "component": {"num": "com1"}},
             "disk0": {"type": "virtio_disk", "component": {"backend_id": "disk0-backend", "pci_path": _pci(16)}},
