@@ -59,6 +59,20 @@ def _wrap(cls, method, what):
         return result
     setattr(cls, method, classmethod(counted) if isinstance(cls.__dict__.get(method), classmethod) else counted)
 
+class _Patching(importlib.abc.Loader):
+    def __init__(self, loader, cls, method, what):
+        self.loader, self.cls, self.method, self.what = loader, cls, method, what
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        _wrap(getattr(module, self.cls), self.method, self.what)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         for suffix, (cls, method, what) in _PATCH.items():
@@ -70,12 +84,7 @@ class _Finder(importlib.abc.MetaPathFinder):
                     sys.meta_path.insert(0, self)
                 if spec is None or spec.loader is None:
                     return None
-                loader = spec.loader
-                exec_module = loader.exec_module
-                def patched(module, exec_module=exec_module, cls=cls, method=method, what=what):
-                    exec_module(module)
-                    _wrap(getattr(module, cls), method, what)
-                loader.exec_module = patched
+                spec.loader = _Patching(spec.loader, cls, method, what)  # loaders can be shared (zipimport)
                 return spec
         return None
 
