@@ -329,6 +329,15 @@ def test_the_client_refuses_a_body_over_the_cap_before_sending(host):
     assert host.server.requests == []
 
 
+def test_a_grown_disk_is_resized_by_the_backend_as_raw(host):
+    """The manager grows a disk through the backend's hook: propolis' disk0.raw is resized as raw, and its size
+    is read back by the backend (what reconcile compares a wanted disk with)."""
+    handle = host.manager.create(host.spec())[0]
+    assert host.manager.disk_gb(handle) == 1
+    handle = host.manager.reconfigure("web", {}, disk_gb=3)
+    assert handle.disk_gb == 3 and os.path.getsize(handle.overlay_path) == 3 << 30 and host.manager.disk_gb(handle) == 3
+
+
 def test_guest_ip_comes_from_the_arp_table_by_the_vnics_mac(host):
     handle = host.manager.create(host.spec())[0]
     backend = host.manager.backend(handle)

@@ -95,7 +95,8 @@ def error_from_payload(payload):
     if not (isinstance(cls, type) and issubclass(cls, VmctlError)):
         cls = SshError
     if data.get("code") != cls.code:  # a class this side does not know (or a newer daemon's): the code still tells
-        cls = next((c for c in vmctl_errors.error_classes() if c.code == data.get("code")), SshError)
+        cls = next((c for c in vmctl_errors.error_classes()
+                    if c.code == data.get("code") and c.__init__ is VmctlError.__init__), SshError)
     details = {k: v for k, v in data.items() if k not in ("message", "hint", "code", "retry")}
     return cls(data.get("message", "unknown error"), hint=data.get("hint"), **details)
 

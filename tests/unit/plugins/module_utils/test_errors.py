@@ -90,3 +90,16 @@ def test_with_message_keeps_class_hint_and_details():
     err = errors.InvalidHostname("invalid hostname x", name="web").with_message("VM web: invalid hostname x")
     assert type(err) is errors.InvalidHostname and err.code == "vmctl.cloudinit.invalid_hostname"
     assert err.hint == errors.InvalidHostname.default_hint and err.details == {"name": "web"}
+
+
+def test_the_session_daemons_errors_keep_their_class_and_code():
+    """An error sent over the daemon's socket comes back as its class; a class name this side does not know
+    (a newer daemon's) is rebuilt from its code, and an unknown code as a plain SSH error."""
+    import json
+    from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.protocol import error_from_payload, error_payload
+    back = error_from_payload(error_payload(errors.SshDisconnected("VM web: gone", name="web")))
+    assert type(back) is errors.SshDisconnected and back.details["name"] == "web" and back.message == "VM web: gone"
+    renamed = json.dumps({"class": "Renamed", "code": "vmctl.qemu.port_in_use", "message": "m", "hint": "h"}).encode()
+    assert type(error_from_payload(renamed)) is errors.PortInUse
+    unknown = json.dumps({"class": "Renamed", "code": "vmctl.new.thing", "message": "m", "hint": "h"}).encode()
+    assert type(error_from_payload(unknown)) is errors.SshError
