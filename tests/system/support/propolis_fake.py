@@ -38,9 +38,10 @@ import time
 import urllib.parse
 import uuid
 
-from support.openapi_contract import ApiDocument
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/system: run as a script too
+from support.openapi_contract import ApiDocument  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".cache", "collections"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", ".cache", "collections"))
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import websocket  # noqa: E402
 
 API_VERSION = (5, 0, 0)
