@@ -89,7 +89,7 @@ class Backend:
         if endpoint.kind != "unix":
             raise ConsoleUnsupported("VM %s: the %s backend has no serial console to attach to" % (handle.name, handle.backend),
                                      name=handle.name,
-                             hint="Read the console log instead (vmctl log %s --console)" % handle.name)
+                                     hint="Read the console log instead (vmctl log %s --console)" % handle.name)
         return connect_unix(endpoint.address, handle.name)
 
 

@@ -75,7 +75,7 @@ from ansible_collections.vmctl.core.plugins.module_utils.images.stream import (
     detect_compression, hash_file, make_decoder,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    ChecksumMismatch, CorruptImage, DiskFull, DownloadFailed, DownloadInterrupted, DownloadTimeout, ImageError, ImageInUse,
+    ChecksumMismatch, CorruptImage, DiskFull, DownloadFailed, DownloadInterrupted, DownloadTimeout, ImageInUse,
     ImageNotCached, ImageNotFound, ImageTooLarge, InvalidChecksum, InvalidImageUrl, ToolMissing, UnsafeImage,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
@@ -388,7 +388,7 @@ def _body_chunks(resp, url, meter, limits):
             limits.check(url, meter, silent=True)
         except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as err:
             raise DownloadInterrupted("download of %s was interrupted after %s: %s" % (url, _progress_text(meter), err),
-                               url=url, received=meter.done, total=meter.total)
+                                      url=url, received=meter.done, total=meter.total)
         if not chunk:
             return
         limits.check(url, meter, len(chunk))
@@ -648,7 +648,7 @@ class ImageCache:
             if os.path.realpath(os.path.dirname(path)) != os.path.realpath(self.root):
                 raise ImageNotCached("%s is not in the image cache %s; vmctl only removes images it downloaded" % (path, self.root),
                                      path=path,
-                                 hint="Give the URL of the image or a path listed by vmctl.core.vm_image_info")
+                                     hint="Give the URL of the image or a path listed by vmctl.core.vm_image_info")
             entry = self._entry_of_path(path)
             if entry is None:
                 return None
@@ -970,7 +970,7 @@ class ImageCache:
                     meter.add(len(chunk))
                 if meter.total is not None and meter.done != meter.total:
                     raise DownloadInterrupted("download of %s ended after %s" % (url, _progress_text(meter)),
-                                       url=url, received=meter.done, total=meter.total)
+                                              url=url, received=meter.done, total=meter.total)
                 if codec:
                     for stage in stages:
                         stage.finish()

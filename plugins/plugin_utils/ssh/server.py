@@ -74,8 +74,8 @@ class MuxServer:
                 return
             if not self.session.is_active():
                 self.log("request %s refused: SSH transport is gone" % request.get("op"))
-                self._send(conn, ERROR, error_payload(SshDisconnected("VM %s: the SSH session is closed" % self.session.target.vm),
-                                                     retry=True))
+                closed = SshDisconnected("VM %s: the SSH session is closed" % self.session.target.vm)
+                self._send(conn, ERROR, error_payload(closed, retry=True))
                 self.stopping.set()
                 return
             self._send(conn, ACCEPTED, json.dumps({"pid": os.getpid(), "protocol": PROTOCOL}).encode("utf-8"))

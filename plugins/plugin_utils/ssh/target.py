@@ -72,9 +72,9 @@ class SshTarget:
                    if not value]
         if missing:
             raise SshNotConfigured("VM %s: no %s to log in with" % (self.vm, " and no ".join(missing)),
-                           hint="Create the VM with cloud-init (it generates a key and pins the host key), or set the "
-                                "connection's remote_addr/port/remote_user/private_key_file/known_hosts_file",
-                           name=self.vm)
+                                   hint="Create the VM with cloud-init (it generates a key and pins the host key), or set the "
+                                        "connection's remote_addr/port/remote_user/private_key_file/known_hosts_file",
+                                   name=self.vm)
         from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_login_user
         validate_login_user(self.user)  # a user reaches ssh's argv and paramiko: never an option
         for what, path in (("private key", self.private_key_path), ("known_hosts file", self.known_hosts)):

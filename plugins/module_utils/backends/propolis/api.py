@@ -21,7 +21,7 @@ import urllib.parse
 
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import websocket
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    InvalidPropolisAddress, PropolisApiError, PropolisBodyTooLarge, PropolisError, PropolisTimeout, PropolisUnreachable,
+    InvalidPropolisAddress, PropolisApiError, PropolisBodyTooLarge, PropolisTimeout, PropolisUnreachable,
     PropolisVmFailed, PropolisVmGone,
 )
 

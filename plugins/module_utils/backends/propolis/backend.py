@@ -233,7 +233,7 @@ class PropolisBackend(Backend):
         if result.rc != 0:
             raise VnicMissing("VM %s: VNIC %s does not exist: %s" % (vm, vnic, (result.stderr or result.stdout).strip()),
                               vnic=vnic,
-                                hint="Create it first, e.g. dladm create-vnic -l <physical link or etherstub> %s" % vnic)
+                              hint="Create it first, e.g. dladm create-vnic -l <physical link or etherstub> %s" % vnic)
         # -p with several fields escapes ':' as '\:'
         fields = re.split(r"(?<!\\):", result.stdout.strip().splitlines()[0])
         return normalize_mac(fields[2])
@@ -341,8 +341,8 @@ class PropolisBackend(Backend):
                 return self.instance(client, handle)
             if status and status >= 500:
                 raise PropolisCreateFailed("VM %s: propolis-server could not create the VM: %s" % (handle.name, err.message),
-                                       hint="Its disk file, VNIC, vCPU count or /dev/vmmctl access is wrong; "
-                                            "see propolis-server's log in zone %s" % self.info(handle)["zone"],
+                                           hint="Its disk file, VNIC, vCPU count or /dev/vmmctl access is wrong; "
+                                                "see propolis-server's log in zone %s" % self.info(handle)["zone"],
                                            **err.details)
             raise
         return self.instance(client, handle)

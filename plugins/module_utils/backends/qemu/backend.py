@@ -589,4 +589,3 @@ def find_ip_by_mac(mac, neigh_output=None, lease_files=None):
                 if len(parts) >= 3 and parts[1].lower() == mac:
                     return parts[2]
     return None
-

@@ -39,7 +39,7 @@ def test_every_code_belongs_to_exactly_one_class():
 
 def test_a_code_cannot_be_passed_in():
     with pytest.raises(TypeError, match="comes from its class"):
-        errors.VmctlError("x", code="vmctl.vm.invalid_spec")
+        raise errors.VmctlError("x", code="vmctl.vm.invalid_spec")
 
 
 def test_no_raise_in_plugins_passes_a_code():
@@ -88,7 +88,7 @@ def test_a_disk_smaller_than_the_image_is_an_invalid_spec(tmp_path):
 
 def test_with_message_keeps_class_hint_and_details():
     err = errors.InvalidHostname("invalid hostname x", name="web").with_message("VM web: invalid hostname x")
-    assert type(err) is errors.InvalidHostname and err.code == "vmctl.cloudinit.invalid_hostname"
+    assert err.__class__ is errors.InvalidHostname and err.code == "vmctl.cloudinit.invalid_hostname"
     assert err.hint == errors.InvalidHostname.default_hint and err.details == {"name": "web"}
 
 
@@ -98,8 +98,8 @@ def test_the_session_daemons_errors_keep_their_class_and_code():
     import json
     from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.protocol import error_from_payload, error_payload
     back = error_from_payload(error_payload(errors.SshDisconnected("VM web: gone", name="web")))
-    assert type(back) is errors.SshDisconnected and back.details["name"] == "web" and back.message == "VM web: gone"
+    assert back.__class__ is errors.SshDisconnected and back.details["name"] == "web" and back.message == "VM web: gone"
     renamed = json.dumps({"class": "Renamed", "code": "vmctl.qemu.port_in_use", "message": "m", "hint": "h"}).encode()
-    assert type(error_from_payload(renamed)) is errors.PortInUse
+    assert error_from_payload(renamed).__class__ is errors.PortInUse
     unknown = json.dumps({"class": "Renamed", "code": "vmctl.new.thing", "message": "m", "hint": "h"}).encode()
-    assert type(error_from_payload(unknown)) is errors.SshError
+    assert error_from_payload(unknown).__class__ is errors.SshError
