@@ -15,6 +15,7 @@ REV defaults to the last commit before the layout of issue 13 (8e2872f). Prints 
 
 import argparse
 import collections
+import glob
 import json
 import os
 import shutil
@@ -36,6 +37,8 @@ _PATCH = {  # module name ending -> (class, method, what)
     ".backends.qemu.qmp": ("QmpClient", "execute", "qmp"),
     ".module_utils.ssh_session": ("SshSession", "_connect_once", "ssh handshake"),
     ".ssh.session": ("SshSession", "_connect_once", "ssh handshake"),
+    ".ssh.readiness": ("ReadinessWait", "_cloud_init", "cloud-init wait"),
+    ".module_utils.readiness": ("ReadinessWait", "_cloud_init", "cloud-init wait"),
 }
 _lock = threading.Lock()
 
@@ -55,7 +58,7 @@ def _wrap(cls, method, what):
         except BaseException:
             _note(what, (detail + " failed").strip())
             raise
-        _note(what, detail)
+        _note(what, "ended by the session dropping" if what == "cloud-init wait" and result is False else detail)
         return result
     setattr(cls, method, classmethod(counted) if isinstance(cls.__dict__.get(method), classmethod) else counted)
 
@@ -150,6 +153,9 @@ def run_up(tree, image, label):
         env.pop("VMCTL_COUNT_FILE")
         subprocess.run(["ansible-playbook", "vmctl.core.down", "-e", "vmfile=" + path, "-e", "destroy=true"],
                        env=env, capture_output=True, text=True, check=False)
+        if os.environ.get("VMCTL_COUNTS_SHOW_LOGS"):
+            for log in sorted(glob.glob(os.path.join(work, "cp", "*.log"))):
+                print("== %s\n%s" % (log, open(log).read()))
         subprocess.run(["pkill", "-f", os.path.join(work, "cp")], check=False)
         if up.returncode != 0:
             print("%s: up failed (%d):\n%s" % (label, up.returncode, up.stdout[-3000:] + up.stderr[-2000:]))
@@ -160,11 +166,19 @@ def run_up(tree, image, label):
 
 
 def summary(calls):
+    """Counts by kind; failed calls (a login refused while the guest boots) apart; and who made them."""
     out = collections.Counter()
     for call in calls:
-        out[call["what"]] += 1
-        if call["what"] == "qmp":
-            out["qmp " + call["detail"]] += 1
+        failed = call["detail"].endswith("failed")
+        if call["detail"].startswith("ended by"):
+            out[call["what"] + " " + call["detail"]] += 1
+        what = call["what"] + (" (failed attempt)" if failed else "")
+        out[what] += 1
+        if call["what"] == "qmp" and not failed:
+            out["  qmp " + call["detail"]] += 1
+        out["  by %s: %s" % (call["argv0"] or "daemon", what)] += 1
+    out["session daemons that logged in"] = len({c["pid"] for c in calls if c["argv0"] == "-c" and c["what"] == "ssh handshake"
+                                                 and not c["detail"].endswith("failed")})
     return out
 
 
@@ -183,9 +197,9 @@ def main():
     finally:
         subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", old], check=False)
     print("one `up` of one VM (with 2 provision steps), calls counted in every process of the run")
-    print("%-28s %12s %14s" % ("", "before (%s)" % args.before, "this checkout"))
-    for key in sorted(set(before) | set(after), key=lambda k: (k.startswith("qmp "), k)):
-        print("%-28s %12d %14d" % (key, before.get(key, 0), after.get(key, 0)))
+    print("%-52s %12s %14s" % ("", "before (%s)" % args.before, "this checkout"))
+    for key in sorted(set(before) | set(after), key=lambda k: (k.startswith("  by "), k.startswith("  "), k)):
+        print("%-52s %12d %14d" % (key, before.get(key, 0), after.get(key, 0)))
 
 
 if __name__ == "__main__":
