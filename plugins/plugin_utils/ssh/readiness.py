@@ -59,6 +59,8 @@ def default_deadline(handle):
 
 def console_lines(path, count=5, max_bytes=16384):
     """The last ``count`` printable lines of a console log (escape sequences and control characters removed)."""
+    if not path:
+        return []
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -88,7 +90,7 @@ class ReadinessWait:
     """
 
     def __init__(self, handle, deadline=None, stall=None, on_progress=None, interval=PROGRESS_INTERVAL,
-                 target=None, backend=None, clock=time.monotonic, attempt_timeout=ATTEMPT_TIMEOUT):
+                 target=None, backend=None, clock=time.monotonic, attempt_timeout=ATTEMPT_TIMEOUT, deadline_setting=None):
         if handle is None and (target is None or not deadline):
             raise InvalidSpec("a wait without the VM's record needs a target and a deadline")
         self.name = handle.name if handle is not None else target.vm
@@ -97,6 +99,7 @@ class ReadinessWait:
         self.handle = handle
         self.deadline = deadline or default_deadline(handle)
         self.attempt_timeout = attempt_timeout
+        self.deadline_setting = deadline_setting  # how to raise the deadline, with %d for a suggestion (default: up's)
         self.stall = stall or DEFAULT_STALL
         self.on_progress = on_progress
         self.interval = interval
@@ -171,7 +174,12 @@ class ReadinessWait:
         tail = console_lines(self.console_log)
         if tail:
             message += "\nlast console lines (%s):\n  %s" % (self.console_log, "\n  ".join(tail))
-        if deadline:
+        elif self.console_log:
+            message += "; nothing on its console (%s)" % self.console_log
+        if deadline and self.deadline_setting:
+            hint = "If the guest is just slow, raise the deadline: " + self.deadline_setting % (self.deadline * 2)
+            cls = SshWaitTimeout
+        elif deadline:
             hint = ("If the guest is just slow, raise the deadline: ssh { boot-timeout %d } in the VMFile, "
                     "-e ssh_timeout=%d, vmctl up --timeout %d, or wait_timeout of vmctl.core.vm_state"
                     % ((self.deadline * 2,) * 3))
@@ -280,7 +288,8 @@ def login(target, wait_timeout, attempt_timeout=ATTEMPT_TIMEOUT, on_progress=Non
     """A session to ``target`` once its VM is ready, waiting up to ``wait_timeout`` seconds (the connection's own
     wait, for a VM nobody waited for): the same wait as ``vm_state``'s, from the target alone."""
     wait = ReadinessWait(None, deadline=max(1, int(wait_timeout)), stall=min(DEFAULT_STALL, max(1, int(wait_timeout))),
-                         on_progress=on_progress, target=target, attempt_timeout=attempt_timeout)
+                         on_progress=on_progress, target=target, attempt_timeout=attempt_timeout,
+                         deadline_setting="the vmctl.core.vm_ssh connection's wait_timeout (ansible_vmctl_wait_timeout=%d)")
     return wait.session()
 
 
