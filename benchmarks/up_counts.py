@@ -24,9 +24,8 @@ import sys
 import tempfile
 import textwrap
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-BEFORE = "8e2872f"
+from revision import BEFORE_LAYOUT, ROOT, collections_for, revision
+
 
 SITECUSTOMIZE = r'''
 import importlib.abc, importlib.util, json, os, sys, threading
@@ -119,18 +118,10 @@ def vmfile(image, upload):
         """) % (json.dumps(image), json.dumps(upload))
 
 
-def collection_path(tree, work):
-    """A collections dir whose ansible_collections/vmctl/core is ``tree``."""
-    base = os.path.join(work, "collections")
-    os.makedirs(os.path.join(base, "ansible_collections", "vmctl"))
-    os.symlink(tree, os.path.join(base, "ansible_collections", "vmctl", "core"))
-    return base
-
-
-def run_up(tree, image, label):
+def run_up(collections, image, label):
     work = tempfile.mkdtemp(prefix="vmctl-bench-counts-")
     try:
-        collections_dir = collection_path(tree, work)
+        collections_dir = collections or collections_for(ROOT, work)
         site = os.path.join(work, "site")
         os.makedirs(site)
         with open(os.path.join(site, "sitecustomize.py"), "w") as f:
@@ -184,18 +175,14 @@ def summary(calls):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-    parser.add_argument("--before", default=BEFORE, help="the revision to compare with (default %(default)s)")
+    parser.add_argument("--before", default=BEFORE_LAYOUT, help="the revision to compare with (default %(default)s)")
     args = parser.parse_args()
     manifest = subprocess.run([os.path.join(ROOT, "scripts", "build-test-image")], capture_output=True, text=True,
                               check=True).stdout.strip().splitlines()[-1]
     image = json.load(open(manifest))["debian"]["path"] if manifest.endswith(".json") else None
-    old = tempfile.mkdtemp(prefix="vmctl-bench-before-")
-    subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", old, args.before], check=True, capture_output=True)
-    try:
-        after = summary(run_up(ROOT, image, "this checkout"))
-        before = summary(run_up(old, image, args.before))
-    finally:
-        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", old], check=False)
+    after = summary(run_up(None, image, "this checkout"))
+    with revision(args.before) as collections:
+        before = summary(run_up(collections, image, args.before))
     print("one `up` of one VM (with 2 provision steps), calls counted in every process of the run")
     print("%-52s %12s %14s" % ("", "before (%s)" % args.before, "this checkout"))
     for key in sorted(set(before) | set(after), key=lambda k: (k.startswith("  by "), k.startswith("  "), k)):
