@@ -15,6 +15,7 @@ import uuid
 from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, host_keys, keys
 from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.errors import ConsoleFailed, ConsoleUnsupported, InvalidState
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 
 # kind: "unix" (path), "websocket" (url) or "none"
@@ -75,6 +76,10 @@ class Backend:
 
     def state(self, handle):
         raise NotImplementedError
+
+    def alive(self, handle):
+        """Whether the VM still runs, as cheaply as the backend can tell (a wait asks every few seconds)."""
+        return self.state(handle) == VmState.RUNNING
 
     def guest_ip(self, handle, timeout=0):
         raise NotImplementedError

@@ -453,6 +453,10 @@ class QemuBackend(Backend):
                 raise self._monitor_error(handle, "monitor unreachable", err)
             return None
 
+    def alive(self, handle):
+        """QEMU runs (its proven pid; no monitor round trip): a guest that powers off ends QEMU."""
+        return self._process(handle).pid() is not None
+
     def state(self, handle):
         """The live state; raises MonitorNotAnswering for a live QEMU whose monitor fails."""
         status = self._query_status(handle)
