@@ -18,7 +18,7 @@ import re
 
 from ansible_collections.vmctl.core.plugins.module_utils import checks
 from ansible_collections.vmctl.core.plugins.module_utils.vmfile import kdl
-from ansible_collections.vmctl.core.plugins.module_utils.guest import keys
+from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, keys
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, KeygenFailed, VmctlError, VmfileNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.model import ACCELS, DEFAULTS
 from ansible_collections.vmctl.core.plugins.module_utils.guest.provision import describe, plan_digest
@@ -331,8 +331,8 @@ class _Checker:
                          'Add a cloud-init { } block (a key is then generated and installed), or private-key "~/.ssh/…" '
                          "for a key the image already trusts", npath)
         if cloud_init is not None:
-            cloud_init["generate_key"] = not (cloud_init["ssh_key"] or cloud_init["user_data"]
-                                              or (ssh and ssh["private_key"]))
+            cloud_init["generate_key"] = cloudinit.trusted_key(
+                cloud_init["user_data"], cloud_init["ssh_key"], ssh and ssh["private_key"]) == "generate"
             self.check_guest(name, npath, seen["cloud-init"], cloud_init, ssh)
         self.check_keys(npath, cloud_init, ssh)
         self.check_login_user(npath, cloud_init)
