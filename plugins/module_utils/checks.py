@@ -13,7 +13,9 @@ from __future__ import annotations
 
 __metaclass__ = type
 
+import os
 import re
+import stat
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidName, InvalidSpec
 
@@ -35,6 +37,26 @@ def short(value, limit=60):
     """``repr(value)`` cut to ``limit`` characters: an error never echoes a 50 MB value."""
     text = repr(value)
     return text if len(text) <= limit else "%s… (%d characters)" % (text[:limit], len(value) if hasattr(value, "__len__") else len(text))
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(path):
+    """What is at ``path`` when it is not a regular file: None for a regular file (symlinks followed),
+    ``"missing"`` when nothing is there, else what it is (``"a FIFO (named pipe)"``, ``"a directory"``,
+    ``"a character device"`` for /dev/zero ...). Only stats: a FIFO is never opened, so nothing blocks.
+    Raises OSError for other stat failures (permission denied)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except NotADirectoryError:  # a path through a file: nothing can be there
+        return "missing"
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
 
 
 def validate_name(name, what="VM name"):

@@ -244,6 +244,9 @@ class QemuBackend(Backend):
         find_tool(self.binary)
         self._check_bridge(spec.name, spec.network)
         files = self._files(handle.work_dir)
+        for what, path in (("kernel", spec.kernel), ("initrd", spec.initrd)):
+            if path:
+                qemu_img.require_file(path, what)  # a FIFO or /dev/zero would hang QEMU's start
         paths.make_vm_dir(handle.work_dir)
         image_format = spec.image_format or qemu_img.detect_format(spec.image_path)
         if spec.disk_gb:
