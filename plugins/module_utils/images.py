@@ -358,8 +358,8 @@ class DownloadLimits:
             raise DownloadTimeout(
                 "download of %s did not finish within its deadline of %d s (%s received)" % (url, self.seconds, _progress_text(meter)),
                 url=url, limit="deadline", seconds=self.seconds, received=meter.done,
-                hint="Raise the deadline (vm_image download_timeout, vmctl image pull --deadline SECONDS); "
-                     "the partial download is kept and the next pull resumes it")
+                hint="Raise the deadline (vm_image download_timeout, vmctl image pull --deadline SECONDS) and pull "
+                     "again; the partial download was removed")
         begin, received = self._window[0], self._window[1] + n
         if silent or now - begin >= self.stall_timeout:
             if received < STALL_MIN_BYTES:
@@ -367,8 +367,8 @@ class DownloadLimits:
                     "download of %s stalled: %d bytes in the last %d s (less than %d; %s received)"
                     % (url, received, now - begin, STALL_MIN_BYTES, _progress_text(meter)),
                     url=url, limit="stall_timeout", seconds=self.stall_timeout, received=meter.done,
-                    hint="The server sends too slowly; try again later, or raise the stall timeout "
-                         "(vm_image stall_timeout, vmctl image pull --stall-timeout SECONDS)")
+                    hint="The server sends too slowly (the partial download was removed); try again later, or "
+                         "raise the stall timeout (vm_image stall_timeout, vmctl image pull --stall-timeout SECONDS)")
             begin, received = now, 0
         self._window = (begin, received)
 
@@ -561,8 +561,9 @@ class ImageCache:
         Bounds: ``timeout`` for connecting and the answer's headers; ``deadline`` (seconds, default
         scaled to the size) and ``stall_timeout`` for the body (DownloadLimits); ``max_size`` bytes
         for the image on disk (default DEFAULT_MAX_IMAGE_SIZE; less when a qcow2 header declares a
-        smaller virtual size), with free space checked as it is written. Breaking a size bound leaves
-        nothing behind; a time bound keeps the ``.part`` for a resume.
+        smaller virtual size), with free space checked as it is written. Breaking any bound leaves
+        nothing behind (not even the ``.part``); an interrupted transfer (connection lost, Ctrl-C) keeps
+        the ``.part`` for a resume.
         """
         _check_url(url)
         expected = parse_checksum(checksum) if checksum is not None else None
@@ -819,6 +820,9 @@ class ImageCache:
                 try:
                     result = self._receive(url, chunks, part, tmp, offset, meter, digest, bound)
                 except (CorruptImage, ChecksumMismatch):
+                    self._discard_partial(key)
+                    raise
+                except DownloadTimeout:  # a time bound: nothing stays behind either (the limit is named)
                     self._discard_partial(key)
                     raise
                 except (ImageTooLarge, DiskFull) as err:  # a size bound: nothing stays behind

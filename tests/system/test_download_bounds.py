@@ -151,7 +151,7 @@ def trickle_server(burst, every):
 def test_a_body_trickling_a_byte_every_two_seconds_is_a_stall(tmp_path):
     """Bad input: a server sending 1 byte every 2 s. Gets: DownloadTimeout naming stall_timeout, after
     about the stall timeout; the URL's lock is released (a second pull runs and fails the same way);
-    no cache entry."""
+    nothing in the cache, not even a partial file."""
     cache = ImageCache()
     with trickle_server(1, 2.0) as url:
         for dummy in range(2):
@@ -160,28 +160,31 @@ def test_a_body_trickling_a_byte_every_two_seconds_is_a_stall(tmp_path):
                 cache.pull(url, stall_timeout=3)
             assert time.monotonic() - begin < 30
             assert caught.value.details["limit"] == "stall_timeout" and "stall-timeout" in caught.value.hint
+            assert cache_files(cache) == []
     assert cache.list() == []
 
 
 def test_a_steady_but_endless_body_hits_the_deadline(tmp_path):
     """Bad input: a server that never stalls (128 KB every 0.2 s) but never ends. Gets: DownloadTimeout
-    naming the deadline, with the setting to raise."""
+    naming the deadline, with the setting to raise; the megabytes received are not kept (nothing in the cache)."""
     cache = ImageCache()
     with trickle_server(128 << 10, 0.2) as url:
         with pytest.raises(DownloadTimeout) as caught:
             cache.pull(url, deadline=3, stall_timeout=2)
     assert caught.value.details["limit"] == "deadline" and "download_timeout" in caught.value.hint
+    assert caught.value.details["received"] > 0 and cache_files(cache) == []
     assert cache.list() == []
 
 
 def test_cli_image_pull_takes_the_bounds(tmp_path):
     """`vmctl image pull --stall-timeout` against the trickling server: exit 5 (timeout) with error and
-    hint lines."""
+    hint lines; nothing left in the cache."""
     with trickle_server(1, 2.0) as url:
         result = subprocess.run([VMCTL, "image", "pull", url, "--stall-timeout", "3"], capture_output=True,
                                 text=True, timeout=120, check=False)
     assert result.returncode == 5, result.stderr
     assert "stalled" in result.stderr and "--stall-timeout" in result.stderr
+    assert cache_files(ImageCache()) == []
 
 
 def test_default_deadline_scales_with_the_size():
