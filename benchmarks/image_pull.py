@@ -35,7 +35,7 @@ SEGMENT = 4 * MB
 
 CHILD = r"""
 import json, os, sys, time
-from ansible_collections.vmctl.core.plugins.module_utils.images import ImageCache
+from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
 url = sys.argv[1]
 marks = {}
 def progress(done, total):

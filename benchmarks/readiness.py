@@ -31,9 +31,10 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "system"))
 
 from guests import debian_spec  # noqa: E402
 
-from ansible_collections.vmctl.core.plugins.module_utils import readiness, ssh  # noqa: E402
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import readiness
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import target as ssh  # noqa: E402
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager  # noqa: E402
-from ansible_collections.vmctl.core.plugins.module_utils.ssh_session import SshSession  # noqa: E402
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import SshSession  # noqa: E402
 
 FINAL = re.compile(rb"Cloud-init v\. \S+ finished at")
 

@@ -39,8 +39,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "system"))
 
 from sshd_server import LoopbackSshd  # noqa: E402
 
-from ansible_collections.vmctl.core.plugins.module_utils import ssh_mux  # noqa: E402
-from ansible_collections.vmctl.core.plugins.module_utils.ssh import resolve_target  # noqa: E402
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import client as ssh_mux  # noqa: E402
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.target import resolve_target  # noqa: E402
 
 MB = 1 << 20
 BENCH_USER = "vmctlbench"
@@ -220,7 +220,7 @@ def loopback_target(workdir, user):
 def guest_target(workdir):
     from guests import debian_spec
     from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-    from ansible_collections.vmctl.core.plugins.module_utils.readiness import wait_until_ready
+    from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.readiness import wait_until_ready
     os.environ.setdefault("VMCTL_ACCEL", "tcg")
     manifest = os.environ.get("VMCTL_TEST_IMAGES") or subprocess.run(
         [os.path.join(HERE, "..", "scripts", "build-test-image")], capture_output=True, text=True, check=True).stdout.split()[-1]

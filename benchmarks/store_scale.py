@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = r'''
 import json, os, statistics, sys, time
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.types import VmSpec
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmSpec
 image, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 manager = VmManager()
 times = []

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import resolve_accel
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import resolve_accel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -7,7 +7,7 @@
 # up: ed25519 user key and host key, qcow2 overlay on BASE, NoCloud seed ISO (user + key + hostname, and the
 # host key, pinned in known_hosts, as the engine does: without it cloud-init generates four host keys, ~6 s
 # under TCG), QEMU with the engine's
-# options (plugins/module_utils/backends/qemu.py: q35, ACCEL, CPU, virtio disk, virtio-rng, virtio-net on a
+# options (plugins/module_utils/backends/qemu/backend.py: q35, ACCEL, CPU, virtio disk, virtio-rng, virtio-net on a
 # user netdev forwarding 127.0.0.1:PORT to 22, daemonized), then ssh every second until a login works and
 # `cloud-init status --wait` has returned, then COMMAND over ssh and scp of FILE to DEST.
 # Prints "phase SECONDS" lines (since the start) on stdout. down: kill QEMU, remove DIR.

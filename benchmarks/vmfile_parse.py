@@ -12,7 +12,7 @@ import statistics
 import tempfile
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils import vmfile
+from ansible_collections.vmctl.core.plugins.module_utils.vmfile import reader as vmfile
 
 VM = '''
 vm "vm-{i:04d}" {{

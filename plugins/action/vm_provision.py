@@ -10,7 +10,7 @@ __metaclass__ = type
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.vmctl.core.plugins.module_utils import provision
+from ansible_collections.vmctl.core.plugins.module_utils.guest import provision
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 

@@ -252,9 +252,9 @@ from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
-from ansible_collections.vmctl.core.plugins.module_utils import ssh
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import target as ssh
 from ansible_collections.vmctl.core.plugins.module_utils.errors import SshAuthFailed, SshTransferFailed, VmctlError
-from ansible_collections.vmctl.core.plugins.module_utils.ssh_mux import STDOUT, MuxClient
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.client import STDOUT, MuxClient
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
 
 display = Display()
@@ -312,6 +312,14 @@ class Connection(ConnectionBase):
                                                    "shared" if self.get_option("persistent") else "per task"), host=self._vm)
         self._connected = True
         return self
+
+    def wait_until_ready(self, deadline=None, stall=None, on_progress=None):
+        """The readiness wait of a booting VM (vm_state's O(wait_for_ssh)), done by the login that opens this
+        connection's shared session, so the tasks that follow reuse it. Seconds waited; raises the engine's error."""
+        self._connect()
+        data_dir = self.get_option("data_dir")
+        return self._client.wait_ready(deadline, stall, on_progress,
+                                       store_path=os.path.join(data_dir, "vms.json") if data_dir else None)
 
     def _before_login(self):
         if self._handle is not None:

@@ -85,7 +85,7 @@ from ansible.plugins.loader import connection_loader
 from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
-from ansible_collections.vmctl.core.plugins.module_utils.inventory import CONNECTION, vm_records
+from ansible_collections.vmctl.core.plugins.plugin_utils.inventory import CONNECTION, vm_records
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):

@@ -78,6 +78,15 @@ def whole_number(label, value, low, high, unit=""):
     return value
 
 
+def check_wait_limits(name, deadline=None, stall=None):
+    """The readiness wait's limits (seconds; None: the default): whole numbers of at least 1."""
+    for what, value in (("wait timeout (deadline)", deadline), ("stall timeout", stall)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidSpec("VM %s: the %s must be a whole number of seconds of at least 1, got %s"
+                              % (name, what, short(value)), name=name)
+    return deadline, stall
+
+
 def check_vcpus(value):
     return whole_number("vcpus", value, *VCPUS)
 

@@ -260,6 +260,11 @@ class SshWaitTimeout(Timeout):
     default_hint = "The guest did not accept an SSH login in time; see its console.log"
 
 
+class WaitStalled(SshWaitTimeout):
+    code = "vmctl.ssh.stalled"
+    default_hint = "The guest showed no sign of progress for the stall window; see its console.log"
+
+
 class SshTransferFailed(SshError):
     code = "vmctl.ssh.transfer_failed"
     default_hint = "Check the path, its directory and the permissions on the guest"

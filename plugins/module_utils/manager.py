@@ -16,13 +16,14 @@ import contextlib
 import os
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils import paths, qemu_img
-from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import new_vm_id, pick_ssh_port, port_is_free
+from ansible_collections.vmctl.core.plugins.module_utils import paths
+from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import new_vm_id, pick_ssh_port, port_is_free
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
-from ansible_collections.vmctl.core.plugins.module_utils.desired import cloud_init_digest
+from ansible_collections.vmctl.core.plugins.module_utils.reconcile import cloud_init_digest
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, MonitorNotAnswering, VmctlError, VmExists, VmNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, file_lock
-from ansible_collections.vmctl.core.plugins.module_utils.types import VmHandle, VmState, validate_name
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmHandle, VmState, validate_name
 
 
 class VmManager:
@@ -53,7 +54,7 @@ class VmManager:
         """Usable VMs by name, from one read of the store; bad records are in ``self.store.bad``."""
         return self.store.list()
 
-    def _live_state(self, handle):
+    def observe(self, handle):
         """``(state, problem)``: a VM whose monitor fails is ``unknown`` with the error as the problem,
         so one hung QEMU degrades that VM alone (list, status and stop still work)."""
         try:
@@ -64,7 +65,7 @@ class VmManager:
     def refresh(self, name):
         """The handle with its live state (and the store updated if it changed)."""
         handle = self.get(name)
-        live = self._live_state(handle)[0]
+        live = self.observe(handle)[0]
         if live != handle.state and live != VmState.UNKNOWN:
             handle = self._save(handle.replace(state=live, pid=handle.pid if live in VmState.ACTIVE else None))
         return handle
@@ -72,7 +73,7 @@ class VmManager:
     def live(self, name):
         """The handle with its live state, without writing anything (for info and planning)."""
         handle = self.get(name)
-        return handle.replace(state=self._live_state(handle)[0])
+        return handle.replace(state=self.observe(handle)[0])
 
     def live_state(self, name):
         """The VM's live state, or ``absent`` when there is no such VM (nothing is written)."""
@@ -80,25 +81,37 @@ class VmManager:
 
     def state_of(self, handle):
         """The live state of a handle already read (``absent`` for None; ``unknown`` when its monitor fails)."""
-        return "absent" if handle is None else self._live_state(handle)[0]
+        return "absent" if handle is None else self.observe(handle)[0]
+
+    def endpoint(self, handle, guest_ip_timeout=None):
+        """``(host, port)`` for SSH to the VM, the one place that says it: the user network's forward on
+        127.0.0.1, or a TAP guest's address on 22. Without ``guest_ip_timeout`` a TAP guest with no lease yet has
+        host None; with one (0 included) the lookup waits that long and raises IpDiscoveryTimeout.
+        ``(None, None)`` without networking.
+        """
+        if handle.network.type == "user":
+            return "127.0.0.1", handle.ssh_host_port
+        if handle.network.type != "tap":
+            return None, None
+        if guest_ip_timeout is not None:
+            return self.backend(handle).guest_ip(handle, guest_ip_timeout), 22
+        try:
+            return self.backend(handle).guest_ip(handle, 0), 22
+        except VmctlError:  # an address not yet leased is simply unknown
+            return None, 22
 
     def ssh_endpoint(self, handle):
         """``{host, port, user, private_key, known_hosts}`` to log in to the VM, or None without SSH settings."""
         if not handle.ssh_user or handle.network.type not in ("user", "tap"):
             return None
-        from ansible_collections.vmctl.core.plugins.module_utils import ssh  # paramiko only when asked
-        guest_ip = None
-        if handle.network.type == "tap":
-            with contextlib.suppress(Exception):  # an address not yet leased is simply unknown
-                guest_ip = self.backend(handle).guest_ip(handle, 0)
-        host, port = ssh.endpoint(handle, guest_ip)
+        host, port = self.endpoint(handle)
         return {"host": host, "port": port, "user": handle.ssh_user,
                 "private_key": handle.private_key_path, "known_hosts": handle.known_hosts}
 
     def describe(self, name, handle=None):
         """Everything ``vmctl status`` shows, with the live state and how to log in (``handle``: already read)."""
         handle = self.get(name) if handle is None else handle
-        state, problem = self._live_state(handle)
+        state, problem = self.observe(handle)
         handle = handle.replace(state=state)
         info = handle.to_json()
         info["state_reason"] = problem.details.get("reason") if problem else None
@@ -179,7 +192,7 @@ class VmManager:
     def _operate(self, name, operation):
         with self.vm_lock(name):
             handle = self.get(name)
-            before = self._live_state(handle)[0]
+            before = self.observe(handle)[0]
             updated = operation(self.backend(handle), handle.replace(state=before))
             return self._save(updated), before
 

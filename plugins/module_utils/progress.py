@@ -40,7 +40,7 @@ class ProgressFile:
 
 def download_text(done, total, seconds):
     """``37% (180.0 MB of 486.0 MB) at 95.0 MB/s`` (or without the share when the size is unknown)."""
-    from ansible_collections.vmctl.core.plugins.module_utils.images import human_size
+    from ansible_collections.vmctl.core.plugins.module_utils.images.cache import human_size
     rate = human_size(done / max(seconds, 1e-3))
     if total:
         return "%d%% (%s of %s) at %s/s" % (100 * done // total, human_size(done), human_size(total), rate)

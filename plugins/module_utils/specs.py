@@ -14,10 +14,11 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.vmctl.core.plugins.module_utils import checks, keys
+from ansible_collections.vmctl.core.plugins.module_utils import checks
+from ansible_collections.vmctl.core.plugins.module_utils.guest import keys
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import default_backend_tag
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec
-from ansible_collections.vmctl.core.plugins.module_utils.types import CloudInitConfig, SshConfig, VmSpec
+from ansible_collections.vmctl.core.plugins.module_utils.model import CloudInitConfig, SshConfig, VmSpec
 
 
 def _read(path, what, vm):
@@ -90,7 +91,7 @@ def resolve_image(image=None, image_url=None, checksum=None, validate_certs=True
     In check mode an image that is not cached yet is not downloaded: its future path is returned
     with ``would_download: true``. ``progress(done_bytes, total_bytes_or_None)`` follows a download.
     """
-    from ansible_collections.vmctl.core.plugins.module_utils import images
+    from ansible_collections.vmctl.core.plugins.module_utils.images import cache as images
     cache = images.ImageCache()
     if image:
         return cache.local_image(image).to_dict()

@@ -34,7 +34,7 @@ import tempfile
 
 from ansible_collections.vmctl.core.plugins.module_utils import checks, paths
 from ansible_collections.vmctl.core.plugins.module_utils.errors import StoreError, VmctlError, VmNotFound
-from ansible_collections.vmctl.core.plugins.module_utils.types import ACCELS, BACKENDS, NetworkConfig, VmHandle, VmState
+from ansible_collections.vmctl.core.plugins.module_utils.model import ACCELS, BACKENDS, NetworkConfig, VmHandle, VmState
 
 LOG = logging.getLogger("vmctl.store")
 

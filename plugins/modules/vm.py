@@ -240,11 +240,11 @@ image:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmctl.core.plugins.module_utils import desired
+from ansible_collections.vmctl.core.plugins.module_utils import reconcile
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
+from ansible_collections.vmctl.core.plugins.module_utils.module import run_module
 from ansible_collections.vmctl.core.plugins.module_utils.specs import resolve_image, spec_from_record
-from ansible_collections.vmctl.core.plugins.module_utils.types import validate_name
+from ansible_collections.vmctl.core.plugins.module_utils.model import validate_name
 
 
 def main():
@@ -299,13 +299,13 @@ def _run(module):
     p = module.params
     manager = VmManager()
     if p["state"] == "absent":
-        outcome = desired.ensure_absent(manager, p["name"], check_mode=module.check_mode)
+        outcome = reconcile.ensure_absent(manager, p["name"], check_mode=module.check_mode)
         return _result(outcome, module)
     validate_name(p["name"])
     image = resolve_image(p["image"], p["image_url"], p["image_checksum"],
                           validate_certs=p["validate_certs"], check_mode=module.check_mode)
-    outcome = desired.ensure_present(manager, spec_from_record(p, image["path"], image.get("format")),
-                                     recreate=p["recreate"], check_mode=module.check_mode)
+    outcome = reconcile.ensure_present(manager, spec_from_record(p, image["path"], image.get("format")),
+                                       recreate=p["recreate"], check_mode=module.check_mode)
     return _result(outcome, module, image=image)
 
 

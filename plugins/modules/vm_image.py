@@ -207,8 +207,8 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vmctl.core.plugins.module_utils import progress
-from ansible_collections.vmctl.core.plugins.module_utils.images import ImageCache
-from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
+from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
+from ansible_collections.vmctl.core.plugins.module_utils.module import run_module
 
 _PRESENT_FIELDS = ("path", "url", "format", "size", "virtual_size", "sha256", "compression", "downloaded")
 

@@ -160,8 +160,8 @@ images:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmctl.core.plugins.module_utils.images import ImageCache
-from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
+from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
+from ansible_collections.vmctl.core.plugins.module_utils.module import run_module
 
 
 def _info(module):

@@ -99,7 +99,7 @@ vms:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
+from ansible_collections.vmctl.core.plugins.module_utils.module import run_module
 
 
 def main():

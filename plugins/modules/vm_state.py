@@ -55,12 +55,9 @@ options:
         login), or cloud-init's log growing once logged in.
     type: int
     default: 120
-  progress_file:
-    description:
-      - Internal, set by the action plugin of this module; leave it unset. A file to which the wait appends a
-        progress line about every 10 seconds, for the action plugin to show while the task runs.
-    type: path
 notes:
+  - The wait for SSH runs on the controller, in this module's action plugin, through the session of the
+    C(vmctl.core.vm_ssh) connection: its login is the one the tasks that run on the VM afterwards reuse.
   - Supports check mode (reports what would change, touches nothing and waits for nothing) and diff mode.
   - With the propolis backend, V(stopped) powers the VM off at once (propolis-server has no ACPI shutdown request;
     it destroys its VM, the disk stays) and O(stop_timeout) bounds the wait; V(suspended) fails with
@@ -75,7 +72,7 @@ extends_documentation_fragment:
   - vmctl.core.attributes.action_group
 requirements:
   - QEMU on the host that runs the VM (Debian package C(qemu-system-x86)); none for the propolis backend
-  - Python package C(paramiko) on that host, for O(wait_for_ssh)
+  - Python package C(paramiko) on the controller, for O(wait_for_ssh)
 attributes:
   check_mode:
     description: Reports which transitions would happen; starts, stops and waits for nothing.
@@ -115,8 +112,12 @@ actions:
   type: list
   elements: str
   sample: ["start", "wait_for_ssh"]
+wait_for_ssh:
+  description: Whether the VM is waited for (by the action plugin, after the module).
+  returned: when the VM was asked to run, outside check mode
+  type: bool
 ssh_wait:
-  description: Seconds waited for SSH.
+  description: Seconds waited for SSH (0 when a session to the VM was open already).
   returned: when SSH was waited for
   type: float
 progress:
@@ -133,21 +134,20 @@ vm:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmctl.core.plugins.module_utils import desired, progress
+from ansible_collections.vmctl.core.plugins.module_utils import reconcile
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
+from ansible_collections.vmctl.core.plugins.module_utils.module import run_module
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type="str", required=True),
-            state=dict(type="str", choices=list(desired.RUNTIME_STATES), required=True),
+            state=dict(type="str", choices=list(reconcile.RUNTIME_STATES), required=True),
             stop_timeout=dict(type="int", default=30),
             wait_for_ssh=dict(type="bool"),
             wait_timeout=dict(type="int"),
             stall_timeout=dict(type="int", default=120),
-            progress_file=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -157,8 +157,8 @@ def main():
 def _run(module):
     p = module.params
     manager = VmManager()
-    outcome = desired.ensure_state(manager, p["name"], p["state"], stop_timeout=p["stop_timeout"],
-                                   check_mode=module.check_mode)
+    outcome = reconcile.ensure_state(manager, p["name"], p["state"], stop_timeout=p["stop_timeout"],
+                                     check_mode=module.check_mode)
     result = dict(changed=outcome.changed, actions=list(outcome.actions), state=outcome.diff["after"]["state"],
                   previous_state=outcome.diff["before"]["state"])
     if outcome.handle is None:  # no such VM: stopped asks for nothing, check mode plans a start
@@ -167,17 +167,9 @@ def _run(module):
     else:
         result["vm"] = outcome.handle.to_json()
     if outcome.handle is not None and p["state"] in ("running", "restarted") and not module.check_mode:
-        lines = []
-        with progress.ProgressFile(p["progress_file"]) as report:
-            def on_progress(line):
-                lines.append(line)
-                report(line)
-            waited = desired.wait_for_ssh(outcome.handle, p["wait_for_ssh"], deadline=p["wait_timeout"],
-                                          stall=p["stall_timeout"], on_progress=on_progress)
-        if waited is not None:
-            result["actions"].append("wait_for_ssh")
-            result["ssh_wait"] = round(waited, 1)
-            result["progress"] = lines
+        # the wait itself is the action plugin's, on the controller: its login is the session later tasks reuse
+        result["wait_for_ssh"] = reconcile.ssh_wait_wanted(outcome.handle, p["wait_for_ssh"], p["wait_timeout"],
+                                                           p["stall_timeout"])
     if module._diff:
         result["diff"] = outcome.diff
     return result

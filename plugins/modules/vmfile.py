@@ -136,10 +136,10 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmctl.core.plugins.module_utils import vmfile
+from ansible_collections.vmctl.core.plugins.module_utils.vmfile import reader as vmfile
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.module_support import run_module
-from ansible_collections.vmctl.core.plugins.module_utils.provision import provision_status
+from ansible_collections.vmctl.core.plugins.module_utils.module import run_module
+from ansible_collections.vmctl.core.plugins.module_utils.guest.provision import provision_status
 
 
 def main():

@@ -4,8 +4,8 @@ import os
 import subprocess
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils import qemu_img
-from ansible_collections.vmctl.core.plugins.module_utils.types import CloudInitConfig, SshConfig, VmSpec
+from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils.model import CloudInitConfig, SshConfig, VmSpec
 
 
 def alive(pid):

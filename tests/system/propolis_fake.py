@@ -41,7 +41,7 @@ import uuid
 from openapi_contract import ApiDocument
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".cache", "collections"))
-from ansible_collections.vmctl.core.plugins.module_utils import websocket  # noqa: E402
+from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import websocket  # noqa: E402
 
 API_VERSION = (5, 0, 0)
 BODY_MAX = 1 << 20

@@ -95,8 +95,8 @@ class LoopbackSshd:
 
     def known_hosts_file(self, path, host_public=None):
         """A known_hosts in the QEMU backend's format (``[127.0.0.1]:PORT`` and ``*`` lines)."""
-        from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import QemuBackend
-        from ansible_collections.vmctl.core.plugins.module_utils.types import VmHandle
+        from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import QemuBackend
+        from ansible_collections.vmctl.core.plugins.module_utils.model import VmHandle
         handle = VmHandle(id="kh", name="kh", ssh_host_port=self.port)
         QemuBackend._write_known_hosts(handle, str(path), host_public or self.host_public)
         return str(path)
@@ -105,7 +105,7 @@ class LoopbackSshd:
         """Record a running (noop backend) VM that points at this sshd; returns the handle."""
         from ansible_collections.vmctl.core.plugins.module_utils import paths
         from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
-        from ansible_collections.vmctl.core.plugins.module_utils.types import VmHandle
+        from ansible_collections.vmctl.core.plugins.module_utils.model import VmHandle
         # a VM's files are derived from its name under the data dir (the store's paths are only cross-checks)
         del work_dir
         work_dir = paths.make_vm_dir(paths.vm_dir(name))

@@ -9,11 +9,11 @@ import subprocess
 
 import pytest
 
-from ansible_collections.vmctl.core.plugins.module_utils import bridge_acl
-from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import QemuBackend
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import net as bridge_acl
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import QemuBackend
 from ansible_collections.vmctl.core.plugins.module_utils.errors import BridgeNotAllowed
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.types import NetworkConfig, VmSpec
+from ansible_collections.vmctl.core.plugins.module_utils.model import NetworkConfig, VmSpec
 
 HELPER = "/usr/lib/qemu/qemu-bridge-helper"
 BR = "vmctlacl0"  # no such bridge exists: the helper, once allowed, fails later at "failed to get mtu"

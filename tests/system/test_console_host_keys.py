@@ -11,7 +11,9 @@ import pytest
 from guests import wait_for_console
 from test_playbooks import Project
 
-from ansible_collections.vmctl.core.plugins.module_utils import host_keys, keys, readiness, ssh
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import readiness
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import target as ssh
+from ansible_collections.vmctl.core.plugins.module_utils.guest import host_keys, keys
 from ansible_collections.vmctl.core.plugins.module_utils.errors import HostKeyMismatch, SshWaitTimeout
 
 pytestmark = [pytest.mark.slow, pytest.mark.guest]

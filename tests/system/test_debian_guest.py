@@ -8,8 +8,8 @@ import pytest
 from guests import console_size, debian_spec, ssh, ssh_argv, wait_for_ssh
 
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.qmp import QmpClient
-from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.qmp import QmpClient
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 
 pytestmark = [pytest.mark.slow, pytest.mark.guest]
 

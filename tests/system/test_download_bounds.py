@@ -12,10 +12,10 @@ import time
 import pytest
 import zstandard
 
-from ansible_collections.vmctl.core.plugins.module_utils import images
-from ansible_collections.vmctl.core.plugins.module_utils._image_stream import qcow2_bound
+from ansible_collections.vmctl.core.plugins.module_utils.images import cache as images
+from ansible_collections.vmctl.core.plugins.module_utils.images.stream import qcow2_bound
 from ansible_collections.vmctl.core.plugins.module_utils.errors import DiskFull, DownloadTimeout, ImageTooLarge
-from ansible_collections.vmctl.core.plugins.module_utils.images import ImageCache
+from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMCTL = os.path.join(ROOT, "bin", "vmctl")

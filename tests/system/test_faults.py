@@ -12,7 +12,7 @@ from guests import alive, tiny_spec, wait_for_console
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 
 pytestmark = pytest.mark.slow
 

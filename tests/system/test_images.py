@@ -17,13 +17,13 @@ import pytest
 from disk_images import compress, make_qcow2, make_raw, sha256_file
 from nginx_server import DroppingProxy
 
-from ansible_collections.vmctl.core.plugins.module_utils import qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     ChecksumMismatch, CorruptImage, DownloadFailed, ImageError, ImageInUse, ImageNotFound, InvalidChecksum, UnsafeImage,
 )
-from ansible_collections.vmctl.core.plugins.module_utils.images import ImageCache
+from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
-from ansible_collections.vmctl.core.plugins.module_utils.types import VmHandle
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmHandle
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def assert_usable_base(image, tmp_path):
 def run_pull_process(url, data_home, extra=""):
     """A separate process pulling ``url`` (prints the result as JSON)."""
     code = ("import json, sys\n"
-            "from ansible_collections.vmctl.core.plugins.module_utils.images import ImageCache\n"
+            "from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache\n"
             "%s\n"
             "print(json.dumps(ImageCache().pull(sys.argv[1]).to_dict()))\n" % extra)
     env = dict(os.environ, XDG_DATA_HOME=str(data_home))
@@ -528,7 +528,7 @@ def test_inspect_of_a_local_file_ignores_an_unrelated_json_next_to_it(cache, qco
 
 def test_progress_is_logged_with_percent_bytes_and_rate(cache, qcow2, http_files, caplog, monkeypatch):
     import logging
-    from ansible_collections.vmctl.core.plugins.module_utils import images
+    from ansible_collections.vmctl.core.plugins.module_utils.images import cache as images
     monkeypatch.setattr(images, "LOG_INTERVAL", 0.0)
     http_files.put("disk.qcow2", qcow2)
     with caplog.at_level(logging.INFO, logger="vmctl.images"):

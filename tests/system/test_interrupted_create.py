@@ -11,15 +11,15 @@ import sys
 import pytest
 from guests import debian_spec
 
-from ansible_collections.vmctl.core.plugins.module_utils import qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 
 CHILD = r"""
 import json, os, signal, sys
 sys.path.insert(0, sys.argv[3])
 from guests import debian_spec
-from ansible_collections.vmctl.core.plugins.module_utils import cloudinit
+from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 
 def crash(*args, **kwargs):  # after the overlay, keys and store entry exist, before the seed ISO

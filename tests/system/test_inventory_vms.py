@@ -10,7 +10,7 @@ from ansible_run import _env
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
-from ansible_collections.vmctl.core.plugins.module_utils.types import NetworkConfig, VmHandle
+from ansible_collections.vmctl.core.plugins.module_utils.model import NetworkConfig, VmHandle
 
 
 def put(name, **values):

@@ -9,11 +9,11 @@ import time
 import pytest
 from guests import alive, console_size, tiny_spec, wait_for_console
 
-from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import kvm_usable
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import kvm_usable
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmExists
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.qmp import QmpClient
-from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.qmp import QmpClient
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from ansible_run import module
 from disk_images import make_qcow2
 from test_cli import vmctl
 
-from ansible_collections.vmctl.core.plugins.module_utils import vmfile
+from ansible_collections.vmctl.core.plugins.module_utils.vmfile import reader as vmfile
 
 
 @pytest.fixture(scope="module")
@@ -99,18 +99,18 @@ def test_ssh_user_cannot_become_an_ssh_option(tmp_path, image):
 
 def test_ssh_argv_puts_the_destination_after_double_dash(monkeypatch, tmp_path):
     """Whatever the host or user, ssh sees ``-l USER -- HOST``: neither can be read as an option."""
-    from ansible_collections.vmctl.core.plugins.module_utils import cli
+    from ansible_collections.vmctl.core.plugins.plugin_utils.cli import main as cli
     seen = {}
     monkeypatch.setattr(cli.os, "execv", lambda path, argv: seen.setdefault("argv", argv))
 
     (tmp_path / "k").write_text("")
     (tmp_path / "kh").write_text("")
 
-    from ansible_collections.vmctl.core.plugins.module_utils.ssh import SshTarget
+    from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.target import SshTarget
     target = SshTarget("x", "-oProxyCommand=x", 10022, "vm", str(tmp_path / "k"), str(tmp_path / "kh"))
     monkeypatch.setattr(SshTarget, "check", lambda self: None)
 
-    from ansible_collections.vmctl.core.plugins.module_utils import ssh
+    from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import target as ssh
     monkeypatch.setattr(ssh, "require_running", lambda handle: None)
     monkeypatch.setattr(ssh, "target_for", lambda *args, **kwargs: target)
 

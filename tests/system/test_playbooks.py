@@ -19,7 +19,7 @@ from ansible_run import _env
 from guests import alive
 from vm_ssh_helpers import CALLBACKS, new_control_dir, remove_control_dir
 
-from ansible_collections.vmctl.core.plugins.module_utils import ssh
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import target as ssh
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 
 pytestmark = [pytest.mark.slow, pytest.mark.guest]

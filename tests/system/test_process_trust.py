@@ -12,10 +12,10 @@ import threading
 import pytest
 from guests import alive, tiny_spec, wait_for_console
 
-from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import QemuProcess
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import QemuProcess
 from ansible_collections.vmctl.core.plugins.module_utils.errors import MonitorNotAnswering
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 
 pytestmark = pytest.mark.slow
 

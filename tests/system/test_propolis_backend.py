@@ -17,15 +17,16 @@ import pytest
 from propolis_fake import FakeIllumos, FakePropolis, document, spec_problem
 from sshd_server import free_port
 
-from ansible_collections.vmctl.core.plugins.module_utils import console, websocket
-from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import STATE_MAP, PropolisBackend, parse_arp
+from ansible_collections.vmctl.core.plugins.plugin_utils.cli import console
+from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import websocket
+from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis.backend import STATE_MAP, PropolisBackend, parse_arp
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     InvalidSpec, IpDiscoveryTimeout, PropolisApiError, PropolisError, PropolisTimeout, PropolisUnreachable,
     PropolisUnsupported, VmctlError,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.propolis_api import PropolisClient
-from ansible_collections.vmctl.core.plugins.module_utils.types import CloudInitConfig, NetworkConfig, SshConfig, VmSpec, VmState
+from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis.api import PropolisClient
+from ansible_collections.vmctl.core.plugins.module_utils.model import CloudInitConfig, NetworkConfig, SshConfig, VmSpec, VmState
 
 MAC = "02:08:20:ab:cd:01"
 SERVICE = "svc:/system/illumos/propolis-server"

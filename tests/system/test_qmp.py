@@ -9,7 +9,7 @@ from guests import tiny_spec
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import QmpConnectFailed, QmpError, QmpTimeout
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.qmp import QmpClient
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.qmp import QmpClient
 
 pytestmark = pytest.mark.slow
 

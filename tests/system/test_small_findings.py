@@ -102,10 +102,10 @@ def test_retried_ssh_logins_print_no_paramiko_tracebacks(tmp_path):
     (tmp_path / "known_hosts").write_text("")
     code = """
 import sys
-from ansible_collections.vmctl.core.plugins.module_utils import cli
+from ansible_collections.vmctl.core.plugins.plugin_utils.cli import main as cli
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
-from ansible_collections.vmctl.core.plugins.module_utils.ssh import SshTarget
-from ansible_collections.vmctl.core.plugins.module_utils.ssh_session import SshSession
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.target import SshTarget
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import SshSession
 cli._configure_logging(0)  # as `vmctl ssh` sets it up
 target = SshTarget("booting", "127.0.0.1", int(sys.argv[1]), "vm", sys.argv[2], sys.argv[3])
 try:

@@ -10,7 +10,7 @@ import pytest
 from guests import debian_spec, ssh_argv
 
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.types import NetworkConfig
+from ansible_collections.vmctl.core.plugins.module_utils.model import NetworkConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.guest]
 

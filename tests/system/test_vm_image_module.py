@@ -10,9 +10,9 @@ import yaml
 
 from disk_images import compress, make_qcow2, sha256_file
 
-from ansible_collections.vmctl.core.plugins.module_utils.images import ImageCache
+from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
-from ansible_collections.vmctl.core.plugins.module_utils.types import VmHandle
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmHandle
 
 pytestmark = pytest.mark.slow
 

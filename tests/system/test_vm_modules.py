@@ -132,7 +132,7 @@ def test_errors_name_the_vm_and_say_what_to_do(vmctl_data_home):
 
 @pytest.mark.guest
 def test_running_waits_for_ssh_on_a_real_guest_and_a_wrong_host_key_is_refused(test_images, vmctl_data_home):
-    from ansible_collections.vmctl.core.plugins.module_utils import ssh
+    from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import target as ssh
     from ansible_collections.vmctl.core.plugins.module_utils.errors import HostKeyMismatch
     args = dict(name="web", image=test_images["debian"]["path"], vcpus=2, memory=1024, vnc=False,
                 cloud_init={"hostname": "web-guest"}, ssh={"user": "admin"})

@@ -16,10 +16,10 @@ from sshd_server import LoopbackSshd, fingerprint, free_port, keygen
 from guests import alive
 from vm_ssh_helpers import adhoc, daemons, playbook
 
-from ansible_collections.vmctl.core.plugins.module_utils import ssh_mux
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import client as ssh_mux
 from ansible_collections.vmctl.core.plugins.module_utils.errors import SshWaitTimeout
-from ansible_collections.vmctl.core.plugins.module_utils.ssh import SshTarget, resolve_target
-from ansible_collections.vmctl.core.plugins.module_utils.ssh_session import SshSession
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.target import SshTarget, resolve_target
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import SshSession
 
 PYTHON = "/usr/bin/python3"  # the guest-side interpreter (root's login shell here has a pyenv shim first in PATH)
 

@@ -11,7 +11,7 @@ import tempfile
 
 from ansible_run import _env
 
-from ansible_collections.vmctl.core.plugins.module_utils import ssh_mux
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import protocol
 
 CALLBACKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callback_plugins")
 
@@ -55,11 +55,11 @@ def daemons(control_dir):
         try:
             sock.settimeout(5)
             sock.connect(path)
-            sock.sendall(ssh_mux.json_frame(ssh_mux.REQUEST, {"op": "ping"}))
-            if ssh_mux.read_frame(sock)[0] != ssh_mux.ACCEPTED:
+            sock.sendall(protocol.json_frame(protocol.REQUEST, {"op": "ping"}))
+            if protocol.read_frame(sock)[0] != protocol.ACCEPTED:
                 continue
-            kind, payload = ssh_mux.read_frame(sock)
-            if kind == ssh_mux.DONE:
+            kind, payload = protocol.read_frame(sock)
+            if kind == protocol.DONE:
                 found.append(dict(json.loads(payload), socket=path))
         except (OSError, EOFError):
             continue
@@ -74,8 +74,8 @@ def stop_daemons(control_dir):
         try:
             sock.settimeout(5)
             sock.connect(path)
-            sock.sendall(ssh_mux.json_frame(ssh_mux.REQUEST, {"op": "stop"}))
-            while ssh_mux.read_frame(sock)[0] not in (ssh_mux.DONE, ssh_mux.ERROR):
+            sock.sendall(protocol.json_frame(protocol.REQUEST, {"op": "stop"}))
+            while protocol.read_frame(sock)[0] not in (protocol.DONE, protocol.ERROR):
                 pass
         except (OSError, EOFError):
             pass

@@ -8,9 +8,11 @@ from __future__ import annotations
 __metaclass__ = type
 
 import collections
+import errno
+import socket
 
-from ansible_collections.vmctl.core.plugins.module_utils import cloudinit, host_keys, keys
-from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
+from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, host_keys, keys
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, VmctlError
 from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 
 # kind: "unix" (path), "websocket" (url) or "none"
@@ -60,13 +62,27 @@ class Backend:
     def open_console(self, handle):
         """A connected stream on the serial console for a relay (``fileno``, ``recv``, ``sendall``,
         ``close``): here a unix socket endpoint; backends with other endpoints override it."""
-        from ansible_collections.vmctl.core.plugins.module_utils import console
         endpoint = self.console_endpoint(handle)
         if endpoint.kind != "unix":
             raise VmctlError("VM %s: the %s backend has no serial console to attach to" % (handle.name, handle.backend),
                              code="vmctl.console.unsupported", name=handle.name,
                              hint="Read the console log instead (vmctl log %s --console)" % handle.name)
-        return console.connect_unix(endpoint.address, handle.name)
+        return connect_unix(endpoint.address, handle.name)
+
+
+def connect_unix(path, vm):
+    """A connected socket to the console socket ``path`` of VM ``vm``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as err:
+        sock.close()
+        if err.errno in (errno.ENOENT, errno.ECONNREFUSED):
+            raise InvalidState("VM %s has no serial console to attach to (%s: %s)" % (vm, path, err.strerror),
+                               hint="Start it first (vmctl start %s)" % vm, name=vm)
+        raise VmctlError("VM %s: cannot attach to its console %s: %s" % (vm, path, err.strerror),
+                         code="vmctl.console.failed", name=vm)
+    return sock
 
 
 def prepare_cloud_init(spec, handle, files):

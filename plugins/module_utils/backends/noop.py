@@ -10,7 +10,7 @@ __metaclass__ = type
 from ansible_collections.vmctl.core.plugins.module_utils import paths
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import Backend
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState
-from ansible_collections.vmctl.core.plugins.module_utils.types import VmState
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 
 
 class NoopBackend(Backend):

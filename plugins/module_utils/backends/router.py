@@ -21,10 +21,10 @@ def backend_for(tag):
     if tag in (None, "", "auto"):
         tag = default_backend_tag()
     if tag == "qemu":
-        from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import QemuBackend
+        from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import QemuBackend
         return QemuBackend()
     if tag == "propolis":
-        from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import PropolisBackend
+        from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis.backend import PropolisBackend
         return PropolisBackend()
     if tag == "noop":
         from ansible_collections.vmctl.core.plugins.module_utils.backends.noop import NoopBackend

@@ -1,0 +1,592 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""QEMU/KVM backend (Linux).
+
+Work directory per VM: overlay.qcow2, seed.iso, qmp.sock, console.sock, console.log, qemu.pid,
+keys and known_hosts. QEMU runs daemonized and holds a lock on its pidfile; we test that lock and
+the process's command line before believing (or signalling) a PID, so a stale pidfile never hits
+an unrelated process.
+"""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+import contextlib
+import errno
+import hashlib
+import os
+import random
+import re
+import secrets
+import signal
+import socket
+import stat
+import subprocess
+import time
+import uuid
+
+from ansible_collections.vmctl.core.plugins.module_utils import paths
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import net
+from ansible_collections.vmctl.core.plugins.module_utils.guest import host_keys
+from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
+    Backend, ConsoleEndpoint, prepare_cloud_init, write_known_hosts,
+)
+from ansible_collections.vmctl.core.plugins.module_utils.errors import (
+    InvalidState, IpDiscoveryTimeout, MonitorNotAnswering, QmpError, QmpTimeout, SpawnFailed, VmctlError,
+)
+from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.qmp import QmpClient
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
+
+SSH_PORT_RANGE = (10022, 10122)
+QEMU_BINARY = "qemu-system-x86_64"
+
+
+def qemu_escape(value):
+    """QEMU option values: a comma is written as two."""
+    return str(value).replace(",", ",,")
+
+
+POWER_BUTTON_REPEAT = 5  # seconds between ACPI power button presses during a graceful stop
+QMP_TIMEOUT = 3.0  # seconds for each QMP call: a hung monitor degrades that VM alone, quickly
+SIGNAL_WAIT = 5.0  # seconds to wait for QEMU to exit after SIGTERM, then after SIGKILL
+
+
+def resolve_accel(requested, binary="qemu-system-x86_64"):
+    """``auto`` → kvm when KVM really works here, else tcg; ``VMCTL_ACCEL`` overrides ``auto``."""
+    accel = requested or "auto"
+    if accel == "auto":
+        accel = os.environ.get("VMCTL_ACCEL", "auto") or "auto"
+    if accel == "auto":
+        accel = "kvm" if kvm_usable(binary) else "tcg"
+    if accel not in ("kvm", "tcg"):
+        raise VmctlError("unknown acceleration %r" % accel, hint="Use auto, kvm or tcg", code="vmctl.qemu.invalid_accel")
+    return accel
+
+
+_KVM_PROBE = {}
+
+
+KVM_PROBE_TIMEOUT = 30.0
+
+
+def kvm_usable(binary="qemu-system-x86_64"):
+    """Whether QEMU can start a KVM vCPU with ``-cpu host`` (cached per process).
+
+    An accessible /dev/kvm is not enough: under nested virtualization QEMU may abort at vCPU setup
+    ("failed to set MSR"). The probe asks a paused QEMU for its status over QMP: QMP answers only
+    after the machine (and its vCPUs) are set up, so an answer proves KVM works, however loaded the
+    host is; an abort, or no answer within the probe's generous deadline, falls back to TCG.
+    """
+    if binary in _KVM_PROBE:
+        return _KVM_PROBE[binary]
+    usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    if usable:
+        argv = [binary, "-machine", "q35,accel=kvm", "-cpu", "host", "-nodefaults", "-display", "none",
+                "-S", "-monitor", "none", "-serial", "none", "-qmp", "stdio"]
+        commands = b'{"execute": "qmp_capabilities"}\n{"execute": "query-status"}\n{"execute": "quit"}\n'
+        try:
+            probe = subprocess.run(argv, input=commands, capture_output=True, timeout=KVM_PROBE_TIMEOUT, check=False)
+            usable = b'"status"' in probe.stdout and b'"prelaunch"' in probe.stdout
+        except (subprocess.TimeoutExpired, OSError):
+            usable = False
+    _KVM_PROBE[binary] = usable
+    return usable
+
+
+def port_is_free(port, host="127.0.0.1"):
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_ssh_port(name, taken):
+    """Deterministic first choice (hash of the name) in vmctl's range, then the next free one."""
+    low, high = SSH_PORT_RANGE
+    span = high - low + 1
+    first = int(hashlib.sha256(name.encode()).hexdigest(), 16) % span
+    for i in range(span):
+        port = low + (first + i) % span
+        if port not in taken and port_is_free(port):
+            return port
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def random_mac(taken):
+    while True:
+        mac = "52:54:00:%02x:%02x:%02x" % (random.randint(0, 255), random.randint(0, 255), random.randint(0, 255))
+        if mac not in taken:
+            return mac
+
+
+class QemuProcess:
+    """The QEMU process of one VM, proven through the VM's own pidfile ``<work_dir>/qemu.pid``.
+
+    A PID is believed (and signalled) only when that process holds the POSIX lock QEMU takes on
+    its ``-pidfile`` (checked in /proc/locks against the file's inode) and its command line gives
+    that very pidfile: a stale file, a PID written by someone else, or another VM's QEMU never
+    passes. Signals go through a pidfd taken before the proof is re-checked, so a PID reused in
+    between is not hit either.
+    """
+
+    def __init__(self, work_dir):
+        self.pidfile = os.path.join(work_dir, "qemu.pid")
+
+    def pid(self):
+        """PID of the live QEMU that proves to own this pidfile, or None."""
+        try:
+            fd = os.open(self.pidfile, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            content = os.read(fd, 64).decode("ascii", "replace").strip() if stat.S_ISREG(st.st_mode) else ""
+        finally:
+            os.close(fd)
+        if not content.isdigit():
+            return None
+        pid = int(content)
+        return pid if self._holds_lock(pid, st) and self.is_ours(pid) else None
+
+    @staticmethod
+    def _holds_lock(pid, st):
+        """Whether ``pid`` holds a POSIX lock on the file of ``st`` (lines of /proc/locks:
+        ``1: POSIX ADVISORY WRITE <pid> <major>:<minor>:<inode> <start> <end>``)."""
+        device = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+        try:
+            with open("/proc/locks") as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) >= 6 and fields[1] == "POSIX" and fields[4] == str(pid) \
+                            and fields[5].endswith(":%d" % st.st_ino) and fields[5] == device:
+                        return True
+        except OSError:
+            pass
+        return False
+
+    def is_ours(self, pid):
+        """``pid`` is alive (not a zombie) and was started with ``-pidfile`` naming this pidfile."""
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+            with open("/proc/%d/stat" % pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        wanted = self.pidfile.encode()
+        return state != "Z" and any(a == b"-pidfile" and b == wanted for a, b in zip(argv, argv[1:]))
+
+    def signal(self, pid, sig):
+        """Send ``sig`` to ``pid`` if it still proves to be this VM's QEMU; False when it is gone."""
+        pidfd = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return False
+        try:
+            if not self.is_ours(pid):
+                return False
+            try:
+                if pidfd is not None:
+                    signal.pidfd_send_signal(pidfd, sig)
+                else:
+                    os.kill(pid, sig)
+            except ProcessLookupError:
+                return False
+            return True
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    def wait_gone(self, pid, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_ours(pid):
+                return True
+            time.sleep(0.1)
+        return not self.is_ours(pid)
+
+
+class QemuBackend(Backend):
+    tag = "qemu"
+
+    def __init__(self, binary=QEMU_BINARY, qmp_timeout=QMP_TIMEOUT, bridge_acl_file=None):
+        self.binary = binary
+        self.qmp_timeout = qmp_timeout
+        self.bridge_acl_file = bridge_acl_file  # None: $VMCTL_BRIDGE_CONF or /etc/qemu/bridge.conf
+
+    def _check_bridge(self, name, network):
+        """A TAP VM's bridge must be allowed in qemu-bridge-helper's ACL (else QEMU fails obscurely)."""
+        if network.type == "tap":
+            net.check(network.bridge, name, self.bridge_acl_file)
+
+    # --- files ---------------------------------------------------------------------------------
+    _files = staticmethod(paths.vm_files)
+
+    def allocate(self, spec, handle, known):
+        """Pick SSH port and MAC unique among ``known`` handles (called under the store lock)."""
+        others = [raw for name, raw in known.raw_items() if name != spec.name]
+        changes = {}
+        if not handle.mac_addr:
+            changes["mac_addr"] = random_mac({raw.get("mac_addr") for raw in others})
+        if spec.network.type == "user" and not handle.ssh_host_port:
+            changes["ssh_host_port"] = pick_ssh_port(spec.name, {raw.get("ssh_host_port") for raw in others})
+        return handle.replace(**changes) if changes else handle
+
+    def prepare(self, spec, handle):
+        """Create overlay, keys and seed ISO in the work directory. Safe to re-run after a crash."""
+        find_tool(self.binary)
+        self._check_bridge(spec.name, spec.network)
+        files = self._files(handle.work_dir)
+        for what, path in (("kernel", spec.kernel), ("initrd", spec.initrd)):
+            if path:
+                qemu_img.require_file(path, what)  # a FIFO or /dev/zero would hang QEMU's start
+        paths.make_vm_dir(handle.work_dir)
+        image_format = spec.image_format or qemu_img.detect_format(spec.image_path)
+        if spec.disk_gb:
+            virtual = qemu_img.info(spec.image_path).get("virtual-size", 0)
+            if spec.disk_gb * 1024 ** 3 < virtual:
+                raise VmctlError("VM %s: disk %d GB is smaller than the image's %.1f GB" % (spec.name, spec.disk_gb, virtual / 1024.0 ** 3),
+                                 hint="Set disk to at least the image size, or leave it unset", code="vmctl.vm.invalid_spec")
+        if not os.path.exists(files["overlay"]):
+            tmp = files["overlay"] + ".tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            qemu_img.create_overlay(spec.image_path, tmp, image_format, spec.disk_gb)
+            os.replace(tmp, files["overlay"])
+        changes = dict(
+            overlay_path=files["overlay"], qmp_socket=files["qmp"], console_socket=files["console"],
+            console_log=files["console_log"], pidfile=files["pidfile"], image_path=os.path.abspath(spec.image_path),
+            image_format=image_format, state=VmState.PREPARED,
+        )
+        ci = spec.cloud_init
+        if ci is not None:
+            changes.update(prepare_cloud_init(spec, handle, files))
+        # No key generated (user-data, no cloud-init): pinned from the console, so `vmctl ssh --user --key` works too.
+        changes.setdefault("known_hosts", files["known_hosts"])
+        return handle.replace(**changes)
+
+    @staticmethod
+    def _pin_console_keys(handle):
+        """Pin the host keys this boot printed (cloud-init prints them on the first boot only), before
+        the window closes: at stop, and at the next start (after a crash)."""
+        if handle.known_hosts:
+            host_keys.pin_from_console(handle.known_hosts, handle.console_log, handle.console_offset, handle.ssh_host_port)
+
+    _write_known_hosts = staticmethod(write_known_hosts)
+
+    # --- process -------------------------------------------------------------------------------
+    def _process(self, handle):
+        # Paths come from the work dir only: a pidfile or socket path stored in the record is never trusted.
+        return QemuProcess(handle.work_dir)
+
+    def command_line(self, handle):
+        """The argv that starts this VM (daemonized)."""
+        f = self._files(handle.work_dir)
+        accel = resolve_accel(handle.accel, self.binary)
+        cpu = handle.cpu or ("host" if accel == "kvm" else "max")
+        machine = handle.machine or "q35"
+        argv = [
+            self.binary,
+            "-name", "%s,process=vmctl-%s" % (qemu_escape(handle.name), qemu_escape(handle.name)),
+            "-machine", "%s,accel=%s" % (qemu_escape(machine), accel),
+            "-cpu", qemu_escape(cpu),
+            "-smp", str(handle.vcpus), "-m", str(handle.memory_mb),
+            "-drive", "file=%s,if=virtio,format=qcow2,discard=unmap" % qemu_escape(f["overlay"]),
+            "-device", "virtio-rng-pci",
+            "-chardev", "socket,id=serial0,path=%s,server=on,wait=off,logfile=%s,logappend=on"
+            % (qemu_escape(f["console"]), qemu_escape(f["console_log"])),
+            "-serial", "chardev:serial0",
+            "-qmp", "unix:%s,server=on,wait=off" % qemu_escape(f["qmp"]),
+            "-display", "none",
+            "-pidfile", f["pidfile"],
+            "-daemonize",
+        ]
+        if handle.seed_iso_path:
+            argv += ["-drive", "file=%s,if=virtio,format=raw,readonly=on" % qemu_escape(handle.seed_iso_path)]
+        argv += self._network_args(handle)
+        if handle.vnc and handle.vnc_tcp:
+            argv += ["-vnc", "127.0.0.1:0,to=99,password=on"]  # the password is set over QMP once started
+        elif handle.vnc:
+            argv += ["-vnc", "unix:%s" % qemu_escape(f["vnc"])]
+        if handle.kernel:
+            argv += ["-kernel", handle.kernel]
+            if handle.initrd:
+                argv += ["-initrd", handle.initrd]
+            if handle.kernel_append:
+                argv += ["-append", handle.kernel_append]
+        return argv
+
+    @staticmethod
+    def _network_args(handle):
+        net = handle.network
+        mac = handle.mac_addr
+        if net.type == "user":
+            return ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22" % handle.ssh_host_port,
+                    "-device", "virtio-net-pci,netdev=net0,mac=%s" % mac]
+        if net.type == "tap":
+            # qemu-bridge-helper creates the tap and attaches it to the bridge (allowed in /etc/qemu/bridge.conf).
+            return ["-netdev", "bridge,id=net0,br=%s" % qemu_escape(net.bridge),
+                    "-device", "virtio-net-pci,netdev=net0,mac=%s" % mac]
+        if net.type == "none":
+            return ["-nic", "none"]
+        raise InvalidState("VM %s: network type %r is not available on QEMU" % (handle.name, net.type),
+                           hint="vnic networking needs the propolis backend on illumos; use user, tap or none")
+
+    def start(self, handle):
+        current = self.state(handle)
+        if current in VmState.ACTIVE:
+            return handle.replace(state=current, pid=self._process(handle).pid())
+        find_tool(self.binary)
+        self._check_bridge(handle.name, handle.network)
+        f = self._files(handle.work_dir)
+        if not os.path.exists(f["overlay"]):
+            raise InvalidState("VM %s has no disk overlay %s" % (handle.name, f["overlay"]),
+                               hint="The work directory was removed; destroy and recreate the VM")
+        paths.check_vm_files(handle.work_dir)  # QEMU would follow a planted symlink (console.log)
+        for stale in (f["qmp"], f["console"], f["pidfile"], f["vnc"], f["vnc_password"]):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
+        self._pin_console_keys(handle)
+        console_offset = host_keys.console_size(f["console_log"])  # only what this boot prints is trusted
+        if handle.network.type == "user" and not port_is_free(handle.ssh_host_port):
+            raise SpawnFailed("VM %s: SSH forward port 127.0.0.1:%d is in use by another program" % (handle.name, handle.ssh_host_port),
+                              hint="Free the port, or destroy and recreate the VM to get another one",
+                              code="vmctl.qemu.port_in_use")
+        argv = self.command_line(handle)
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
+                                    stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise SpawnFailed("VM %s: QEMU did not finish starting within 120s" % handle.name)
+        if result.returncode != 0:
+            hint = None
+            if handle.network.type == "tap" and "acl file" in result.stderr:
+                hint = "qemu-bridge-helper refused bridge %s: add the line `allow %s` to %s" % (
+                    handle.network.bridge, handle.network.bridge, net.DEFAULT_ACL_FILE)
+            raise SpawnFailed("VM %s: QEMU failed to start (exit %d): %s" % (handle.name, result.returncode, result.stderr.strip()),
+                              hint=hint, argv=argv)
+        pid = self._process(handle).pid()
+        if pid is None:
+            raise SpawnFailed("VM %s: QEMU exited right after starting; see %s" % (handle.name, f["console_log"]))
+        self._make_private(f)
+        vnc_addr = None
+        with self._qmp(handle) as qmp:
+            if handle.vnc and handle.vnc_tcp:
+                qmp.execute("change-vnc-password", {"password": self._new_vnc_password(f["vnc_password"])})
+                vnc = qmp.query_vnc() or {}
+                if vnc.get("enabled"):
+                    vnc_addr = "%s:%s" % (vnc.get("host"), vnc.get("service"))
+            elif handle.vnc:
+                vnc_addr = "unix:%s" % f["vnc"]
+        return handle.replace(state=VmState.RUNNING, pid=pid, vnc_addr=vnc_addr, console_offset=console_offset)
+
+    @staticmethod
+    def _make_private(files):
+        """QEMU's sockets, pidfile and console.log: 0600 (a daemonized QEMU sets umask 027 itself)."""
+        for key in ("qmp", "console", "vnc", "pidfile", "console_log"):
+            with contextlib.suppress(FileNotFoundError):
+                if not os.path.islink(files[key]):
+                    os.chmod(files[key], 0o600)
+
+    @staticmethod
+    def _new_vnc_password(path):
+        """A fresh VNC password (VNC uses at most 8 characters), written to ``path`` with mode 0600."""
+        alphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+        password = "".join(secrets.choice(alphabet) for dummy in range(8))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(password + "\n")
+        return password
+
+    def _qmp(self, handle, timeout=None):
+        """A connected QMP client (each call has a short deadline). A live QEMU whose monitor does not
+        answer, or whose socket is gone, raises MonitorNotAnswering; a QEMU that exited, QmpError."""
+        path = self._files(handle.work_dir)["qmp"]
+        client = QmpClient(path, timeout or self.qmp_timeout)
+        try:
+            return client.connect()
+        except QmpError as err:
+            if isinstance(err, QmpTimeout) or err.details.get("errno") == errno.EAGAIN:  # EAGAIN: its backlog is full
+                reason = "monitor not answering"
+            else:
+                reason = "monitor unreachable" if os.path.exists(path) else "monitor socket missing"
+            raise self._monitor_error(handle, reason, err)
+
+    def _monitor_error(self, handle, reason, err):
+        """``err`` as MonitorNotAnswering when QEMU is alive; as itself when QEMU has exited."""
+        pid = self._process(handle).pid()
+        if pid is None:
+            return err
+        return MonitorNotAnswering(
+            "VM %s: QEMU (pid %s) is alive, %s (%s)" % (handle.name, pid, reason, err.message),
+            hint="QEMU may be stopped (SIGSTOP; 'kill -CONT %s' resumes it) or hung; 'vmctl stop %s' ends it "
+                 "with SIGTERM, then SIGKILL" % (pid, handle.name), reason=reason, pid=pid, name=handle.name)
+
+    def _query_status(self, handle):
+        """QEMU's run status, or None when it is not running (or exited while asked)."""
+        if self._process(handle).pid() is None:
+            return None
+        try:
+            with self._qmp(handle) as qmp:
+                return (qmp.query_status() or {}).get("status")
+        except MonitorNotAnswering:
+            raise
+        except QmpTimeout as err:  # connected, then the call did not answer
+            raise self._monitor_error(handle, "monitor not answering", err)
+        except QmpError as err:
+            if self._process(handle).pid() is not None:
+                raise self._monitor_error(handle, "monitor unreachable", err)
+            return None
+
+    def state(self, handle):
+        """The live state; raises MonitorNotAnswering for a live QEMU whose monitor fails."""
+        status = self._query_status(handle)
+        if status is None:
+            if handle.state in (VmState.PREPARING, VmState.PREPARED, VmState.FAILED):
+                return handle.state
+            return VmState.STOPPED
+        if status == "running":
+            return VmState.RUNNING
+        if status in ("paused", "suspended"):
+            return VmState.SUSPENDED
+        if status in ("inmigrate", "prelaunch"):
+            return VmState.PREPARING
+        if status in ("shutdown", "guest-panicked", "internal-error", "io-error"):
+            return VmState.FAILED
+        return VmState.RUNNING
+
+    def suspend(self, handle):
+        current = self.state(handle)
+        if current == VmState.SUSPENDED:
+            return handle.replace(state=current)
+        if current != VmState.RUNNING:
+            raise InvalidState("VM %s is %s; only a running VM can be suspended" % (handle.name, current),
+                               hint="Start it first")
+        with self._qmp(handle) as qmp:
+            qmp.stop()
+        return handle.replace(state=VmState.SUSPENDED)
+
+    def resume(self, handle):
+        current = self.state(handle)
+        if current == VmState.RUNNING:
+            return handle.replace(state=current)
+        if current != VmState.SUSPENDED:
+            raise InvalidState("VM %s is %s; only a suspended VM can be resumed" % (handle.name, current),
+                               hint="Use start for a stopped VM")
+        with self._qmp(handle) as qmp:
+            qmp.cont()
+        return handle.replace(state=VmState.RUNNING)
+
+    def stop(self, handle, timeout=30):
+        """ACPI power-down, wait up to ``timeout``; then SIGTERM, then SIGKILL; verify the process is gone."""
+        proc = self._process(handle)
+        pid = proc.pid()
+        self._pin_console_keys(handle)
+        if pid is None:
+            return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None)
+        method = "acpi"
+        gone = False
+        deadline = time.monotonic() + max(timeout, 0)
+        first = True
+        while timeout > 0 and not gone and time.monotonic() < deadline:
+            # Pressed again every few seconds: a guest still booting may not have its ACPI handler yet.
+            try:
+                with self._qmp(handle) as qmp:
+                    if first and (qmp.query_status() or {}).get("status") in ("paused", "suspended"):
+                        qmp.cont()  # a paused guest cannot see the power button
+                    qmp.system_powerdown()
+            except QmpError:  # also a monitor that does not answer (MonitorNotAnswering)
+                gone = proc.wait_gone(pid, 1)  # it may have just powered off; else fall through to signals
+                break
+            first = False
+            gone = proc.wait_gone(pid, min(POWER_BUTTON_REPEAT, max(deadline - time.monotonic(), 0)))
+        if not gone:
+            method = "sigterm"
+            proc.signal(pid, signal.SIGTERM)
+            proc.signal(pid, signal.SIGCONT)  # a stopped (SIGSTOP) QEMU handles SIGTERM only once it runs
+            if not proc.wait_gone(pid, SIGNAL_WAIT):
+                method = "sigkill"
+                proc.signal(pid, signal.SIGKILL)
+                if not proc.wait_gone(pid, SIGNAL_WAIT):
+                    raise VmctlError("VM %s: QEMU process %s survived SIGKILL" % (handle.name, pid),
+                                     code="vmctl.qemu.stop_failed", hint="Check the process state with ps; it may be stuck in the kernel")
+        return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None, extra=dict(handle.extra, last_stop=method))
+
+    def destroy(self, handle):
+        """Kill QEMU (the disk is discarded anyway) and remove the work directory."""
+        proc = self._process(handle)
+        pid = proc.pid()
+        if pid is not None:
+            try:
+                with self._qmp(handle, timeout=3) as qmp:
+                    qmp.execute("quit")
+            except QmpError:
+                pass
+            if not proc.wait_gone(pid, SIGNAL_WAIT):
+                self.stop(handle, timeout=0)
+        paths.remove_vm_dir(handle.work_dir, handle.name)
+        if os.path.lexists(handle.work_dir):
+            raise VmctlError("VM %s: could not remove %s" % (handle.name, handle.work_dir), code="vmctl.io")
+
+    # --- network & console -----------------------------------------------------------------------
+    def guest_ip(self, handle, timeout=0):
+        net = handle.network.type
+        if net == "user":
+            return "127.0.0.1"
+        if net == "tap":
+            deadline = time.monotonic() + timeout
+            while True:
+                ip = find_ip_by_mac(handle.mac_addr)
+                if ip or time.monotonic() >= deadline:
+                    break
+                time.sleep(1)
+            if not ip:
+                raise IpDiscoveryTimeout("VM %s: no IP address found for MAC %s on bridge %s"
+                                         % (handle.name, handle.mac_addr, handle.network.bridge))
+            return ip
+        raise InvalidState("VM %s has network %r: no guest IP" % (handle.name, net), hint="Use user or tap networking")
+
+    def console_endpoint(self, handle):
+        return ConsoleEndpoint("unix", self._files(handle.work_dir)["console"])
+
+
+_LEASE_DIRS = ("/var/lib/misc", "/var/lib/dnsmasq")
+
+
+def find_ip_by_mac(mac, neigh_output=None, lease_files=None):
+    """IPv4 address for ``mac`` from ``ip neigh`` (ARP) or dnsmasq lease files, or None."""
+    mac = mac.lower()
+    if neigh_output is None:
+        try:
+            neigh_output = subprocess.run(["ip", "-4", "neigh", "show"], capture_output=True, text=True,
+                                          timeout=10, check=False).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            neigh_output = ""
+    for line in neigh_output.splitlines():
+        m = re.match(r"^(\d+\.\d+\.\d+\.\d+)\s.*\blladdr\s+([0-9a-fA-F:]{17})\b(?!.*\bFAILED\b)", line)
+        if m and m.group(2).lower() == mac:
+            return m.group(1)
+    if lease_files is None:
+        lease_files = [os.path.join(d, n) for d in _LEASE_DIRS if os.path.isdir(d)
+                       for n in os.listdir(d) if n.endswith(".leases")]
+    for path in lease_files:
+        with contextlib.suppress(OSError), open(path) as f:
+            for line in f:
+                parts = line.split()  # expiry mac ip hostname client-id
+                if len(parts) >= 3 and parts[1].lower() == mac:
+                    return parts[2]
+    return None
+
+
+def new_vm_id():
+    return uuid.uuid4().hex[:12]

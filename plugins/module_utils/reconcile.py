@@ -1,0 +1,197 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Desired-state reconciliation: what the ``vm`` and ``vm_state`` modules (and roles) ask for.
+
+Every function returns an ``Outcome``: the resulting handle, whether anything changed, the
+``actions`` done (or, in check mode, that would be done) and a before/after ``diff``. Check mode
+plans the same actions and touches nothing.
+"""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+import collections
+import hashlib
+import json
+import os
+
+from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils.checks import check_wait_limits
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, InvalidState
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
+
+Outcome = collections.namedtuple("Outcome", "handle changed actions diff")
+
+RUNTIME_STATES = ("running", "stopped", "suspended", "restarted")
+
+# Settings read when QEMU starts: applied to a VM that is not running.
+_BOOT_SETTINGS = ("vcpus", "memory_mb", "accel", "cpu", "machine", "vnc", "vnc_tcp", "kernel", "initrd", "kernel_append")
+
+
+def cloud_init_digest(spec):
+    """A fingerprint of what went into the seed ISO (changing it needs a fresh disk)."""
+    if spec.cloud_init is None:
+        return None
+    data = {"cloud_init": spec.cloud_init.to_json(), "user": spec.ssh.user if spec.ssh else "vm"}
+    data["cloud_init"].pop("instance_id", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def spec_view(spec):
+    """The comparable settings of a desired VM (same shape as ``handle_view``)."""
+    return {
+        "backend": spec.backend, "image": os.path.abspath(spec.image_path), "vcpus": spec.vcpus,
+        "memory_mb": spec.memory_mb, "disk_gb": spec.disk_gb, "network": spec.network.to_json(),
+        "accel": spec.accel, "cpu": spec.cpu, "machine": spec.machine, "vnc": spec.vnc, "vnc_tcp": spec.vnc_tcp,
+        "cloud_init": cloud_init_digest(spec),
+        "ssh_user": spec.ssh.user if spec.ssh else None,
+        "kernel": spec.kernel, "initrd": spec.initrd, "kernel_append": spec.kernel_append,
+    }
+
+
+def handle_view(handle):
+    return {
+        "backend": handle.backend, "image": handle.image_path, "vcpus": handle.vcpus,
+        "memory_mb": handle.memory_mb, "disk_gb": handle.disk_gb, "network": handle.network.to_json(),
+        "accel": handle.accel, "cpu": handle.cpu, "machine": handle.machine, "vnc": handle.vnc, "vnc_tcp": handle.vnc_tcp,
+        "cloud_init": handle.extra.get("cloud_init_digest"), "ssh_user": handle.ssh_user,
+        "kernel": handle.kernel, "initrd": handle.initrd, "kernel_append": handle.kernel_append,
+    }
+
+
+def _plan_changes(handle, spec):
+    """``(boot_changes, disk_grow_to, rebuild_reasons)`` to turn ``handle`` into ``spec``."""
+    have, want = handle_view(handle), spec_view(spec)
+    boot = {k: want[k] for k in _BOOT_SETTINGS if want[k] != have[k]}
+    rebuild = []
+    for key in ("backend", "image", "network", "ssh_user"):
+        if want[key] != have[key]:
+            rebuild.append("%s %r -> %r" % (key, have[key], want[key]))
+    if "cloud_init_digest" in handle.extra:
+        seed_changed = have["cloud_init"] != want["cloud_init"]
+    else:  # a VM recorded before fingerprints: only presence can be compared
+        seed_changed = handle.cloud_init != (spec.cloud_init is not None)
+    if seed_changed:
+        rebuild.append("cloud-init settings changed (the guest was seeded with the old ones)")
+    grow = None
+    if want["disk_gb"] is not None and want["disk_gb"] != have["disk_gb"]:
+        current = handle.disk_gb or _image_gb(handle)
+        if want["disk_gb"] > current:
+            grow = want["disk_gb"]
+        elif want["disk_gb"] < current:
+            rebuild.append("disk %s GB -> %s GB (disks cannot shrink)" % (current, want["disk_gb"]))
+    return boot, grow, rebuild
+
+
+def _image_gb(handle):
+    try:
+        return qemu_img.info(handle.overlay_path).get("virtual-size", 0) / 1024.0 ** 3
+    except Exception:  # a missing overlay is reported by the backend when it matters
+        return 0
+
+
+def ensure_present(manager, spec, recreate=False, check_mode=False):
+    """Create the VM, or bring an existing one to ``spec`` where that is possible without a new disk."""
+    existing = manager.find(spec.name)
+    diff = {"before": handle_view(existing) if existing else {}, "after": spec_view(spec)}
+    if existing is None or existing.state == VmState.PREPARING:
+        if check_mode:
+            return Outcome(existing, True, ["create"], diff)
+        handle = manager.create(spec)[0]
+        return Outcome(handle, True, ["create"], diff)
+    manager.check_owner(existing, spec)
+    live = manager.live(spec.name)
+    boot, grow, rebuild = _plan_changes(live, spec)
+    if rebuild:
+        if not recreate:
+            raise InvalidSpec("VM %s cannot be changed in place: %s" % (spec.name, "; ".join(rebuild)),
+                              hint="Set recreate: true to destroy it and create it again (its disk is lost), "
+                                   "or keep the old settings", name=spec.name, changes=rebuild)
+        actions = ["destroy", "create"]
+        if check_mode:
+            return Outcome(live, True, actions, diff)
+        manager.destroy(spec.name)
+        handle = manager.create(spec)[0]
+        return Outcome(handle, True, actions, diff)
+    if not boot and grow is None:
+        return Outcome(live, False, [], diff)
+    if live.state in VmState.ACTIVE:
+        raise InvalidState("VM %s is %s; %s can only change while it is stopped"
+                           % (spec.name, live.state, ", ".join(sorted(boot) + (["disk_gb"] if grow else []))),
+                           hint="Stop it first (vmctl.core.vm_state state=stopped), then apply the change",
+                           name=spec.name)
+    actions = ["set %s %r -> %r" % (k, getattr(live, k), v) for k, v in sorted(boot.items())]
+    if grow is not None:
+        actions.append("resize disk to %d GB" % grow)
+    if check_mode:
+        return Outcome(live, True, actions, diff)
+    handle = manager.reconfigure(spec.name, boot, grow)
+    return Outcome(handle, True, actions, diff)
+
+
+def ensure_absent(manager, name, check_mode=False):
+    existing = manager.find(name)
+    if existing is None:
+        if not check_mode:
+            manager.destroy(name)  # sweeps leftovers of an interrupted create
+        return Outcome(None, False, [], {"before": {}, "after": {}})
+    diff = {"before": handle_view(existing), "after": {}}
+    if check_mode:
+        return Outcome(existing, True, ["destroy"], diff)
+    manager.destroy(name)
+    return Outcome(existing, True, ["destroy"], diff)
+
+
+def ensure_state(manager, name, state, stop_timeout=30, check_mode=False):
+    """Bring VM ``name`` to ``state`` (running, stopped, suspended, restarted) and return only then."""
+    if state not in RUNTIME_STATES:
+        raise InvalidState("unknown state %r" % state, hint="Use one of: %s" % ", ".join(RUNTIME_STATES))
+    if manager.find(name) is None:
+        absent = {"before": {"state": "absent"}, "after": {"state": "absent"}}
+        if state == "stopped":  # a VM that does not exist is not running: nothing to do
+            return Outcome(None, False, [], absent)
+        if check_mode and state in ("running", "restarted"):
+            # in check mode an earlier task may only have planned to create it: plan the start
+            return Outcome(None, True, ["start"], dict(absent, after={"state": "running"}))
+    live = manager.live(name)  # VmNotFound names the VM when it is missing
+    current = live.state
+    diff = {"before": {"state": current}, "after": {"state": "running" if state == "restarted" else state}}
+    if state == "running":
+        actions = {VmState.SUSPENDED: ["resume"], VmState.RUNNING: []}.get(current, ["start"])
+    elif state == "stopped":
+        actions = ["stop"] if current in VmState.ACTIVE else []
+    elif state == "suspended":
+        if current not in VmState.ACTIVE:
+            raise InvalidState("VM %s is %s; only a running VM can be suspended" % (name, current),
+                               hint="Start it first (state=running)", name=name)
+        actions = ["suspend"] if current == VmState.RUNNING else []
+    else:
+        actions = ["stop", "start"] if current in VmState.ACTIVE else ["start"]
+    if check_mode or not actions:
+        return Outcome(live, bool(actions), actions, diff)
+    handle = live
+    for action in actions:
+        if action == "stop":
+            handle = manager.stop(name, stop_timeout)[0]
+        else:
+            handle = getattr(manager, action)(name)[0]
+    return Outcome(handle, True, actions, diff)
+
+
+def ssh_wait_wanted(handle, wanted=None, deadline=None, stall=None):
+    """Whether to wait for the VM to accept SSH (and finish cloud-init) after a start; the limits are checked.
+
+    ``wanted=None`` waits when the VM has what a login needs (a user, a key, a reachable network). The wait
+    itself runs on the controller (``plugin_utils.ssh.readiness``), by the login that later tasks reuse.
+    """
+    check_wait_limits(handle.name, deadline, stall)
+    reachable = bool(handle.ssh_user and handle.private_key_path and handle.network.type in ("user", "tap"))
+    if wanted is False or (wanted is None and not reachable):
+        return False
+    if not reachable:
+        raise InvalidState("VM %s has no SSH settings to wait for" % handle.name,
+                           hint="Give it an ssh user and key (the ssh option of vmctl.core.vm), or set wait_for_ssh: false",
+                           name=handle.name)
+    return True

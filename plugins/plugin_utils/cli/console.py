@@ -1,0 +1,74 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Attach a terminal (or any pair of file descriptors) to a VM's serial console.
+
+The stream comes from the VM's backend (``VmManager.open_console``): QEMU's console is a unix
+socket (``backends.base.connect_unix``), propolis-server's a websocket. Bytes from the input go to the guest
+unchanged, except the escape byte (Ctrl+], 0x1d) that detaches.
+A terminal input is put in raw mode while attached (so Ctrl+C reaches the guest) and restored after.
+"""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+import contextlib
+import os
+import select
+
+
+ESCAPE = b"\x1d"  # Ctrl+]
+
+DETACHED = "detached"        # the escape byte was typed
+CLOSED = "closed"            # the guest side went away (the VM stopped)
+
+
+@contextlib.contextmanager
+def _raw(fd):
+    """Raw mode on a terminal ``fd`` for the duration; nothing for pipes and files."""
+    if not os.isatty(fd):
+        yield
+        return
+    import termios
+    import tty
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def relay(sock, in_fd, out_fd, escape=ESCAPE):
+    """Copy ``in_fd`` -> ``sock`` and ``sock`` -> ``out_fd`` until the escape byte or the stream closes.
+
+    ``sock`` is a socket or a stream like it (``recv`` may return ``None``: nothing to show yet).
+    Returns DETACHED or CLOSED. At the end of the input the output keeps flowing (like ``tail -f``).
+    """
+    reading_input = True
+    with _raw(in_fd):
+        while True:
+            watch = [sock] + ([in_fd] if reading_input else [])
+            ready = select.select(watch, [], [])[0]
+            if sock in ready:
+                data = sock.recv(65536)
+                if data == b"":
+                    return CLOSED
+                if data:
+                    _write_all(out_fd, data)
+            if reading_input and in_fd in ready:
+                data = os.read(in_fd, 4096)
+                if not data:
+                    reading_input = False
+                    continue
+                head, found, _rest = data.partition(escape)
+                if head:
+                    sock.sendall(head)
+                if found:
+                    return DETACHED
+
+
+def _write_all(fd, data):
+    while data:
+        data = data[os.write(fd, data):]
