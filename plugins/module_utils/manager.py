@@ -63,11 +63,14 @@ class VmManager:
             return VmState.UNKNOWN, err
 
     def refresh(self, name):
-        """The handle with its live state (and the store updated if it changed)."""
+        """The handle with its live state and pid (and the store updated if they changed: a command
+        killed between QEMU's start or exit and its store write left the record behind)."""
         handle = self.get(name)
         live = self.observe(handle)[0]
-        if live != handle.state and live != VmState.UNKNOWN:
-            handle = self._save(handle.replace(state=live, pid=handle.pid if live in VmState.ACTIVE else None))
+        if live != VmState.UNKNOWN:
+            pid = self.backend(handle).pid(handle) if live in VmState.ACTIVE else None
+            if (live, pid) != (handle.state, handle.pid):
+                handle = self._save(handle.replace(state=live, pid=pid))
         return handle
 
     def live(self, name):

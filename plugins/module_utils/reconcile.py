@@ -169,8 +169,10 @@ def ensure_state(manager, name, state, stop_timeout=30, check_mode=False):
         actions = ["suspend"] if current == VmState.RUNNING else []
     else:
         actions = ["stop", "start"] if current in VmState.ACTIVE else ["start"]
-    if check_mode or not actions:
+    if check_mode:
         return Outcome(live, bool(actions), actions, diff)
+    if not actions:  # nothing to do; a record left behind by a killed run is brought up to date
+        return Outcome(manager.refresh(name), False, actions, diff)
     handle = live
     for action in actions:
         if action == "stop":

@@ -53,6 +53,10 @@ class Backend:
     def state(self, handle):
         raise NotImplementedError
 
+    def pid(self, handle):
+        """The VM's live process id, as far as this backend knows one (the stored one by default)."""
+        return handle.pid
+
     def guest_ip(self, handle, timeout=0):
         raise NotImplementedError
 

@@ -448,6 +448,10 @@ class QemuBackend(Backend):
                 raise self._monitor_error(handle, "monitor unreachable", err)
             return None
 
+    def pid(self, handle):
+        """The pid of this VM's own QEMU (proven by its pidfile lock and command line), or None."""
+        return self._process(handle).pid()
+
     def state(self, handle):
         """The live state; raises MonitorNotAnswering for a live QEMU whose monitor fails."""
         status = self._query_status(handle)
