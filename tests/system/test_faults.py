@@ -2,6 +2,7 @@
 observed points of start, stop, destroy and create, SIGSTOP of QEMU, and a full data dir. After each
 fault the next command converges, and a bystander VM in the same store keeps running, unchanged."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -176,3 +177,53 @@ def test_a_corrupt_store_is_an_error_and_nothing_is_lost(test_images, tmp_path, 
     with open(store, "wb") as f:
         f.write(good)
     assert vmctl("list").returncode == 0
+
+
+def test_a_disk_that_fills_under_a_running_vm_fails_cleanly_and_converges(test_images, tmp_path, monkeypatch):
+    """Fault: the data dir (a 16 MB tmpfs) is full while a bystander VM runs. Gets: a change of the
+    victim's record through the vm module (real `ansible` run) fails with "no space left on the device",
+    code vmctl.disk_full and a hint (never an internal error); `vmctl start` of the victim and a module
+    create of a new VM fail cleanly too and leave nothing behind; the store is unchanged and readable and
+    the bystander keeps running; once space is freed, the same commands converge."""
+    import ansible_run
+    mount = tmp_path / "small-fs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        monkeypatch.setenv("XDG_DATA_HOME", str(mount))
+        manager = VmManager()
+        bystander = _tiny(manager, test_images, tmp_path, name="bystander")
+        before = manager.get("bystander").to_json()
+        spec = tiny_spec(test_images, tmp_path, name="victim")
+        manager.create(spec)
+        module_args = {"name": "victim", "image": spec.image_path, "memory": 300, "vnc": False,
+                       "kernel": spec.kernel, "initrd": spec.initrd, "kernel_append": spec.kernel_append}
+        with open(paths.store_path(), "rb") as f:
+            store = f.read()
+        filler = str(mount / "filler")
+        fill(filler)
+        result = ansible_run.module("vm", module_args)
+        assert result["failed"] and "no space left on the device" in result["msg"], result
+        assert "internal error" not in result["msg"] and result["error"]["code"] == "vmctl.disk_full"
+        assert "Free space in %s" % os.path.join(str(mount), "vmctl") in result["error"]["hint"]
+        result = vmctl("start", "victim")
+        assert result.returncode == 1 and "error:" in result.stderr and "internal error" not in result.stderr, result.stderr
+        result = ansible_run.module("vm", dict(module_args, name="third"))
+        assert result["failed"] and "internal error" not in result["msg"], result
+        assert manager.find("third") is None and not os.path.lexists(paths.vm_dir("third"))
+        with open(paths.store_path(), "rb") as f:
+            assert f.read() == store  # the failed writes changed nothing
+        assert vmctl("list").returncode == 0 and alive(bystander.pid)
+        os.unlink(filler)
+        result = ansible_run.module("vm", module_args)
+        assert not result["failed"] and result["changed"], result
+        assert vmctl("start", "victim").returncode == 0
+        assert manager.get("victim").memory_mb == 300 and manager.state("victim") == VmState.RUNNING
+        assert alive(bystander.pid) and manager.get("bystander").to_json() == before
+        assert vmctl("destroy", "victim").returncode == 0 and vmctl("destroy", "bystander").returncode == 0
+    finally:
+        for name in ("victim", "bystander", "third"):
+            with contextlib.suppress(Exception):
+                VmManager().destroy(name)
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -197,3 +197,49 @@ def test_the_guides_pretty_printed_store_is_read_and_rewritten_in_vmctls_layout(
     assert json.loads(text)["vm0007"] == record("vm0007", padding="x" * 300)
     store.put(VmHandle(id="b", name="b", backend="noop"))
     assert os.path.exists(path + ".journal") and len(VmStore(path).list()) == 202
+
+
+@pytest.fixture
+def full_fs(tmp_path):
+    """A 1 MB tmpfs, and a function that fills it up (returns the filler's path)."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if os.system("mount -t tmpfs -o size=1m tmpfs %s 2>/dev/null" % mount) != 0:
+        pytest.skip("cannot mount a tmpfs here")
+
+    def fill():
+        filler = str(mount / "filler")
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, b"x" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        return filler
+    yield mount, fill
+    os.system("umount -l %s" % mount)
+
+
+@pytest.mark.parametrize("size", [200, 5], ids=["journal", "whole-file"])
+def test_a_change_on_a_full_disk_fails_and_changes_nothing(full_fs, size, tmp_path):
+    """Fault: the store's disk is full (ENOSPC) for a journal append (a big store) and for a whole-file
+    rewrite (a small one). Gets: the OSError (the front-ends report it as no space left); every file
+    of the store reads as before (no half line, no tmp file); once space is free, the change works."""
+    mount, fill = full_fs
+    path = big_store(mount, count=200) if size == 200 else str(mount / "vms.json")
+    store = VmStore(path)
+    for i in range(size if size < 200 else 1):
+        store.put(VmHandle(id="p%d" % i, name="p%d" % i, backend="noop"))
+    before = {name: open(os.path.join(mount, name), "rb").read() for name in os.listdir(mount)}
+    filler = fill()
+    with pytest.raises(OSError) as caught:
+        store.put(VmHandle(id="x" * 6000, name="late", backend="noop"))
+    assert caught.value.errno == 28
+    after = {name: open(os.path.join(mount, name), "rb").read() for name in os.listdir(mount) if name != "filler"}
+    assert after == before
+    assert "late" not in VmStore(path).list()
+    os.unlink(filler)
+    store.put(VmHandle(id="x" * 6000, name="late", backend="noop"))
+    assert VmStore(path).get("late").id == "x" * 6000
