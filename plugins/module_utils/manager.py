@@ -162,7 +162,7 @@ class VmManager:
     def reconfigure(self, name, settings, disk_gb=None):
         """Change boot settings (vcpus, memory_mb, ...) and grow the disk of a VM that is not running."""
         def change(backend, handle):
-            if handle.state in VmState.ACTIVE:
+            if handle.state in VmState.LIVE:  # unknown too: a hung QEMU still holds its disk
                 raise InvalidState("VM %s is %s; stop it before changing %s" % (name, handle.state, ", ".join(sorted(settings))),
                                    hint="Stop it first (vmctl.core.vm_state state=stopped)", name=name)
             if disk_gb is not None:

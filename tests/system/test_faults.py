@@ -227,3 +227,32 @@ def test_a_disk_that_fills_under_a_running_vm_fails_cleanly_and_converges(test_i
             with contextlib.suppress(Exception):
                 VmManager().destroy(name)
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_sigstop_of_qemu_under_the_modules(test_images, tmp_path, bystander):
+    """Fault: QEMU SIGSTOPped, seen through the modules (real `ansible` runs). Gets: vm_info lists every
+    VM (the victim `unknown`, the bystander running); a settings change through the vm module is refused
+    (a hung QEMU still runs: never "changed" behind its back); vm_state stopped ends the victim
+    (SIGTERM/SIGKILL of its proven pid, never "already stopped"); a SIGSTOPped VM is destroyed by the vm
+    module (state=absent)."""
+    import ansible_run
+    manager = VmManager()
+    handle = _tiny(manager, test_images, tmp_path)
+    os.kill(handle.pid, signal.SIGSTOP)
+    result = ansible_run.module("vm_info", {})
+    assert not result["failed"], result
+    states = {vm["name"]: vm["state"] for vm in result["vms"]}
+    assert states == {"victim": "unknown", "bystander": "running"}, states
+    spec = tiny_spec(test_images, tmp_path, name="victim")
+    result = ansible_run.module("vm", {"name": "victim", "image": spec.image_path, "memory": 300, "vnc": False,
+                                       "kernel": spec.kernel, "initrd": spec.initrd, "kernel_append": spec.kernel_append})
+    assert result["failed"] and "VM victim is unknown; memory_mb can only change while it is stopped" in result["msg"], result
+    assert manager.get("victim").memory_mb == 256
+    result = ansible_run.module("vm_state", {"name": "victim", "state": "stopped", "stop_timeout": 1})
+    assert not result["failed"] and result["state"] == "stopped", result
+    assert not alive(handle.pid) and manager.get("victim").state == VmState.STOPPED
+    handle = manager.start("victim")[0]
+    os.kill(handle.pid, signal.SIGSTOP)
+    result = ansible_run.module("vm", {"name": "victim", "state": "absent"})
+    assert not result["failed"] and result["changed"], result
+    assert not alive(handle.pid) and manager.find("victim") is None and not os.path.lexists(handle.work_dir)
