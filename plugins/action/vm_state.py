@@ -30,7 +30,8 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         result.update(self._execute_module(module_args=dict(self._task.args), task_vars=task_vars))
-        if result.get("failed") or not result.pop("wait_for_ssh", False):
+        wait = result.pop("wait_for_ssh", None)  # the module checked the limits; None: nothing to wait for
+        if result.get("failed") or not wait:
             return result
         name = self._task.args["name"]
         lines = []
@@ -40,8 +41,7 @@ class ActionModule(ActionBase):
             display.display(line)
 
         try:
-            waited = self._connection_to(name, task_vars).wait_until_ready(
-                self._task.args.get("wait_timeout"), self._task.args.get("stall_timeout"), on_progress)
+            waited = self._connection_to(name, task_vars).wait_until_ready(wait["deadline"], wait["stall"], on_progress)
         except VmctlError as err:
             return dict(result, failed=True, msg=str(err), error=err.to_dict(), progress=lines)
         result["actions"] = list(result.get("actions", [])) + ["wait_for_ssh"]

@@ -23,6 +23,20 @@ from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSp
 BACKENDS = ("qemu", "propolis", "noop")
 ACCELS = ("auto", "kvm", "tcg")
 
+# The one table of defaults: the VMFile reader, the record -> spec conversion, the types below and the CLI use it
+# (module argument specs repeat these values, as their documentation must state them).
+DEFAULTS = {
+    "vcpus": 1,
+    "memory": 1024,        # MiB
+    "network": "user",
+    "ssh_user": "vm",
+    "host_key_checking": "yes",
+    "accel": "auto",
+    "backend": "auto",
+    "vnc": True,
+    "vnc_tcp": False,
+}
+
 
 class VmState:
     """Lifecycle states (lowercase strings, as vmctl prints them)."""
@@ -106,10 +120,10 @@ class CloudInitConfig:
 
 @dataclasses.dataclass
 class SshConfig:
-    user: str = "vm"
+    user: str = DEFAULTS["ssh_user"]
     private_key_path: str | None = None
     # "yes": only keys vmctl generated or read from the console; "accept-new": else the first key seen (host_keys.py)
-    host_key_checking: str = "yes"
+    host_key_checking: str = DEFAULTS["host_key_checking"]
 
     def __post_init__(self):
         if self.host_key_checking not in ("yes", "accept-new"):
@@ -122,8 +136,8 @@ class SshConfig:
     def from_json(cls, data):
         if data is None:
             return None
-        return cls(user=data.get("user") or "vm", private_key_path=data.get("private_key_path"),
-                   host_key_checking=data.get("host_key_checking") or "yes")
+        return cls(user=data.get("user") or DEFAULTS["ssh_user"], private_key_path=data.get("private_key_path"),
+                   host_key_checking=data.get("host_key_checking") or DEFAULTS["host_key_checking"])
 
 
 @dataclasses.dataclass
@@ -132,14 +146,14 @@ class VmSpec:
 
     name: str
     image_path: str
-    vcpus: int = 1
-    memory_mb: int = 1024
+    vcpus: int = DEFAULTS["vcpus"]
+    memory_mb: int = DEFAULTS["memory"]
     disk_gb: int | None = None
     network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
     cloud_init: CloudInitConfig | None = None
     ssh: SshConfig | None = None
     image_format: str | None = None
-    accel: str = "auto"
+    accel: str = DEFAULTS["accel"]
     cpu: str | None = None
     machine: str | None = None
     backend: str = "qemu"
@@ -203,8 +217,8 @@ class VmHandle:
     qmp_socket: str | None = None
     console_socket: str | None = None
     vnc_addr: str | None = None
-    vcpus: int = 1
-    memory_mb: int = 1024
+    vcpus: int = DEFAULTS["vcpus"]
+    memory_mb: int = DEFAULTS["memory"]
     disk_gb: int | None = None
     network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
     ssh_host_port: int | None = None
@@ -213,7 +227,7 @@ class VmHandle:
     state: str = VmState.PREPARED
     image_path: str | None = None
     image_format: str | None = None
-    accel: str = "auto"
+    accel: str = DEFAULTS["accel"]
     cpu: str | None = None
     machine: str | None = None
     vnc: bool = True
@@ -224,7 +238,7 @@ class VmHandle:
     ssh_user: str | None = None
     private_key_path: str | None = None
     known_hosts: str | None = None
-    host_key_checking: str = "yes"  # SshConfig.host_key_checking
+    host_key_checking: str = DEFAULTS["host_key_checking"]  # SshConfig.host_key_checking
     console_offset: int = 0  # size of console.log when the latest start began: older text is never trusted
     cloud_init: bool = False
     vmfile: str | None = None

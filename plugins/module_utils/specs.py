@@ -18,7 +18,7 @@ from ansible_collections.vmctl.core.plugins.module_utils import checks
 from ansible_collections.vmctl.core.plugins.module_utils.guest import keys
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import default_backend_tag
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec
-from ansible_collections.vmctl.core.plugins.module_utils.model import CloudInitConfig, SshConfig, VmSpec
+from ansible_collections.vmctl.core.plugins.module_utils.model import DEFAULTS, CloudInitConfig, SshConfig, VmSpec
 
 
 def _read(path, what, vm):
@@ -65,22 +65,35 @@ def spec_from_record(record, image_path, image_format=None):
     """A VmSpec for ``record`` booting ``image_path`` (a local file; URLs go through the image cache first)."""
     ssh = record.get("ssh")
     network = record.get("network") or {}
-    backend = record.get("backend") or "auto"
+    backend = record.get("backend") or DEFAULTS["backend"]
     return VmSpec(
         name=record["name"], image_path=image_path, image_format=image_format,
-        vcpus=_given(record, "vcpus", 1), memory_mb=_given(record, "memory", 1024), disk_gb=record.get("disk"),
-        network={"type": network.get("type") or "user", "bridge": network.get("bridge"), "name": network.get("name")},
+        vcpus=_given(record, "vcpus", DEFAULTS["vcpus"]), memory_mb=_given(record, "memory", DEFAULTS["memory"]),
+        disk_gb=record.get("disk"),
+        network={"type": network.get("type") or DEFAULTS["network"], "bridge": network.get("bridge"), "name": network.get("name")},
         cloud_init=cloud_init_config(record),
-        ssh=SshConfig(user=_given(ssh, "user", "vm"),
+        ssh=SshConfig(user=_given(ssh, "user", DEFAULTS["ssh_user"]),
                       private_key_path=os.path.expanduser(ssh["private_key"]) if ssh.get("private_key") else None,
-                      host_key_checking=ssh.get("host_key_checking") or "yes")
+                      host_key_checking=ssh.get("host_key_checking") or DEFAULTS["host_key_checking"])
         if ssh is not None else None,
-        accel=record.get("accel") or "auto", cpu=record.get("cpu"), machine=record.get("machine"),
+        accel=record.get("accel") or DEFAULTS["accel"], cpu=record.get("cpu"), machine=record.get("machine"),
         backend=default_backend_tag() if backend == "auto" else backend,
-        vmfile=record.get("vmfile"), vnc=record.get("vnc", True) is not False,
-        vnc_tcp=record.get("vnc_tcp") is True,
+        vmfile=record.get("vmfile"), vnc=record.get("vnc", DEFAULTS["vnc"]) is not False,
+        vnc_tcp=record.get("vnc_tcp", DEFAULTS["vnc_tcp"]) is True,
         kernel=record.get("kernel"), initrd=record.get("initrd"), kernel_append=record.get("kernel_append"),
     )
+
+
+def record_params(record, image=None, **options):
+    """The ``vm`` module's parameters for a whole VM record (``vmfile``'s shape), with ``options`` (state, recreate,
+    validate_certs) added. A given ``image`` (the path ``vm_image`` pulled) wins over the record's image source."""
+    if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+        raise InvalidSpec("record must be a VM record of vmctl.core.vmfile (a dict with a name), got %s" % checks.short(record),
+                          hint="Pass one item of the vmfile module's vms list")
+    params = dict(record, **options)
+    if image:
+        params.update(image=image, image_url=None, image_checksum=None)
+    return params
 
 
 def resolve_image(image=None, image_url=None, checksum=None, validate_certs=True, check_mode=False, progress=None):

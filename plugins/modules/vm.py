@@ -24,9 +24,18 @@ author:
   - vmctl.core developers (@vmctl)
 options:
   name:
-    description: VM name (letters, digits, C(.), C(_), C(-); at most 63 characters).
+    description:
+      - VM name (letters, digits, C(.), C(_), C(-); at most 63 characters).
+      - Required unless O(record) is given.
     type: str
-    required: true
+  record:
+    description:
+      - One VM record of M(vmctl.core.vmfile)'s RV(vmctl.core.vmfile#module:vms), passed whole - its name, image,
+        resources, network, cloud-init, SSH and boot settings - instead of the options that describe a VM.
+      - Mutually exclusive with O(name) and the options that describe a VM; O(image) may still be given, and then
+        wins over the record's image (the path that M(vmctl.core.vm_image) pulled, so nothing is resolved twice).
+      - Keys of the record that do not describe the VM (its provision steps, current state, wait limits) are ignored.
+    type: dict
   state:
     description: V(present) creates the VM if needed; V(absent) stops and destroys it with its disk.
     type: str
@@ -243,14 +252,20 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.vmctl.core.plugins.module_utils import reconcile
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.module import run_module
-from ansible_collections.vmctl.core.plugins.module_utils.specs import resolve_image, spec_from_record
+from ansible_collections.vmctl.core.plugins.module_utils.specs import record_params, resolve_image, spec_from_record
 from ansible_collections.vmctl.core.plugins.module_utils.model import validate_name
+
+
+# the options that describe a VM: a record gives them all
+DESCRIBING = ("name", "image_url", "image_checksum", "vcpus", "memory", "disk", "network", "cloud_init", "ssh", "backend",
+              "accel", "cpu", "machine", "vnc", "vnc_tcp", "kernel", "initrd", "kernel_append", "vmfile")
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            name=dict(type="str", required=True),
+            name=dict(type="str"),
+            record=dict(type="dict"),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             image=dict(type="path"),
             image_url=dict(type="str"),
@@ -287,8 +302,9 @@ def main():
             recreate=dict(type="bool", default=False),
             validate_certs=dict(type="bool", default=True),
         ),
-        mutually_exclusive=[("image", "image_url")],
-        required_if=[("state", "present", ("image", "image_url"), True)],
+        mutually_exclusive=[("image", "image_url")] + [("record", key) for key in DESCRIBING],
+        required_one_of=[("name", "record")],
+        required_if=[("state", "present", ("image", "image_url", "record"), True)],
         required_by={"image_checksum": "image_url", "initrd": "kernel", "kernel_append": "kernel"},
         supports_check_mode=True,
     )
@@ -297,6 +313,9 @@ def main():
 
 def _run(module):
     p = module.params
+    if p["record"] is not None:
+        p = record_params(p["record"], image=p["image"], state=p["state"], recreate=p["recreate"],
+                          validate_certs=p["validate_certs"])
     manager = VmManager()
     if p["state"] == "absent":
         outcome = reconcile.ensure_absent(manager, p["name"], check_mode=module.check_mode)

@@ -113,9 +113,11 @@ actions:
   elements: str
   sample: ["start", "wait_for_ssh"]
 wait_for_ssh:
-  description: Whether the VM is waited for (by the action plugin, after the module).
-  returned: when the VM was asked to run, outside check mode
-  type: bool
+  description:
+    - The wait for SSH that the action plugin does next, on the controller - its deadline (V(null) for the default)
+      and stall window, in seconds. The action plugin removes it from the result.
+  returned: never in a playbook's result; by the module when it asks its action plugin to wait
+  type: dict
 ssh_wait:
   description: Seconds waited for SSH (0 when a session to the VM was open already).
   returned: when SSH was waited for
@@ -168,8 +170,8 @@ def _run(module):
         result["vm"] = outcome.handle.to_json()
     if outcome.handle is not None and p["state"] in ("running", "restarted") and not module.check_mode:
         # the wait itself is the action plugin's, on the controller: its login is the session later tasks reuse
-        result["wait_for_ssh"] = reconcile.ssh_wait_wanted(outcome.handle, p["wait_for_ssh"], p["wait_timeout"],
-                                                           p["stall_timeout"])
+        if reconcile.ssh_wait_wanted(outcome.handle, p["wait_for_ssh"], p["wait_timeout"], p["stall_timeout"]):
+            result["wait_for_ssh"] = {"deadline": p["wait_timeout"], "stall": p["stall_timeout"]}
     if module._diff:
         result["diff"] = outcome.diff
     return result

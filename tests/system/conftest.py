@@ -5,8 +5,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
 # Fixtures: a real nginx for download tests.
-from nginx_server import http_files, nginx  # noqa: E402,F401  pylint: disable=unused-import
-from vm_ssh_helpers import new_control_dir, remove_control_dir  # noqa: E402
+from support.nginx_server import http_files, nginx  # noqa: E402,F401  pylint: disable=unused-import
+from support.vm_ssh_helpers import new_control_dir, remove_control_dir  # noqa: E402
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import subprocess
 import time
 
 import pytest
-from disk_images import compress, make_qcow2
-from guests import alive
-from vm_ssh_helpers import new_control_dir, remove_control_dir
+from support.disk_images import compress, make_qcow2
+from support.guests import alive
+from support.vm_ssh_helpers import new_control_dir, remove_control_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMCTL = os.path.join(ROOT, "bin", "vmctl")

@@ -17,7 +17,7 @@ import tarfile
 import pytest
 import yaml
 
-from ansible_run import _env
+from support.ansible_run import _env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = os.environ.get("VMCTL_TOOLS_VENV", "")

@@ -7,7 +7,7 @@ import subprocess
 
 import yaml
 
-from ansible_run import _env, playbook
+from support.ansible_run import _env, playbook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULES = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "plugins", "modules")) if f.endswith(".py"))

@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import pytest
-from guests import wait_for_console
+from support.guests import wait_for_console
 from test_playbooks import Project
 
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import readiness

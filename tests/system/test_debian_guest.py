@@ -5,7 +5,7 @@ import subprocess
 import time
 
 import pytest
-from guests import console_size, debian_spec, ssh, ssh_argv, wait_for_ssh
+from support.guests import console_size, debian_spec, ssh, ssh_argv, wait_for_ssh
 
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.qmp import QmpClient

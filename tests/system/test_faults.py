@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from guests import alive, tiny_spec, wait_for_console
+from support.guests import alive, tiny_spec, wait_for_console
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager

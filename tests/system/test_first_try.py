@@ -15,9 +15,9 @@ import signal
 import subprocess
 
 import pytest
-from ansible_run import _env
+from support.ansible_run import _env
 from test_cli import VMCTL, ok
-from vm_ssh_helpers import new_control_dir, remove_control_dir
+from support.vm_ssh_helpers import new_control_dir, remove_control_dir
 
 pytestmark = [pytest.mark.slow]
 

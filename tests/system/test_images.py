@@ -1,6 +1,6 @@
 """The image cache against a real nginx: compression, resume, checksums, locking, crashes, safety.
 
-Every download goes over real sockets to nginx (tests/system/nginx_server.py); the access log tells
+Every download goes over real sockets to nginx (tests/system/support/nginx_server.py); the access log tells
 which requests a pull made, including the Range and If-Range headers.
 """
 
@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from disk_images import compress, make_qcow2, make_raw, sha256_file
-from nginx_server import DroppingProxy
+from support.disk_images import compress, make_qcow2, make_raw, sha256_file
+from support.nginx_server import DroppingProxy
 
 from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
@@ -189,7 +189,7 @@ def test_500_is_an_error_naming_url_and_status_and_caches_nothing(cache, qcow2, 
 
 
 def test_connection_refused_is_a_download_error(cache):
-    from nginx_server import free_port
+    from support.nginx_server import free_port
     with pytest.raises(DownloadFailed, match="127.0.0.1"):
         cache.pull("http://127.0.0.1:%d/x.img" % free_port(), timeout=5)
 

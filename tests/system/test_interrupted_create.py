@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from guests import debian_spec
+from support.guests import debian_spec
 
 from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
@@ -18,7 +18,7 @@ from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 CHILD = r"""
 import json, os, signal, sys
 sys.path.insert(0, sys.argv[3])
-from guests import debian_spec
+from support.guests import debian_spec
 from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 

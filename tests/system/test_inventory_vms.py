@@ -6,7 +6,7 @@ import os
 import subprocess
 
 import pytest
-from ansible_run import _env
+from support.ansible_run import _env
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from guests import alive, console_size, tiny_spec, wait_for_console
+from support.guests import alive, console_size, tiny_spec, wait_for_console
 
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import kvm_usable
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmExists

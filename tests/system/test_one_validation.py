@@ -9,8 +9,8 @@ import os
 import types
 
 import pytest
-from ansible_run import module
-from disk_images import make_qcow2
+from support.ansible_run import module
+from support.disk_images import make_qcow2
 from test_cli import vmctl
 
 from ansible_collections.vmctl.core.plugins.module_utils.vmfile import reader as vmfile

@@ -15,9 +15,9 @@ import tarfile
 import time
 
 import pytest
-from ansible_run import _env
-from guests import alive
-from vm_ssh_helpers import CALLBACKS, new_control_dir, remove_control_dir
+from support.ansible_run import _env
+from support.guests import alive
+from support.vm_ssh_helpers import CALLBACKS, new_control_dir, remove_control_dir
 
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import target as ssh
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager

@@ -10,7 +10,7 @@ import sys
 import threading
 
 import pytest
-from guests import alive, tiny_spec, wait_for_console
+from support.guests import alive, tiny_spec, wait_for_console
 
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import QemuProcess
 from ansible_collections.vmctl.core.plugins.module_utils.errors import MonitorNotAnswering

@@ -14,8 +14,8 @@ import threading
 import time
 
 import pytest
-from propolis_fake import FakeIllumos, FakePropolis, document, spec_problem
-from sshd_server import free_port
+from support.propolis_fake import FakeIllumos, FakePropolis, document, spec_problem
+from support.sshd_server import free_port
 
 from ansible_collections.vmctl.core.plugins.plugin_utils.cli import console
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import websocket

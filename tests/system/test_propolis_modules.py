@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from ansible_run import module
-from propolis_fake import FakeIllumos, FakePropolis
+from support.ansible_run import module
+from support.propolis_fake import FakeIllumos, FakePropolis
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import signal
 import time
 
 import pytest
-from guests import tiny_spec
+from support.guests import tiny_spec
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import QmpConnectFailed, QmpError, QmpTimeout
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager

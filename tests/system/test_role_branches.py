@@ -13,7 +13,7 @@ import re
 import subprocess
 
 import pytest
-from ansible_run import _env
+from support.ansible_run import _env
 from test_cli import VMCTL, ok
 
 pytestmark = [pytest.mark.slow]

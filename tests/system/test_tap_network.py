@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from guests import debian_spec, ssh_argv
+from support.guests import debian_spec, ssh_argv
 
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.model import NetworkConfig

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from disk_images import compress, make_qcow2, sha256_file
+from support.disk_images import compress, make_qcow2, sha256_file
 
 from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore

@@ -5,8 +5,8 @@ import os
 import subprocess
 
 import pytest
-from ansible_run import module
-from guests import alive, wait_for_console
+from support.ansible_run import module
+from support.guests import alive, wait_for_console
 
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 

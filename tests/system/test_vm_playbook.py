@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import yaml
-from guests import alive
-from vm_ssh_helpers import playbook
+from support.guests import alive
+from support.vm_ssh_helpers import playbook
 
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 

@@ -9,10 +9,10 @@ import shutil
 import subprocess
 
 import pytest
-from ansible_run import _env
-from guests import debian_spec
-from sshd_server import fingerprint, keygen
-from vm_ssh_helpers import adhoc, daemons
+from support.ansible_run import _env
+from support.guests import debian_spec
+from support.sshd_server import fingerprint, keygen
+from support.vm_ssh_helpers import adhoc, daemons
 
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 

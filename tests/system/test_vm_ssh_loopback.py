@@ -12,9 +12,9 @@ import threading
 import time
 
 import pytest
-from sshd_server import LoopbackSshd, fingerprint, free_port, keygen
-from guests import alive
-from vm_ssh_helpers import adhoc, daemons, playbook
+from support.sshd_server import LoopbackSshd, fingerprint, free_port, keygen
+from support.guests import alive
+from support.vm_ssh_helpers import adhoc, daemons, playbook
 
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import client as ssh_mux
 from ansible_collections.vmctl.core.plugins.module_utils.errors import SshWaitTimeout

@@ -2,7 +2,7 @@
 
 import textwrap
 
-from ansible_run import module
+from support.ansible_run import module
 
 
 def test_records_and_problems(tmp_path):

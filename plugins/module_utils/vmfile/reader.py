@@ -20,7 +20,7 @@ from ansible_collections.vmctl.core.plugins.module_utils import checks
 from ansible_collections.vmctl.core.plugins.module_utils.vmfile import kdl
 from ansible_collections.vmctl.core.plugins.module_utils.guest import keys
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, KeygenFailed, VmctlError, VmfileNotFound
-from ansible_collections.vmctl.core.plugins.module_utils.model import ACCELS
+from ansible_collections.vmctl.core.plugins.module_utils.model import ACCELS, DEFAULTS
 from ansible_collections.vmctl.core.plugins.module_utils.guest.provision import describe, plan_digest
 
 DEFAULT_NAME = "VMFile.kdl"
@@ -348,9 +348,10 @@ class _Checker:
             "name": name, "vmfile": os.path.abspath(self.path), "base_dir": self.base_dir,
             "image": fields.get("image"), "image_url": fields.get("image-url"),
             "image_checksum": fields.get("image-checksum"),
-            "vcpus": fields.get("vcpus", 1), "memory": fields.get("memory", 1024), "disk": fields.get("disk"),
+            "vcpus": fields.get("vcpus", DEFAULTS["vcpus"]), "memory": fields.get("memory", DEFAULTS["memory"]),
+            "disk": fields.get("disk"),
             "network": network, "cloud_init": cloud_init, "ssh": ssh,
-            "accel": fields.get("accel", "auto"), "cpu": fields.get("cpu"), "machine": fields.get("machine"),
+            "accel": fields.get("accel", DEFAULTS["accel"]), "cpu": fields.get("cpu"), "machine": fields.get("machine"),
             "provisions": [dict(p, description=describe(p)) for p in provisions if p is not None],
             "provision_digest": plan_digest([p for p in provisions if p is not None]),
         }

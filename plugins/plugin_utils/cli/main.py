@@ -26,6 +26,7 @@ import traceback
 from ansible_collections.vmctl.core.plugins.module_utils import checks, errors
 from ansible_collections.vmctl.core.plugins.module_utils.vmfile import reader as vmfile
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
+from ansible_collections.vmctl.core.plugins.module_utils.model import DEFAULTS
 
 COLLECTION_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # plugins/plugin_utils/cli/main.py
 
@@ -319,9 +320,10 @@ def cmd_ssh(args):
         (k for k in (os.path.expanduser(p) for p in DEFAULT_KEYS) if os.path.isfile(k)), None)
     target = ssh.target_for(handle, user=args.user, private_key_path=key, guest_ip_timeout=args.wait)
     target.check()
-    if args.wait > 0:
-        from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import SshSession
-        SshSession.open(target, wait_timeout=args.wait).close()  # also waits for cloud-init to finish
+    if args.wait > 0:  # the readiness wait of vmctl up: a login, then cloud-init's end; progress on stderr
+        from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import readiness
+        readiness.ReadinessWait(handle, deadline=args.wait, stall=min(args.wait, readiness.DEFAULT_STALL),
+                                on_progress=_note, target=target, backend=_manager().backend(handle)).run()
     checking = _host_key_checking(target)
     from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
     argv = [find_tool("ssh"),
@@ -643,16 +645,16 @@ def _create_args(p):
     source.add_argument("--image", metavar="PATH", help="local disk image (qcow2 or raw)")
     source.add_argument("--image-url", metavar="URL", help="URL of an image to download and cache")
     p.add_argument("--checksum", metavar="SUM", help="sha256:<hex>, sha512:<hex> or a SHA256SUMS URL for --image-url")
-    p.add_argument("--vcpus", type=int, default=1, help="virtual CPUs (default 1)")
-    p.add_argument("--memory", type=int, default=1024, metavar="MiB", help="memory in MiB (default 1024)")
+    p.add_argument("--vcpus", type=int, default=DEFAULTS["vcpus"], help="virtual CPUs (default %(default)s)")
+    p.add_argument("--memory", type=int, default=DEFAULTS["memory"], metavar="MiB", help="memory in MiB (default %(default)s)")
     p.add_argument("--disk", type=int, metavar="GiB", help="disk size in GiB (the overlay is grown to it)")
     p.add_argument("--bridge", metavar="BRIDGE", help="TAP networking on this bridge (default: user networking)")
     ci = p.add_mutually_exclusive_group()
     ci.add_argument("--cloud-init", metavar="PATH", help="your own cloud-init user-data file")
     ci.add_argument("--ssh-key", metavar="PATH", help="SSH public key to install for the user")
     ci.add_argument("--no-cloud-init", action="store_true", help="no cloud-init seed (images without cloud-init)")
-    p.add_argument("--user", default="vm", help="SSH user cloud-init creates (default vm)")
-    p.add_argument("--host-key-checking", choices=("yes", "accept-new"), default="yes",
+    p.add_argument("--user", default=DEFAULTS["ssh_user"], help="SSH user cloud-init creates (default %(default)s)")
+    p.add_argument("--host-key-checking", choices=("yes", "accept-new"), default=DEFAULTS["host_key_checking"],
                    help="yes (default): trust only the host key vmctl generated or the guest printed on its console; "
                         "accept-new: else pin the first key seen and refuse any change after it")
     p.add_argument("--kernel", metavar="PATH", help="boot this kernel directly")

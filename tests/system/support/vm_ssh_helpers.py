@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 
-from ansible_run import _env
+from support.ansible_run import _env
 
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import protocol
 

@@ -38,7 +38,7 @@ import time
 import urllib.parse
 import uuid
 
-from openapi_contract import ApiDocument
+from support.openapi_contract import ApiDocument
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".cache", "collections"))
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import websocket  # noqa: E402
