@@ -176,6 +176,21 @@ def test_a_steady_but_endless_body_hits_the_deadline(tmp_path):
     assert cache.list() == []
 
 
+def test_a_trickling_checksum_file_is_a_stall_too(tmp_path):
+    """Bad input: the image's checksum file (its SHA256SUMS URL) trickles a byte every 2 s. Gets: the
+    same DownloadTimeout naming stall_timeout, after about the stall timeout (it used to wait for 4 MB
+    at that rate, holding the image's lock); nothing in the cache."""
+    cache = ImageCache()
+    with trickle_server(1, 2.0) as url:
+        begin = time.monotonic()
+        with pytest.raises(DownloadTimeout) as caught:
+            cache.pull(url.replace("trickle.img", "image.qcow2"), checksum="sha256:" + url.replace("trickle.img", "SHA256SUMS"),
+                       stall_timeout=3)
+        assert time.monotonic() - begin < 30
+    assert caught.value.details["limit"] == "stall_timeout" and "SHA256SUMS" in caught.value.message
+    assert cache_files(cache) == []
+
+
 def test_cli_image_pull_takes_the_bounds(tmp_path):
     """`vmctl image pull --stall-timeout` against the trickling server: exit 5 (timeout) with error and
     hint lines; nothing left in the cache."""

@@ -378,7 +378,7 @@ class _Interrupted(DownloadFailed):
     default_hint = "The partial download is kept; run the pull again to resume it"
 
 
-def _body_chunks(resp, url, meter, limits):
+def _body_chunks(resp, url, meter, limits, decode_content=False):
     """The raw (not content-decoded) body in pieces of up to ``READ_CHUNK``: whatever has arrived
     (``read1``), so progress and Ctrl-C stay responsive on slow links; network failures become
     ``_Interrupted`` naming how far the download got, and ``limits`` (DownloadLimits) are checked as
@@ -387,7 +387,7 @@ def _body_chunks(resp, url, meter, limits):
     read = raw.read1 if hasattr(raw, "read1") else raw.read  # read1: urllib3 >= 2
     while True:
         try:
-            chunk = read(READ_CHUNK, decode_content=False)
+            chunk = read(READ_CHUNK, decode_content=decode_content)
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
             limits.check(url, meter, silent=True)
         except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as err:
@@ -575,7 +575,7 @@ class ImageCache:
             entry = self._entry(key, url)
             digest = None
             if expected is not None:
-                digest = self._resolve_checksum(expected, url, timeout, validate_certs)
+                digest = self._resolve_checksum(expected, url, timeout, validate_certs, DownloadLimits(deadline, stall_timeout))
             if entry is not None and not force:
                 if digest is None or self._entry_matches(entry, digest, record=not dry_run):
                     if not dry_run and os.path.exists(self._partial(key, ".part")):
@@ -737,12 +737,12 @@ class ImageCache:
         return match.group(1) if match else None
 
     # -- checksums --
-    def _resolve_checksum(self, expected, url, timeout, verify):
-        """(algorithm, hex digest): as given, or looked up in the checksum file."""
+    def _resolve_checksum(self, expected, url, timeout, verify, limits=None):
+        """(algorithm, hex digest): as given, or looked up in the checksum file (fetched within ``limits``)."""
         if expected.digest:
             return expected.algorithm, expected.digest
         _require_requests()
-        text = self._fetch_text(expected.file_url, timeout, verify)
+        text = self._fetch_text(expected.file_url, timeout, verify, limits or DownloadLimits())
         filename = _url_file_name(url)
         found = find_in_checksum_file(text, filename, expected.algorithm)
         if found is None:
@@ -752,14 +752,23 @@ class ImageCache:
                 hint="Check that the checksum file belongs to this image's directory")
         return found
 
-    def _fetch_text(self, url, timeout, verify):
+    def _fetch_text(self, url, timeout, verify, limits):
+        """A checksum file's text: at most CHECKSUM_FILE_LIMIT bytes, within the download's time bounds (a
+        server trickling it a byte at a time is a stall, not a wait holding the image's lock forever)."""
         with contextlib.closing(requests.Session()) as session:
-            resp = self._get(session, url, {}, timeout, verify)
+            resp = self._get(session, url, {}, timeout, verify, limits.stall_timeout)
             with contextlib.closing(resp):
                 if resp.status_code != 200:
                     raise DownloadFailed("GET %s (checksum file) returned HTTP %d %s" % (url, resp.status_code, resp.reason),
                                          url=url, status=resp.status_code)
-                data = resp.raw.read(CHECKSUM_FILE_LIMIT + 1, decode_content=True)
+                limits.sized(CHECKSUM_FILE_LIMIT)
+                meter = _Meter(url, None, None)
+                data = bytearray()
+                for chunk in _body_chunks(resp, url, meter, limits, decode_content=True):
+                    meter.add(len(chunk))
+                    data += chunk
+                    if len(data) > CHECKSUM_FILE_LIMIT:
+                        break
         if len(data) > CHECKSUM_FILE_LIMIT:
             raise InvalidChecksum("checksum file %s is larger than %s" % (url, human_size(CHECKSUM_FILE_LIMIT)), checksum_url=url)
         return data.decode("utf-8", "replace")
