@@ -185,7 +185,7 @@ def test_a_disk_that_fills_under_a_running_vm_fails_cleanly_and_converges(test_i
     code vmctl.disk_full and a hint (never an internal error); `vmctl start` of the victim and a module
     create of a new VM fail cleanly too and leave nothing behind; the store is unchanged and readable and
     the bystander keeps running; once space is freed, the same commands converge."""
-    import ansible_run
+    from support import ansible_run
     mount = tmp_path / "small-fs"
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=False).returncode != 0:
@@ -235,7 +235,7 @@ def test_sigstop_of_qemu_under_the_modules(test_images, tmp_path, bystander):
     (a hung QEMU still runs: never "changed" behind its back); vm_state stopped ends the victim
     (SIGTERM/SIGKILL of its proven pid, never "already stopped"); a SIGSTOPped VM is destroyed by the vm
     module (state=absent)."""
-    import ansible_run
+    from support import ansible_run
     manager = VmManager()
     handle = _tiny(manager, test_images, tmp_path)
     os.kill(handle.pid, signal.SIGSTOP)

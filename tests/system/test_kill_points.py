@@ -1,6 +1,6 @@
 """Fault injection at exact steps (issue 11): kill -9 of the `vmctl` CLI and of the module process (a real
 `ansible` run: the AnsiballZ process of vmctl.core.vm / vm_state) at each step of create, start, stop
-and destroy of a busybox guest under real QEMU. The kill comes from tests/system/kill_hook (a
+and destroy of a busybox guest under real QEMU. The kill comes from tests/system/support/kill_hook (a
 sitecustomize that SIGKILLs the process at the entry or return of a named engine function; no hook in
 the engine). After each kill, running the same command again converges, the victim has exactly the
 QEMU processes it should (none orphaned, none doubled), and a running bystander VM in the same store
@@ -10,9 +10,9 @@ import contextlib
 import os
 import subprocess
 
-import ansible_run
 import pytest
-from guests import alive, tiny_spec, wait_for_console
+from support import ansible_run
+from support.guests import alive, tiny_spec, wait_for_console
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMCTL = os.path.join(ROOT, "bin", "vmctl")
-HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kill_hook")
+HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support", "kill_hook")
 
 STORE_WRITE = "module_utils/store.py:VmStore._write"
 QEMU = "backends/qemu/backend.py:"
@@ -112,13 +112,15 @@ def module_call(operation, spec):
     return "vm_state", {"name": spec.name, "state": "running" if operation == "start" else "stopped", "stop_timeout": 20}
 
 
-def run(front_end, operation, spec, kill_at=None, mark=None):
-    """Run the operation through the CLI or the module; with ``kill_at``, SIGKILLed at that point.
-    Returns ``(succeeded, output)``."""
+def run(front_end, operation, spec, kill_at=None, mark=None, pidfile=None):
+    """Run the operation through the CLI or the module; with ``kill_at``, SIGKILLed at that point (or,
+    with ``pidfile``, the QEMU it names is). Returns ``(exit code, output)``."""
     env = {}
     if kill_at:
         env = {"PYTHONPATH": HOOK + os.pathsep + os.environ.get("PYTHONPATH", ""), "VMCTL_TEST_KILL_AT": kill_at,
                "VMCTL_TEST_KILL_WHO": front_end, "VMCTL_TEST_KILL_MARK": mark}
+        if pidfile:
+            env["VMCTL_TEST_KILL_PIDFILE"] = pidfile
     if front_end == "cli":
         proc = subprocess.run([VMCTL] + cli_command(operation, spec), capture_output=True, text=True, timeout=300,
                               check=False, stdin=subprocess.DEVNULL, env=dict(os.environ, **env))
@@ -178,4 +180,42 @@ def test_kill_9_at_an_exact_step_then_the_same_command_converges(home, test_imag
         assert qemu_pids(handle.work_dir) == []
     if operation != "destroy":
         assert run(front_end, "destroy", spec)[0] == 0
+        assert manager.find("victim") is None and not os.path.lexists(work_dir) and qemu_pids(work_dir) == []
+
+
+# (operation, step, point) at which the victim's QEMU is SIGKILLed while the command carries on.
+QEMU_POINTS = [
+    ("start", "spawned", QEMU + "QemuBackend._make_private:call:1"),  # QEMU daemonized, QMP not yet asked
+    ("start", "before-save", STORE_WRITE + ":call:1"),                 # the command believes it runs
+    ("stop", "entered", QEMU + "QemuBackend.stop:call:1"),
+    ("stop", "power-button", QEMU + "QemuProcess.wait_gone:call:1"),   # while waiting for the guest
+    ("destroy", "entered", QEMU + "QemuBackend.destroy:call:1"),
+]
+
+
+@pytest.mark.parametrize("front_end", ["cli", "module"])
+@pytest.mark.parametrize("operation,step,kill_at", QEMU_POINTS, ids=["%s-%s" % (p[0], p[1]) for p in QEMU_POINTS])
+def test_kill_9_of_qemu_at_an_exact_step_then_the_same_command_converges(home, test_images, tmp_path, front_end,
+                                                                         operation, step, kill_at):
+    """Fault: the victim's QEMU SIGKILLed at this step of the command (which carries on). Gets: the
+    command succeeds or fails with a clear error (never an internal error); the same command run again
+    succeeds and converges (started: running with one QEMU; stopped: no QEMU; destroyed: nothing left);
+    the bystander is untouched."""
+    spec = tiny_spec(test_images, tmp_path, name="victim")
+    prepare_victim(operation, spec, test_images)
+    work_dir = paths.vm_dir("victim")
+    mark = str(tmp_path / "killed")
+    first, output = run(front_end, operation, spec, kill_at, mark, pidfile=os.path.join(work_dir, "qemu.pid"))
+    assert os.path.exists(mark), "the kill point %s was never reached: %s" % (kill_at, output[-2000:])
+    assert "internal error" not in output and "Traceback" not in output, output[-2000:]
+    rc, output = run(front_end, operation, spec)
+    gone_already = front_end == "cli" and operation == "destroy" and first == 0
+    assert rc == (3 if gone_already else 0), output[-2000:]  # 3: `vmctl destroy` of a VM that is gone
+    manager = VmManager()
+    if operation == "start":
+        victim = manager.get("victim")
+        assert victim.state == VmState.RUNNING and qemu_pids(work_dir) == [victim.pid]
+    elif operation == "stop":
+        assert manager.get("victim").state == VmState.STOPPED and qemu_pids(work_dir) == []
+    else:
         assert manager.find("victim") is None and not os.path.lexists(work_dir) and qemu_pids(work_dir) == []

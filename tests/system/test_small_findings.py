@@ -6,8 +6,8 @@ import subprocess
 import sys
 import threading
 
-import ansible_run
 import pytest
+from support import ansible_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMCTL = os.path.join(ROOT, "bin", "vmctl")
