@@ -332,6 +332,13 @@ class LazyRecords:
         """vms.json's record lines, sorted by name, with ``changed`` (name -> record) and ``removed``
         applied; unchanged records are copied as the text they were read as."""
         texts = dict(self.texts())
+        for name, text in self.overlay.items():
+            if text is not None and name not in changed and name not in removed:
+                try:  # a journal line that is not JSON is never folded into vms.json (it would break the file)
+                    json.loads(text)
+                except ValueError:
+                    raise _field_error(self.path, name, "(record)", "is not valid JSON in the journal %s.journal, "
+                                       "so the journal cannot be folded into vms.json" % self.path)
         for name in removed:
             texts.pop(name, None)
         for name, record in changed.items():
@@ -415,7 +422,10 @@ class Transaction:
         self.removed.discard(name)
 
     def pop(self, name, default=None):
-        handle = self.get(name, default) if name in self else default
+        try:
+            handle = self.get(name, default) if name in self else default
+        except BadRecord:  # a bad record can still be removed
+            handle = default
         self.set.pop(name, None)
         if name in self.records.raw:
             self.removed.add(name)

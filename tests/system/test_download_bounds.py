@@ -80,19 +80,11 @@ def test_raw_zero_bomb_is_bounded_by_the_settable_maximum(tmp_path, http_files):
 
 
 @pytest.fixture
-def small_fs(tmp_path, monkeypatch):
+def small_fs(tmpfs, monkeypatch):
     """A 96 MB tmpfs as the data dir (unmounted afterwards)."""
-    mount = tmp_path / "small-fs"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0700", "tmpfs", str(mount)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here: %s" % result.stderr.strip())
+    mount = tmpfs.mount("96m")
     monkeypatch.setenv("XDG_DATA_HOME", str(mount))
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    return mount
 
 
 def test_a_pull_that_would_fill_the_disk_stops_and_cleans_up(tmp_path, http_files, small_fs):

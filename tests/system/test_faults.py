@@ -26,18 +26,6 @@ def vmctl(*args):
                           stdin=subprocess.DEVNULL)
 
 
-def fill(path):
-    """Write ``path`` until the file system is full."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"x" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def wait_until(predicate, timeout=60, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -137,28 +125,21 @@ def test_kill_9_of_the_cli_during_create_then_rerun_converges(test_images, tmp_p
     assert manager.find("victim") is None and not os.path.exists(paths.vm_dir("victim"))
 
 
-def test_a_full_data_dir_fails_create_cleanly(test_images, tmp_path, monkeypatch):
+def test_a_full_data_dir_fails_create_cleanly(test_images, tmp_path, monkeypatch, tmpfs):
     """Fault: the data dir is a 1 MB tmpfs, too small for a VM's overlay and seed. Gets: create fails
     with an error, leaves no record and no work dir; once space is there, create works."""
-    mount = tmp_path / "tiny-fs"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=False).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        monkeypatch.setenv("XDG_DATA_HOME", str(mount))
-        filler = str(mount / "filler")
-        fill(filler)
-        manager = VmManager()
-        result = vmctl("create", "--name", "full", "--image", tiny_spec(test_images, tmp_path, name="full").image_path)
-        assert result.returncode != 0 and "error:" in result.stderr and "internal error" not in result.stderr, result.stderr
-        os.unlink(filler)
-        assert manager.find("full") is None and not os.path.exists(paths.vm_dir("full"))
-        result = vmctl("create", "--name", "full", "--no-cloud-init",
-                       "--image", tiny_spec(test_images, tmp_path, name="full").image_path)
-        assert result.returncode == 0, result.stderr
-        assert vmctl("destroy", "full").returncode == 0
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    mount = tmpfs.mount("1m")
+    monkeypatch.setenv("XDG_DATA_HOME", str(mount))
+    filler = tmpfs.fill(mount)
+    manager = VmManager()
+    result = vmctl("create", "--name", "full", "--image", tiny_spec(test_images, tmp_path, name="full").image_path)
+    assert result.returncode != 0 and "error:" in result.stderr and "internal error" not in result.stderr, result.stderr
+    os.unlink(filler)
+    assert manager.find("full") is None and not os.path.exists(paths.vm_dir("full"))
+    result = vmctl("create", "--name", "full", "--no-cloud-init",
+                   "--image", tiny_spec(test_images, tmp_path, name="full").image_path)
+    assert result.returncode == 0, result.stderr
+    assert vmctl("destroy", "full").returncode == 0
 
 
 def test_a_corrupt_store_is_an_error_and_nothing_is_lost(test_images, tmp_path, bystander):
@@ -179,17 +160,14 @@ def test_a_corrupt_store_is_an_error_and_nothing_is_lost(test_images, tmp_path, 
     assert vmctl("list").returncode == 0
 
 
-def test_a_disk_that_fills_under_a_running_vm_fails_cleanly_and_converges(test_images, tmp_path, monkeypatch):
+def test_a_disk_that_fills_under_a_running_vm_fails_cleanly_and_converges(test_images, tmp_path, monkeypatch, tmpfs):
     """Fault: the data dir (a 16 MB tmpfs) is full while a bystander VM runs. Gets: a change of the
     victim's record through the vm module (real `ansible` run) fails with "no space left on the device",
     code vmctl.disk_full and a hint (never an internal error); `vmctl start` of the victim and a module
     create of a new VM fail cleanly too and leave nothing behind; the store is unchanged and readable and
     the bystander keeps running; once space is freed, the same commands converge."""
     from support import ansible_run
-    mount = tmp_path / "small-fs"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=False).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
+    mount = tmpfs.mount("16m")
     try:
         monkeypatch.setenv("XDG_DATA_HOME", str(mount))
         manager = VmManager()
@@ -201,8 +179,7 @@ def test_a_disk_that_fills_under_a_running_vm_fails_cleanly_and_converges(test_i
                        "kernel": spec.kernel, "initrd": spec.initrd, "kernel_append": spec.kernel_append}
         with open(paths.store_path(), "rb") as f:
             store = f.read()
-        filler = str(mount / "filler")
-        fill(filler)
+        filler = tmpfs.fill(mount)
         result = ansible_run.module("vm", module_args)
         assert result["failed"] and "no space left on the device" in result["msg"], result
         assert "internal error" not in result["msg"] and result["error"]["code"] == "vmctl.disk_full"
@@ -226,7 +203,6 @@ def test_a_disk_that_fills_under_a_running_vm_fails_cleanly_and_converges(test_i
         for name in ("victim", "bystander", "third"):
             with contextlib.suppress(Exception):
                 VmManager().destroy(name)
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_sigstop_of_qemu_under_the_modules(test_images, tmp_path, bystander):

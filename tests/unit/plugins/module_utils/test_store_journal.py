@@ -151,7 +151,8 @@ def test_a_journal_for_an_earlier_vms_json_is_never_applied(tmp_path):
 
 def test_a_bad_journal_line_is_that_vms_error_alone(tmp_path):
     """Bad input: a journal line for one VM that is not valid JSON, and one with a bad field. Gets: a
-    BadRecord naming that VM (and the field); the other VMs stay usable."""
+    BadRecord naming that VM (and the field); the other VMs stay usable; the journal is not folded into
+    vms.json while a line of it is not JSON (that would break vms.json), until that VM is removed."""
     path = big_store(tmp_path)
     VmStore(path).put(VmHandle(id="a", name="a", backend="noop"))
     with open(path + ".journal", "a") as f:
@@ -166,6 +167,18 @@ def test_a_bad_journal_line_is_that_vms_error_alone(tmp_path):
     with pytest.raises(BadRecord) as caught:
         store.get("vm0002")
     assert "VM vm0002" in caught.value.message and "not valid JSON" in caught.value.message
+    store.put(VmHandle(id="b", name="b", backend="noop"))  # other VMs still change (appended)
+    before = open(path).read()
+    with pytest.raises(BadRecord) as caught:
+        store.compact()  # folding would write the broken line into vms.json: refused, naming the VM
+    assert "VM vm0002" in caught.value.message and "cannot be folded" in caught.value.message
+    assert open(path).read() == before
+    with store.transaction() as vms:
+        vms.pop("vm0002")  # removing (or rewriting) the broken record lets the journal fold
+    store.compact()
+    assert not os.path.exists(path + ".journal")
+    after = VmStore(path)
+    assert "vm0002" not in after.list() and set(after.bad) == {"vm0005"}  # still reported, from vms.json now
 
 
 def test_a_journal_line_naming_no_vm_is_an_error_naming_the_journal(tmp_path):
@@ -199,41 +212,18 @@ def test_the_guides_pretty_printed_store_is_read_and_rewritten_in_vmctls_layout(
     assert os.path.exists(path + ".journal") and len(VmStore(path).list()) == 202
 
 
-@pytest.fixture
-def full_fs(tmp_path):
-    """A 1 MB tmpfs, and a function that fills it up (returns the filler's path)."""
-    mount = tmp_path / "fs"
-    mount.mkdir()
-    if os.system("mount -t tmpfs -o size=1m tmpfs %s 2>/dev/null" % mount) != 0:
-        pytest.skip("cannot mount a tmpfs here")
-
-    def fill():
-        filler = str(mount / "filler")
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            while True:
-                os.write(fd, b"x" * 4096)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-        return filler
-    yield mount, fill
-    os.system("umount -l %s" % mount)
-
-
 @pytest.mark.parametrize("size", [200, 5], ids=["journal", "whole-file"])
-def test_a_change_on_a_full_disk_fails_and_changes_nothing(full_fs, size, tmp_path):
+def test_a_change_on_a_full_disk_fails_and_changes_nothing(tmpfs, size):
     """Fault: the store's disk is full (ENOSPC) for a journal append (a big store) and for a whole-file
     rewrite (a small one). Gets: the OSError (the front-ends report it as no space left); every file
     of the store reads as before (no half line, no tmp file); once space is free, the change works."""
-    mount, fill = full_fs
+    mount = tmpfs.mount("1m")
     path = big_store(mount, count=200) if size == 200 else str(mount / "vms.json")
     store = VmStore(path)
     for i in range(size if size < 200 else 1):
         store.put(VmHandle(id="p%d" % i, name="p%d" % i, backend="noop"))
     before = {name: open(os.path.join(mount, name), "rb").read() for name in os.listdir(mount)}
-    filler = fill()
+    filler = tmpfs.fill(mount)
     with pytest.raises(OSError) as caught:
         store.put(VmHandle(id="x" * 6000, name="late", backend="noop"))
     assert caught.value.errno == 28
