@@ -1,6 +1,8 @@
 """Fault injection against real QEMU (busybox guest): kill -9 of QEMU and of the `vmctl` process at
-observed points of start, stop, destroy and create, SIGSTOP of QEMU, and a full data dir. After each
-fault the next command converges, and a bystander VM in the same store keeps running, unchanged."""
+observed points of start, stop, destroy and create, SIGSTOP of QEMU (CLI and modules), and a full data
+dir (CLI and modules). After each fault the next command converges, and a bystander VM in the same
+store keeps running, unchanged. Kills at exact steps (CLI, module process and QEMU) are in
+test_kill_points.py."""
 
 import contextlib
 import os
