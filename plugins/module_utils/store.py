@@ -352,8 +352,9 @@ class Records:
 
     def __init__(self, path, raw, identity=None, journal=None):
         self.path = path
-        self.raw = raw if isinstance(raw, LazyRecords) else LazyRecords(path, base={n: json.dumps(v) for n, v in raw.items()},
-                                                                          parsed=raw)
+        if not isinstance(raw, LazyRecords):
+            raw = LazyRecords(path, base={name: json.dumps(value) for name, value in raw.items()}, parsed=raw)
+        self.raw = raw
         self.identity = identity
         self.journal = journal
         self._handles = {}

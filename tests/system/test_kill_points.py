@@ -146,8 +146,8 @@ def prepare_victim(operation, spec, test_images):
 
 @pytest.mark.parametrize("front_end", ["cli", "module"])
 @pytest.mark.parametrize("operation,step,kill_at", POINTS, ids=["%s-%s" % (p[0], p[1]) for p in POINTS])
-def test_kill_9_at_an_exact_step_then_the_same_command_converges(home, test_images, tmp_path, front_end, operation,
-                                                                  step, kill_at):
+def test_kill_9_at_an_exact_step_then_the_same_command_converges(home, test_images, tmp_path, front_end,
+                                                                 operation, step, kill_at):
     """Fault: the CLI or the module process SIGKILLed at this step. Gets: the process died there (the
     hook's mark names the point); the same command run again succeeds and leaves the VM, and its record,
     as the command promises (created: prepared with its overlay; started: running with one QEMU, whose
