@@ -169,7 +169,7 @@ def summary(calls):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--before", default=BEFORE, help="the revision to compare with (default %(default)s)")
     args = parser.parse_args()
     manifest = subprocess.run([os.path.join(ROOT, "scripts", "build-test-image")], capture_output=True, text=True,

@@ -57,7 +57,7 @@ options:
     default: 120
 notes:
   - The wait for SSH runs on the controller, in this module's action plugin, through the session of the
-    C(vmctl.core.vm_ssh) connection: its login is the one the tasks that run on the VM afterwards reuse.
+    C(vmctl.core.vm_ssh) connection. Its login is the one that the tasks that run on the VM afterwards reuse.
   - Supports check mode (reports what would change, touches nothing and waits for nothing) and diff mode.
   - With the propolis backend, V(stopped) powers the VM off at once (propolis-server has no ACPI shutdown request;
     it destroys its VM, the disk stays) and O(stop_timeout) bounds the wait; V(suspended) fails with
