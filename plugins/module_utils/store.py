@@ -526,14 +526,17 @@ class VmStore:
         except UnicodeDecodeError as err:
             raise StoreError("VM store %s is corrupt: %s" % (self.path, err), path=self.path,
                              hint="Restore it from a backup, or fix the JSON; vmctl never treats it as empty")
-        if _in_line_layout(text):
+        identity = [st.st_ino, st.st_size, st.st_mtime_ns]
+        journal = self._read_journal(identity)
+        current = journal is not None and journal.committed > 0 and not journal.stale
+        # A journal is only started on a vms.json in vmctl's layout, and its header names that very file:
+        # while it matches, the layout check (a pass over the whole file) is not needed again.
+        if current or _in_line_layout(text):
             records = LazyRecords(self.path, text=text)
         else:
             data = _parse_store(self.path, text)
             records = LazyRecords(self.path, base={name: json.dumps(value) for name, value in data.items()}, parsed=data)
-        identity = [st.st_ino, st.st_size, st.st_mtime_ns]
-        journal = self._read_journal(identity)
-        if journal and not journal.stale:
+        if current:
             records.apply(journal.entries)
         return Records(self.path, records, identity, journal)
 
