@@ -28,7 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "system"))
 
-from nginx_server import NginxServer  # noqa: E402
+from support.nginx_server import NginxServer  # noqa: E402
 
 MB = 1 << 20
 SEGMENT = 4 * MB

@@ -7,7 +7,7 @@ alternation in the same run, waits for it with:
 
 - ``readiness``: today's wait, ``readiness.wait_until_ready`` (what ``vm_state`` runs: login attempts
   every second, then on the guest a loop that ends when ``/run/cloud-init/result.json`` appears);
-- ``before``: the wait as it was before the stall-aware wait, ``SshSession.open(target, wait_timeout)``
+- ``before``: the wait as it was before the stall-aware wait, a login retried every second, then cloud-init's old wait command (reimplemented here as the reference)
   (login attempts, then ``test -e result.json || cloud-init status --wait`` over SSH).
 
 A thread tails console.log and stamps the moment ``Cloud-init v. … finished at`` appears (QEMU writes
@@ -29,12 +29,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "system"))
 
-from guests import debian_spec  # noqa: E402
+from support.guests import debian_spec  # noqa: E402
 
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import readiness
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import target as ssh  # noqa: E402
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager  # noqa: E402
-from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import SshSession  # noqa: E402
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import Retryable, SshSession  # noqa: E402
 
 FINAL = re.compile(rb"Cloud-init v\. \S+ finished at")
 
@@ -64,6 +64,28 @@ class ConsoleWatch(threading.Thread):
             time.sleep(0.02)
 
 
+# The reference: the wait as it was before the stall-aware wait (SshSession.open of then), a login retried
+# every second, then the cloud-init command it ran.
+OLD_CLOUD_INIT_WAIT = "test -e /run/cloud-init/result.json || cloud-init status --wait >/dev/null 2>&1; true"
+
+
+def old_wait(target, wait_timeout):
+    pkey = SshSession.credentials(target)
+    deadline = time.monotonic() + wait_timeout
+    while True:
+        try:
+            session = SshSession.attempt(target, pkey, 10)
+            break
+        except Retryable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+    try:
+        session.run(OLD_CLOUD_INIT_WAIT, timeout=max(5.0, deadline - time.monotonic()))
+    finally:
+        session.close()
+
+
 def one_run(manager, images, name, method):
     manager.create(debian_spec(images, name=name, hostname=name, vcpus=2, memory_mb=1024))
     handle = manager.get(name)
@@ -74,7 +96,7 @@ def one_run(manager, images, name, method):
     if method == "readiness":
         readiness.wait_until_ready(handle, deadline=900)
     else:
-        SshSession.open(ssh.target_for(handle), wait_timeout=900).close()
+        old_wait(ssh.target_for(handle), 900)
     returned = time.monotonic()
     watch.join(2)
     watch.stop.set()

@@ -37,7 +37,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "system"))
 
-from sshd_server import LoopbackSshd  # noqa: E402
+from support.sshd_server import LoopbackSshd  # noqa: E402
 
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import client as ssh_mux  # noqa: E402
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.target import resolve_target  # noqa: E402

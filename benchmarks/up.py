@@ -26,6 +26,7 @@ machine is shared: other guests booting under TCG slow every wall time here.
 """
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -38,6 +39,7 @@ import tempfile
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import resolve_accel
+from revision import BEFORE_LAYOUT, revision
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -99,11 +101,14 @@ def qemu_cpu(pidfiles):
     return total
 
 
-def playbook(workdir, xdg, name, vmfile, *extra):
-    """Run vmctl.core.NAME on VMFILE: (wall seconds, task_seconds report)."""
+def playbook(workdir, xdg, name, vmfile, *extra, collections=None):
+    """Run vmctl.core.NAME on VMFILE (of the collection in ``collections``, default this checkout's):
+    (wall seconds, task_seconds report)."""
     env = dict(os.environ, XDG_DATA_HOME=xdg, ANSIBLE_VMCTL_CONTROL_PATH_DIR=os.path.join(xdg, "cp"),
                ANSIBLE_STDOUT_CALLBACK="task_seconds", ANSIBLE_CALLBACK_PLUGINS=os.path.join(HERE, "callback_plugins"),
                ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_RETRY_FILES_ENABLED="0")
+    if collections:
+        env.update(ANSIBLE_COLLECTIONS_PATH=collections, PYTHONPATH=collections)
     argv = ["ansible-playbook", "vmctl.core.%s" % name, "-e", "vmfile=%s" % vmfile] + list(extra)
     begin = time.time()
     proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=1800, check=False)
@@ -118,17 +123,17 @@ def playbook(workdir, xdg, name, vmfile, *extra):
     return seconds, report
 
 
-def run_up(workdir, vmfile, tag):
+def run_up(workdir, vmfile, tag, collections=None):
     """{seconds, host_cpu (ansible-playbook and its module processes), guest_cpu, report}"""
     xdg = os.path.join(workdir, "xdg-%s" % tag)
     try:
         cpu = children_cpu()
-        seconds, report = playbook(workdir, xdg, "up", vmfile, "-e", "ssh_timeout=%d" % SSH_TIMEOUT)
+        seconds, report = playbook(workdir, xdg, "up", vmfile, "-e", "ssh_timeout=%d" % SSH_TIMEOUT, collections=collections)
         return {"seconds": seconds, "host_cpu": children_cpu() - cpu, "report": report,
                 "guest_cpu": qemu_cpu(glob.glob(os.path.join(xdg, "vmctl", "vms", "*", "qemu.pid")))}
     finally:
         try:
-            playbook(workdir, xdg, "down", vmfile, "-e", "destroy=true")
+            playbook(workdir, xdg, "down", vmfile, "-e", "destroy=true", collections=collections)
         except SystemExit as err:  # keep the first error; QEMU would then still run: say so
             print("destroying the VMs of %s failed (check for QEMU processes): %s" % (vmfile, err))
         shutil.rmtree(xdg, ignore_errors=True)
@@ -190,6 +195,8 @@ def phases_of_up(result):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--runs", type=int, default=2, help="runs (default %(default)s)")
+    parser.add_argument("--before", metavar="REV", help="also time up of one VM with this earlier revision "
+                        "(e.g. %s, before issue 13's layout), in the same runs" % BEFORE_LAYOUT)
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     manifest = os.environ.get("VMCTL_TEST_IMAGES") or subprocess.run(
@@ -202,18 +209,26 @@ def main():
     print("image %s, accel %s, %d vCPUs / %d MB per VM; %d CPUs" % (image, accel, VCPUS, MEMORY, os.cpu_count()))
     print("load average before: %.2f %.2f %.2f" % os.getloadavg())
     results = {"up": [], "baseline": [], "up x2": []}
+    before = contextlib.ExitStack()
     try:
+        old = None
+        if args.before:
+            old = before.enter_context(revision(args.before))
+            results["up (%s)" % args.before] = []
         for run in range(args.runs):
-            order = ["up", "baseline", "up x2"]
+            order = list(results)
             for what in order if run % 2 == 0 else order[::-1]:
                 if what == "baseline":
                     results[what].append(run_baseline(workdir, image, accel))
+                elif what.startswith("up ("):
+                    results[what].append(run_up(workdir, vmfiles["one"], "b-%d" % run, collections=old))
                 else:
                     results[what].append(run_up(workdir, vmfiles["one" if what == "up" else "two"], "%s-%d" % (what[-1], run)))
             print("run %d: %s (load average %.2f)" % (run + 1, ", ".join(
                 "%s %.1f s (guest CPU %.1f s, host CPU %.1f s)" % (what, r[-1]["seconds"], r[-1]["guest_cpu"], r[-1]["host_cpu"])
                 for what, r in results.items()), os.getloadavg()[0]))
     finally:
+        before.close()
         shutil.rmtree(workdir, ignore_errors=True)
     times = {what: [r["seconds"] for r in rs] for what, rs in results.items()}
 
@@ -226,6 +241,10 @@ def main():
     print("  overhead of up      %6.1f s   target <= %.0f s  %s   (per run: %s)" % (
         overhead, TARGET_OVERHEAD, "MET" if overhead <= TARGET_OVERHEAD else "NOT MET",
         "/".join("%.1f" % (u - b) for u, b in zip(times["up"], times["baseline"]))))
+    if args.before:
+        old_overhead = med["up (%s)" % args.before] - med["baseline"]
+        print("  overhead of up at %s %6.1f s   (this checkout: %.1f s; %s)" % (
+            args.before, old_overhead, overhead, "did not grow" if overhead <= old_overhead + 0.5 else "GREW"))
     print("  up, two VMs         %6.1f s   %.2fx one VM (2.00x = no parallelism; %d CPUs shared by both guests)"
           % (med["up x2"], med["up x2"] / med["up"], os.cpu_count()))
     print("  CPU seconds (median): %s" % "; ".join("%s guest %.1f host %.1f" % (

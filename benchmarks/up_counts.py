@@ -15,6 +15,7 @@ REV defaults to the last commit before the layout of issue 13 (8e2872f). Prints 
 
 import argparse
 import collections
+import glob
 import json
 import os
 import shutil
@@ -23,9 +24,8 @@ import sys
 import tempfile
 import textwrap
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-BEFORE = "8e2872f"
+from revision import BEFORE_LAYOUT, ROOT, collections_for, revision
+
 
 SITECUSTOMIZE = r'''
 import importlib.abc, importlib.util, json, os, sys, threading
@@ -36,6 +36,8 @@ _PATCH = {  # module name ending -> (class, method, what)
     ".backends.qemu.qmp": ("QmpClient", "execute", "qmp"),
     ".module_utils.ssh_session": ("SshSession", "_connect_once", "ssh handshake"),
     ".ssh.session": ("SshSession", "_connect_once", "ssh handshake"),
+    ".ssh.readiness": ("ReadinessWait", "_cloud_init", "cloud-init wait"),
+    ".module_utils.readiness": ("ReadinessWait", "_cloud_init", "cloud-init wait"),
 }
 _lock = threading.Lock()
 
@@ -55,7 +57,7 @@ def _wrap(cls, method, what):
         except BaseException:
             _note(what, (detail + " failed").strip())
             raise
-        _note(what, detail)
+        _note(what, "ended by the session dropping" if what == "cloud-init wait" and result is False else detail)
         return result
     setattr(cls, method, classmethod(counted) if isinstance(cls.__dict__.get(method), classmethod) else counted)
 
@@ -116,18 +118,10 @@ def vmfile(image, upload):
         """) % (json.dumps(image), json.dumps(upload))
 
 
-def collection_path(tree, work):
-    """A collections dir whose ansible_collections/vmctl/core is ``tree``."""
-    base = os.path.join(work, "collections")
-    os.makedirs(os.path.join(base, "ansible_collections", "vmctl"))
-    os.symlink(tree, os.path.join(base, "ansible_collections", "vmctl", "core"))
-    return base
-
-
-def run_up(tree, image, label):
+def run_up(collections, image, label):
     work = tempfile.mkdtemp(prefix="vmctl-bench-counts-")
     try:
-        collections_dir = collection_path(tree, work)
+        collections_dir = collections or collections_for(ROOT, work)
         site = os.path.join(work, "site")
         os.makedirs(site)
         with open(os.path.join(site, "sitecustomize.py"), "w") as f:
@@ -150,6 +144,9 @@ def run_up(tree, image, label):
         env.pop("VMCTL_COUNT_FILE")
         subprocess.run(["ansible-playbook", "vmctl.core.down", "-e", "vmfile=" + path, "-e", "destroy=true"],
                        env=env, capture_output=True, text=True, check=False)
+        if os.environ.get("VMCTL_COUNTS_SHOW_LOGS"):
+            for log in sorted(glob.glob(os.path.join(work, "cp", "*.log"))):
+                print("== %s\n%s" % (log, open(log).read()))
         subprocess.run(["pkill", "-f", os.path.join(work, "cp")], check=False)
         if up.returncode != 0:
             print("%s: up failed (%d):\n%s" % (label, up.returncode, up.stdout[-3000:] + up.stderr[-2000:]))
@@ -160,32 +157,36 @@ def run_up(tree, image, label):
 
 
 def summary(calls):
+    """Counts by kind; failed calls (a login refused while the guest boots) apart; and who made them."""
     out = collections.Counter()
     for call in calls:
-        out[call["what"]] += 1
-        if call["what"] == "qmp":
-            out["qmp " + call["detail"]] += 1
+        failed = call["detail"].endswith("failed")
+        if call["detail"].startswith("ended by"):
+            out[call["what"] + " " + call["detail"]] += 1
+        what = call["what"] + (" (failed attempt)" if failed else "")
+        out[what] += 1
+        if call["what"] == "qmp" and not failed:
+            out["  qmp " + call["detail"]] += 1
+        out["  by %s: %s" % (call["argv0"] or "daemon", what)] += 1
+    out["session daemons that logged in"] = len({c["pid"] for c in calls if c["argv0"] == "-c" and c["what"] == "ssh handshake"
+                                                 and not c["detail"].endswith("failed")})
     return out
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-    parser.add_argument("--before", default=BEFORE, help="the revision to compare with (default %(default)s)")
+    parser.add_argument("--before", default=BEFORE_LAYOUT, help="the revision to compare with (default %(default)s)")
     args = parser.parse_args()
     manifest = subprocess.run([os.path.join(ROOT, "scripts", "build-test-image")], capture_output=True, text=True,
                               check=True).stdout.strip().splitlines()[-1]
     image = json.load(open(manifest))["debian"]["path"] if manifest.endswith(".json") else None
-    old = tempfile.mkdtemp(prefix="vmctl-bench-before-")
-    subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", old, args.before], check=True, capture_output=True)
-    try:
-        after = summary(run_up(ROOT, image, "this checkout"))
-        before = summary(run_up(old, image, args.before))
-    finally:
-        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", old], check=False)
+    after = summary(run_up(None, image, "this checkout"))
+    with revision(args.before) as collections:
+        before = summary(run_up(collections, image, args.before))
     print("one `up` of one VM (with 2 provision steps), calls counted in every process of the run")
-    print("%-28s %12s %14s" % ("", "before (%s)" % args.before, "this checkout"))
-    for key in sorted(set(before) | set(after), key=lambda k: (k.startswith("qmp "), k)):
-        print("%-28s %12d %14d" % (key, before.get(key, 0), after.get(key, 0)))
+    print("%-52s %12s %14s" % ("", "before (%s)" % args.before, "this checkout"))
+    for key in sorted(set(before) | set(after), key=lambda k: (k.startswith("  by "), k.startswith("  "), k)):
+        print("%-52s %12d %14d" % (key, before.get(key, 0), after.get(key, 0)))
 
 
 if __name__ == "__main__":

@@ -49,13 +49,17 @@ class ActionModule(ActionBase):
         return result
 
     def _connection_to(self, name, task_vars):
-        """The ``vm_ssh`` connection that tasks on VM ``name`` get: the host's own settings when this task runs
-        for that VM's host, else only the vmctl connection settings (control dir, data dir, timeouts)."""
-        if task_vars.get("ansible_vmctl_vm_name") == name:
-            options = dict(task_vars)
-        else:
-            options = {key: value for key, value in task_vars.items()
-                       if key.startswith("ansible_vmctl_") or key == "vmctl_data_dir"}
+        """The ``vm_ssh`` connection that tasks on VM ``name`` get: with the VM host's own variables when this task
+        runs for that host (its task is delegated to the hypervisor, so ``task_vars`` hold the delegate's address),
+        else with only the vmctl connection settings (control dir, data dir, timeouts)."""
+        host = task_vars.get("inventory_hostname")
+        hostvars = task_vars.get("hostvars") or {}
+        own = hostvars[host] if host in hostvars and task_vars.get("ansible_vmctl_vm_name") == name else {}
+        keep = ("ansible_host", "ansible_ssh_host", "ansible_port", "ansible_user", "ansible_private_key_file",
+                "ansible_ssh_private_key_file") if own else ()
+        options = {key: own[key] for key in own if key in keep}
+        options.update((key, value) for key, value in task_vars.items()
+                       if key.startswith("ansible_vmctl_") or key == "vmctl_data_dir")
         options = self._templar.template(options)
         options["ansible_vmctl_vm_name"] = name
         connection = connection_loader.get(CONNECTION, self._play_context)

@@ -50,6 +50,11 @@ class VmManager:
         validate_name(name)
         return self.store.find(name)
 
+    def find_all(self, names):
+        """``{name: handle or None}`` for ``names``, from one read of the store (a bad record raises, naming it)."""
+        records = self.store.records()
+        return {name: records.handle(validate_name(name)) for name in names}
+
     def list(self):
         """Usable VMs by name, from one read of the store; bad records are in ``self.store.bad``."""
         return self.store.list()

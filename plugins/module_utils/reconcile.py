@@ -148,14 +148,16 @@ def ensure_state(manager, name, state, stop_timeout=30, check_mode=False):
     """Bring VM ``name`` to ``state`` (running, stopped, suspended, restarted) and return only then."""
     if state not in RUNTIME_STATES:
         raise InvalidState("unknown state %r" % state, hint="Use one of: %s" % ", ".join(RUNTIME_STATES))
-    if manager.find(name) is None:
+    found = manager.find(name)
+    if found is None:
         absent = {"before": {"state": "absent"}, "after": {"state": "absent"}}
         if state == "stopped":  # a VM that does not exist is not running: nothing to do
             return Outcome(None, False, [], absent)
         if check_mode and state in ("running", "restarted"):
             # in check mode an earlier task may only have planned to create it: plan the start
             return Outcome(None, True, ["start"], dict(absent, after={"state": "running"}))
-    live = manager.live(name)  # VmNotFound names the VM when it is missing
+        found = manager.get(name)  # raises VmNotFound, naming the VM
+    live = found.replace(state=manager.state_of(found))  # the record just read, with its live state
     current = live.state
     diff = {"before": {"state": current}, "after": {"state": "running" if state == "restarted" else state}}
     # A VM whose monitor does not answer (``unknown``: QEMU SIGSTOPped or hung) has a live process:

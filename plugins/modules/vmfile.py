@@ -156,8 +156,9 @@ def _run(module):
     vms = vmfile.load(path, module.params["name"])
     if module.params["current_state"]:
         manager = VmManager()
+        handles = manager.find_all([vm["name"] for vm in vms])  # one store read for the whole VMFile
         for vm in vms:
-            handle = manager.find(vm["name"])
+            handle = handles[vm["name"]]
             vm["current_state"] = manager.state_of(handle)
             vm["provision_status"] = provision_status(handle.provision if handle else None, vm["provisions"],
                                                       vm["provision_digest"])

@@ -105,11 +105,11 @@ import sys
 from ansible_collections.vmctl.core.plugins.plugin_utils.cli import main as cli
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.target import SshTarget
-from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import SshSession
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.readiness import login
 cli._configure_logging(0)  # as `vmctl ssh` sets it up
 target = SshTarget("booting", "127.0.0.1", int(sys.argv[1]), "vm", sys.argv[2], sys.argv[3])
 try:
-    SshSession.open(target, wait_timeout=4, attempt_timeout=1)
+    login(target, 4, attempt_timeout=1)
 except VmctlError as err:
     sys.stderr.write("error: %s\\n" % err.message)
 """

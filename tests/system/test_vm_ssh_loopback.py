@@ -19,7 +19,7 @@ from support.vm_ssh_helpers import adhoc, daemons, playbook
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import client as ssh_mux
 from ansible_collections.vmctl.core.plugins.module_utils.errors import SshWaitTimeout
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.target import SshTarget, resolve_target
-from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import SshSession
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.readiness import login
 
 PYTHON = "/usr/bin/python3"  # the guest-side interpreter (root's login shell here has a pyenv shim first in PATH)
 
@@ -174,8 +174,8 @@ def test_wait_timeout_names_the_vm_and_its_console_log(sshd, tmp_path, vmctl_dat
     hosts, _proc = adhoc(path, "ansible.builtin.command", "true", extra=["-e", "ansible_vmctl_wait_timeout=3"])
     message = hosts["late"]["msg"]
     assert hosts["late"]["unreachable"]
-    assert "VM late" in message and "not ready after" in message and "connection refused" in message
-    assert vm.console_log in message
+    assert "VM late" in message and "not ready within the deadline of 3 s" in message and "connection refused" in message
+    assert vm.console_log in message and "ansible_vmctl_wait_timeout=6" in message
     assert time.monotonic() - begin < 60
 
 
@@ -377,15 +377,15 @@ def test_a_cloud_init_wait_that_runs_out_says_so(tmp_path, vmctl_data_home):
                            known_hosts=vm.known_hosts, console_log=vm.console_log, cloud_init=True)
         begin = time.monotonic()
         with pytest.raises(SshWaitTimeout) as failed:
-            SshSession.open(target, wait_timeout=6)
+            login(target, 6)
         assert 5 <= time.monotonic() - begin < 30
         assert ran.read_text().split() == ["status", "--wait"]
         message = str(failed.value)
-        assert "VM seeded: SSH login worked after" in message and "cloud-init had not finished" in message
-        assert "the wait timeout is 6 s" in message
-        assert "Raise the wait timeout" in failed.value.hint and vm.console_log in failed.value.hint
+        assert message.startswith("VM seeded: ") and "waiting for cloud-init (SSH: logged in)" in message, message
+        assert "6 s" in message
+        assert "raise the deadline" in failed.value.hint and "ansible_vmctl_wait_timeout=12" in failed.value.hint
         # without cloud-init (an image vmctl did not seed) nothing waits
         target.cloud_init = False
-        SshSession.open(target, wait_timeout=6).close()
+        login(target, 6).close()
     finally:
         slow.stop()

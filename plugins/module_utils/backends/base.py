@@ -13,6 +13,7 @@ import socket
 
 from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, host_keys, keys
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, VmctlError
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 
 # kind: "unix" (path), "websocket" (url) or "none"
@@ -56,6 +57,10 @@ class Backend:
     def pid(self, handle):
         """The VM's live process id, as far as this backend knows one (the stored one by default)."""
         return handle.pid
+
+    def alive(self, handle):
+        """Whether the VM still runs, as cheaply as the backend can tell (a wait asks every few seconds)."""
+        return self.state(handle) == VmState.RUNNING
 
     def guest_ip(self, handle, timeout=0):
         raise NotImplementedError

@@ -317,12 +317,12 @@ class MuxClient:
 
     def _local_pair(self, fresh):
         if fresh or self._local_server is None or not self._local_server.session.is_active():
+            from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.readiness import login
             from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.server import MuxServer
-            from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import SshSession
             self.close()
             if self.before_login:
                 self.before_login()
-            session = SshSession.open(self.target, wait_timeout=self.wait_timeout, attempt_timeout=self.attempt_timeout)
+            session = login(self.target, self.wait_timeout, self.attempt_timeout)
             self._local_server = MuxServer(session, self.log)
         ours, theirs = socket.socketpair()
         threading.Thread(target=self._local_server.handle, args=(theirs,), daemon=True).start()

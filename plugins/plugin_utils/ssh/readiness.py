@@ -20,7 +20,7 @@ import select
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils.checks import check_wait_limits
-from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, SshWaitTimeout, WaitStalled
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, InvalidState, SshWaitTimeout, WaitStalled
 
 DEFAULT_STALL = 120  # seconds without any sign of progress
 DEFAULT_DEADLINE = {"tcg": 600, "kvm": 300}  # Lima waits up to 10 minutes, Vagrant 5
@@ -59,6 +59,8 @@ def default_deadline(handle):
 
 def console_lines(path, count=5, max_bytes=16384):
     """The last ``count`` printable lines of a console log (escape sequences and control characters removed)."""
+    if not path:
+        return []
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -88,10 +90,16 @@ class ReadinessWait:
     """
 
     def __init__(self, handle, deadline=None, stall=None, on_progress=None, interval=PROGRESS_INTERVAL,
-                 target=None, backend=None, clock=time.monotonic):
-        check_wait_limits(handle.name, deadline, stall)
+                 target=None, backend=None, clock=time.monotonic, attempt_timeout=ATTEMPT_TIMEOUT, deadline_setting=None):
+        if handle is None and (target is None or not deadline):
+            raise InvalidSpec("a wait without the VM's record needs a target and a deadline")
+        self.name = handle.name if handle is not None else target.vm
+        self.console_log = handle.console_log if handle is not None else target.console_log
+        check_wait_limits(self.name, deadline, stall)
         self.handle = handle
         self.deadline = deadline or default_deadline(handle)
+        self.attempt_timeout = attempt_timeout
+        self.deadline_setting = deadline_setting  # how to raise the deadline, with %d for a suggestion (default: up's)
         self.stall = stall or DEFAULT_STALL
         self.on_progress = on_progress
         self.interval = interval
@@ -102,7 +110,7 @@ class ReadinessWait:
         self.last_change = self.begin
         self.last_report = self.begin
         self.last_state_check = self.begin
-        self.console_size = _size(handle.console_log)
+        self.console_size = _size(self.console_log)
         self.phase = -1  # the furthest a login attempt got (ssh_session.PHASES)
         self.cloud_init_log = None
         self.waiting_for = "SSH"
@@ -119,7 +127,7 @@ class ReadinessWait:
     def tick(self):
         """Look for progress; report; raise when a limit is hit or the VM is gone."""
         now = self.clock()
-        size = _size(self.handle.console_log)
+        size = _size(self.console_log)
         if size != self.console_size:
             self.console_size = size
             self._changed()
@@ -137,18 +145,20 @@ class ReadinessWait:
     def _check_running(self):
         from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
         try:
+            if self.backend.alive(self.handle):
+                return
             state = self.backend.state(self.handle)
         except Exception:  # a monitor that does not answer is not a reason to give up the wait
             return
         if state not in (VmState.RUNNING,):
             raise InvalidState("VM %s is %s: it stopped while vmctl waited %d s for %s"
-                               % (self.handle.name, state, round(self.elapsed()), self.waiting_for),
-                               hint="See what the guest printed in %s" % self.handle.console_log,
-                               name=self.handle.name, state=state, console=console_lines(self.handle.console_log))
+                               % (self.name, state, round(self.elapsed()), self.waiting_for),
+                               hint="See what the guest printed in %s" % self.console_log,
+                               name=self.name, state=state, console=console_lines(self.console_log))
 
     def progress_line(self):
-        lines = console_lines(self.handle.console_log, 1)
-        line = "%s: waiting for %s, %d s" % (self.handle.name, self.waiting_for, round(self.elapsed()))
+        lines = console_lines(self.console_log, 1)
+        line = "%s: waiting for %s, %d s" % (self.name, self.waiting_for, round(self.elapsed()))
         if lines:
             text = lines[-1]
             line += ", console: %s" % (text if len(text) <= 80 else text[:79] + "…")
@@ -156,15 +166,20 @@ class ReadinessWait:
 
     def _failure(self, what, deadline):
         from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import PHASES
-        name = self.handle.name
+        name = self.name
         got = PHASES[self.phase] if self.phase >= 0 else "no login attempt finished"
         message = "VM %s: %s, after %d s waiting for %s (SSH: %s%s)" % (
             name, what, round(self.elapsed()), self.waiting_for, got,
             "; last error: %s" % self.last_error if self.last_error and self.waiting_for == "SSH" else "")
-        tail = console_lines(self.handle.console_log)
+        tail = console_lines(self.console_log)
         if tail:
-            message += "\nlast console lines (%s):\n  %s" % (self.handle.console_log, "\n  ".join(tail))
-        if deadline:
+            message += "\nlast console lines (%s):\n  %s" % (self.console_log, "\n  ".join(tail))
+        elif self.console_log:
+            message += "; nothing on its console (%s)" % self.console_log
+        if deadline and self.deadline_setting:
+            hint = "If the guest is just slow, raise the deadline: " + self.deadline_setting % (self.deadline * 2)
+            cls = SshWaitTimeout
+        elif deadline:
             hint = ("If the guest is just slow, raise the deadline: ssh { boot-timeout %d } in the VMFile, "
                     "-e ssh_timeout=%d, vmctl up --timeout %d, or wait_timeout of vmctl.core.vm_state"
                     % ((self.deadline * 2,) * 3))
@@ -176,7 +191,7 @@ class ReadinessWait:
             cls = WaitStalled
         if self.last_hint and self.waiting_for == "SSH":
             hint = "%s. %s" % (self.last_hint, hint)
-        return cls(message, hint=hint, name=name, console_log=self.handle.console_log, console=tail,
+        return cls(message, hint=hint, name=name, console_log=self.console_log, console=tail,
                    limit="deadline" if deadline else "stall", waited=round(self.elapsed(), 1))
 
     # -- the wait ------------------------------------------------------------------------------------
@@ -223,7 +238,7 @@ class ReadinessWait:
             self.tick()
             left = self.deadline - self.elapsed()
             try:
-                session = session_class.attempt(target, pkey, max(1.0, min(ATTEMPT_TIMEOUT, left)))
+                session = session_class.attempt(target, pkey, max(1.0, min(self.attempt_timeout, left)))
                 phase = 3
             except retryable as err:
                 session, phase, self.last_error = None, err.phase, err.args[0]
@@ -269,6 +284,15 @@ def wait_until_ready(handle, deadline=None, stall=None, on_progress=None, target
                          backend=backend_for(handle.backend)).run()
 
 
+def login(target, wait_timeout, attempt_timeout=ATTEMPT_TIMEOUT, on_progress=None):
+    """A session to ``target`` once its VM is ready, waiting up to ``wait_timeout`` seconds (the connection's own
+    wait, for a VM nobody waited for): the same wait as ``vm_state``'s, from the target alone."""
+    wait = ReadinessWait(None, deadline=max(1, int(wait_timeout)), stall=min(DEFAULT_STALL, max(1, int(wait_timeout))),
+                         on_progress=on_progress, target=target, attempt_timeout=attempt_timeout,
+                         deadline_setting="the vmctl.core.vm_ssh connection's wait_timeout (ansible_vmctl_wait_timeout=%d)")
+    return wait.session()
+
+
 def ready_session(target, deadline=None, stall=None, on_progress=None, store_path=None):
     """``(session, seconds)``: the readiness wait for ``target``'s VM, keeping the session it logged in with.
 
@@ -284,5 +308,5 @@ def ready_session(target, deadline=None, stall=None, on_progress=None, store_pat
     return wait.session(), wait.elapsed()
 
 
-__all__ = ["ReadinessWait", "WaitStalled", "wait_until_ready", "ready_session", "default_deadline", "console_lines",
+__all__ = ["ReadinessWait", "WaitStalled", "wait_until_ready", "ready_session", "login", "default_deadline", "console_lines",
            "DEFAULT_STALL", "DEFAULT_DEADLINE"]

@@ -27,7 +27,7 @@ from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.target import SshTa
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.protocol import (
     ACCEPTED, DONE, ERROR, EXIT, IO_CHUNK, PROTOCOL, REQUEST, STDERR, STDIN, STDIN_EOF, STDOUT, ControlPaths,
     error_payload, frame, read_frame)
-from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.readiness import ready_session
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.readiness import login, ready_session
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import SshSession
 
 
@@ -189,9 +189,7 @@ class _Daemon:
                 session, waited = ready_session(self.target, readiness.get("deadline"), readiness.get("stall"),
                                                 _progress_writer(readiness["progress"]), readiness.get("store"))
             else:
-                session = SshSession.open(self.target, wait_timeout=self.config["wait_timeout"],
-                                          attempt_timeout=self.config["attempt_timeout"],
-                                          on_retry=lambda n, last: self.log("attempt %d: %s" % (n, last)))
+                session = login(self.target, self.config["wait_timeout"], self.config["attempt_timeout"], self.log)
         except BaseException as err:
             self.log("cannot open the session: %s" % err)
             _report(status_fd, {"ok": False, "error": json.loads(error_payload(err).decode("utf-8"))})

@@ -3,9 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """An SSH session to a VM with paramiko: the VM's key, its host key pinned in its known_hosts (never added).
 
-``PinnedHostKeys`` reads an OpenSSH known_hosts file; ``SshSession.open`` waits until the guest accepts
-a login (a booting guest refuses connections or drops them before the banner: that is normal) and
-checks the offered host key against the pins. A session runs commands (exit status *and* the signal
+``PinnedHostKeys`` reads an OpenSSH known_hosts file; ``SshSession.attempt`` is one login attempt that
+checks the offered host key against the pins (what is normal while a guest boots is ``Retryable``, with
+how far it got; ``readiness`` retries).  A session runs commands (exit status *and* the signal
 that killed them) and moves files over a pool of SFTP channels, streamed and pipelined.
 """
 
@@ -26,12 +26,8 @@ import threading
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    HostKeyMismatch, SshAuthFailed, SshError, SshTransferFailed, SshWaitTimeout, Timeout)
+    HostKeyMismatch, SshAuthFailed, SshError, SshTransferFailed, Timeout)
 
-RETRY_INTERVAL = 1.0
-# cloud-init restarts sshd while it runs, so a login is "ready" only once it has finished; its
-# result.json (on /run, so per boot) says so without starting cloud-init's Python (seconds under TCG).
-CLOUD_INIT_WAIT = "test -e /run/cloud-init/result.json || cloud-init status --wait >/dev/null 2>&1; true"
 # Channel window and packet size: larger than paramiko's defaults (2 MiB, 32 KiB) to keep the
 # pipe full on bulk transfers.
 WINDOW_SIZE = 8 * 1024 * 1024
@@ -244,49 +240,6 @@ class SshSession:
         self._sftp_lock = threading.Lock()
 
     # -- connecting -------------------------------------------------------------------------------
-    @classmethod
-    def open(cls, target, wait_timeout=120, attempt_timeout=10, wait_for_cloud_init=None, on_retry=None):
-        """Log in, retrying what is normal for a booting guest until ``wait_timeout`` seconds passed.
-
-        A host key mismatch fails at once (HostKeyMismatch). ``wait_for_cloud_init`` (default: the
-        target's ``cloud_init``) then waits for ``cloud-init status --wait``: cloud-init restarts sshd.
-        """
-        pkey = cls.credentials(target)
-        begin = time.monotonic()
-        deadline = begin + max(0, wait_timeout)
-        last = None
-        hint = None
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                transport = cls._connect_once(target, pkey, min(attempt_timeout, max(1.0, deadline - time.monotonic())))
-                break
-            except _Retryable as err:
-                last, hint = err.args[0], err.hint
-            if on_retry:
-                on_retry(attempts, last)
-            if time.monotonic() + RETRY_INTERVAL > deadline:
-                raise SshWaitTimeout("VM %s: SSH at %s not ready after %d s (%d attempts; last error: %s)" % (
-                    target.vm, target.address, round(time.monotonic() - begin), attempts, last),
-                    hint=hint or target.console_hint(), name=target.vm,
-                    console_log=target.console_log)
-            time.sleep(RETRY_INTERVAL)
-        session = cls(target, transport)
-        if target.cloud_init if wait_for_cloud_init is None else wait_for_cloud_init:
-            left = max(5.0, deadline - time.monotonic())
-            logged_in = time.monotonic() - begin
-            try:
-                session.run(CLOUD_INIT_WAIT, timeout=left)
-            except Timeout:
-                session.close()
-                raise SshWaitTimeout("VM %s: SSH login worked after %d s, but cloud-init had not finished %d s later "
-                                     "(the wait timeout is %d s)" % (target.vm, round(logged_in), round(left), wait_timeout),
-                                     hint="Raise the wait timeout if the guest is slow (no KVM, many VMs at once). "
-                                          + target.console_hint(),
-                                     name=target.vm, console_log=target.console_log)
-        return session
-
     @staticmethod
     def credentials(target):
         """The target's private key, checked (with the rest of its settings) before any network traffic."""

@@ -168,9 +168,15 @@ def require_running(handle):
 # --- one-call helpers (used by modules) ----------------------------------------------------------
 
 def connect(handle, host=None, timeout=10):
-    """A logged-in SshSession to a store handle's VM (one attempt; HostKeyMismatch on a foreign key)."""
-    from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import SshSession
-    return SshSession.open(target_for(handle, host=host), wait_timeout=0, attempt_timeout=timeout, wait_for_cloud_init=False)
+    """A logged-in SshSession to a store handle's VM (one attempt, no wait; HostKeyMismatch on a foreign key)."""
+    from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import Retryable, SshSession
+    from ansible_collections.vmctl.core.plugins.module_utils.errors import SshWaitTimeout
+    target = target_for(handle, host=host)
+    try:
+        return SshSession.attempt(target, SshSession.credentials(target), timeout)
+    except Retryable as err:
+        raise SshWaitTimeout("VM %s: SSH at %s not ready: %s" % (target.vm, target.address, err.args[0]),
+                             hint=err.hint or target.console_hint(), name=target.vm, console_log=target.console_log)
 
 
 __all__ = ["SshTarget", "target_for", "resolve_target", "require_running", "connect"]

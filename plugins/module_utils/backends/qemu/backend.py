@@ -452,6 +452,10 @@ class QemuBackend(Backend):
         """The pid of this VM's own QEMU (proven by its pidfile lock and command line), or None."""
         return self._process(handle).pid()
 
+    def alive(self, handle):
+        """QEMU runs (its proven pid; no monitor round trip): a guest that powers off ends QEMU."""
+        return self._process(handle).pid() is not None
+
     def state(self, handle):
         """The live state; raises MonitorNotAnswering for a live QEMU whose monitor fails."""
         status = self._query_status(handle)

@@ -48,6 +48,9 @@ class Running:
     def state(self, handle):
         return self.states[-1]
 
+    def alive(self, handle):
+        return self.states[-1] == "running"
+
 
 def test_a_silent_guest_fails_as_stalled_long_before_the_deadline(vm):
     """Nothing answers and the console is silent: WaitStalled after the stall window, naming the limit,
