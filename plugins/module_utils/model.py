@@ -50,6 +50,7 @@ class VmState:
     STORED = (PREPARING, PREPARED, RUNNING, SUSPENDED, STOPPED, FAILED)  # what a record may hold
     ACTIVE = (RUNNING, SUSPENDED)  # a QEMU process exists
     UNKNOWN = "unknown"  # shown, never stored: the process lives but its monitor does not answer
+    LIVE = ACTIVE + (UNKNOWN,)  # a QEMU process exists, whether or not its monitor answers
 
 
 @dataclasses.dataclass

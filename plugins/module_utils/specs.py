@@ -15,7 +15,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.vmctl.core.plugins.module_utils import checks
-from ansible_collections.vmctl.core.plugins.module_utils.guest import keys
+from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, keys
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import default_backend_tag
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec
 from ansible_collections.vmctl.core.plugins.module_utils.model import DEFAULTS, CloudInitConfig, SshConfig, VmSpec
@@ -23,11 +23,9 @@ from ansible_collections.vmctl.core.plugins.module_utils.model import DEFAULTS, 
 
 def _read(path, what, vm):
     try:
-        with open(os.path.expanduser(path)) as f:
-            return f.read()
-    except OSError as err:
-        raise InvalidSpec("VM %s: cannot read %s %s: %s" % (vm, what, path, err.strerror),
-                          hint="Check the path (relative paths are relative to the VMFile's directory)", path=path)
+        return checks.read_small_file(os.path.expanduser(path), what, shown=path)
+    except InvalidSpec as err:
+        raise InvalidSpec("VM %s: %s" % (vm, err.message), hint=err.hint, path=path)
 
 
 def cloud_init_config(record):
@@ -43,14 +41,15 @@ def cloud_init_config(record):
     name = record["name"]
     config = CloudInitConfig(hostname=ci.get("hostname"))
     private_key = (record.get("ssh") or {}).get("private_key")
-    if ci.get("user_data"):
+    source = cloudinit.trusted_key(ci.get("user_data"), ci.get("ssh_key"), private_key)
+    if source == "user_data":
         config.user_data = _read(ci["user_data"], "user-data", name)
-    elif ci.get("ssh_key"):
+    elif source == "ssh_key":
         try:
             config.ssh_public_keys = [checks.read_public_key(os.path.expanduser(ci["ssh_key"]), ci["ssh_key"])]
         except InvalidSpec as err:
             raise err.with_message("VM %s: %s" % (name, err.message))
-    elif private_key:
+    elif source == "private_key":
         config.ssh_public_keys = [keys.public_openssh_of(os.path.expanduser(private_key))]
     else:
         config.generate_key = ci.get("generate_key", True) is not False

@@ -28,6 +28,19 @@ except ImportError:  # pragma: no cover
     HAS_PYCDLIB = False
 
 
+def trusted_key(user_data=None, ssh_key=None, private_key=None):
+    """Which key the guest trusts, decided here for every front-end: the user's own user-data says so itself
+    (``user_data``), else ``ssh_key``, else the public half of the key the ssh block logs in with
+    (``private_key``), else one vmctl generates (``generate``) - never one key installed and another used."""
+    if user_data:
+        return "user_data"
+    if ssh_key:
+        return "ssh_key"
+    if private_key:
+        return "private_key"
+    return "generate"
+
+
 def build_user_data(user, authorized_keys, hostname, host_key=None):
     """The cloud-config vmctl generates (the guide's "Cloud-Init User Setup"), dumped with a YAML emitter."""
     if not HAS_YAML:

@@ -18,7 +18,7 @@ import re
 
 from ansible_collections.vmctl.core.plugins.module_utils import checks
 from ansible_collections.vmctl.core.plugins.module_utils.vmfile import kdl
-from ansible_collections.vmctl.core.plugins.module_utils.guest import keys
+from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, keys
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, KeygenFailed, UnknownVm, VmctlError, VmfileNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.model import ACCELS, DEFAULTS
 from ansible_collections.vmctl.core.plugins.module_utils.guest.provision import describe, plan_digest
@@ -196,13 +196,21 @@ class _Checker:
                 self.problem(value, "%s is empty" % label, "Give a file path", npath)
                 return None
             resolved = self.resolve_path(v)
-            if field.must_exist and os.path.isdir(resolved):
-                self.problem(value, "%s %s is a directory, not a file" % (label, v),
-                             "Name one file (a file provisioner uploads one file: pack a directory into a tarball)", npath)
+            try:
+                kind = checks.file_kind(resolved) if field.must_exist else None
+            except OSError as err:
+                self.problem(value, "%s %s cannot be read: %s" % (label, v, err.strerror), "Check its permissions", npath)
                 return None
-            if field.must_exist and not os.path.isfile(resolved):
+            if kind == "missing":
                 self.problem(value, "%s %s does not exist (looked for %s)" % (label, v, resolved),
                              "Paths are relative to the VMFile's directory (%s); ~ is your home" % self.base_dir, npath)
+                return None
+            if kind is not None:
+                image = label == "image"
+                self.problem(value, "%s %s is %s, not a %s" % (label, v, kind, "disk image file" if image else "file"),
+                             "Give the path of a qcow2 or raw image file" if image else
+                             "Name one file (a file provisioner uploads one file: pack a directory into a tarball)"
+                             if kind == "a directory" else "Name a regular file", npath)
                 return None
             return resolved
         if field.check:
@@ -331,8 +339,8 @@ class _Checker:
                          'Add a cloud-init { } block (a key is then generated and installed), or private-key "~/.ssh/…" '
                          "for a key the image already trusts", npath)
         if cloud_init is not None:
-            cloud_init["generate_key"] = not (cloud_init["ssh_key"] or cloud_init["user_data"]
-                                              or (ssh and ssh["private_key"]))
+            cloud_init["generate_key"] = cloudinit.trusted_key(
+                cloud_init["user_data"], cloud_init["ssh_key"], ssh and ssh["private_key"]) == "generate"
             self.check_guest(name, npath, seen["cloud-init"], cloud_init, ssh)
         self.check_keys(npath, cloud_init, ssh)
         self.check_login_user(npath, cloud_init)
