@@ -99,6 +99,8 @@ class Journal:
         self.size, self.committed = size, committed
         self.entries = {}
         self.stale = False
+
+
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 _OPTIONAL_TEXT = ("image_path", "image_format", "vnc_addr", "private_key_path", "vmfile", "kernel", "initrd")
 _warned = set()

@@ -172,7 +172,7 @@ def test_a_trickling_checksum_file_is_a_stall_too(tmp_path):
     """Bad input: the image's checksum file (its SHA256SUMS URL) trickles a byte every 2 s. Gets: the
     same DownloadTimeout naming stall_timeout, after about the stall timeout (it used to wait for 4 MB
     at that rate, holding the image's lock); nothing in the cache."""
-    cache = ImageCache()
+    cache = VmManager().image_cache()
     with trickle_server(1, 2.0) as url:
         begin = time.monotonic()
         with pytest.raises(DownloadTimeout) as caught:
@@ -191,7 +191,7 @@ def test_cli_image_pull_takes_the_bounds(tmp_path):
                                 text=True, timeout=120, check=False)
     assert result.returncode == 5, result.stderr
     assert "stalled" in result.stderr and "--stall-timeout" in result.stderr
-    assert cache_files(ImageCache()) == []
+    assert cache_files(VmManager().image_cache()) == []
 
 
 def test_default_deadline_scales_with_the_size():
