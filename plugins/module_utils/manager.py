@@ -21,7 +21,7 @@ from ansible_collections.vmctl.core.plugins.module_utils.backends.router import 
 from ansible_collections.vmctl.core.plugins.module_utils.guest.cloudinit import cloud_init_digest
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, MonitorNotAnswering, VmctlError, VmExists, VmNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, file_lock
-from ansible_collections.vmctl.core.plugins.module_utils.model import VmHandle, VmState, validate_name
+from ansible_collections.vmctl.core.plugins.module_utils.model import BOOT_SETTINGS, DEFAULTS, VmHandle, VmState, validate_name
 
 
 class VmManager:
@@ -187,15 +187,13 @@ class VmManager:
     @staticmethod
     def _new_handle(backend, spec, work_dir):
         return VmHandle(
-            id=backend.new_id(), name=spec.name, backend=spec.backend, work_dir=work_dir,
-            vcpus=spec.vcpus, memory_mb=spec.memory_mb, disk_gb=spec.disk_gb, network=spec.network,
-            state=VmState.PREPARING, accel=spec.accel, cpu=spec.cpu, machine=spec.machine, vnc=spec.vnc, vnc_tcp=spec.vnc_tcp,
+            id=backend.new_id(), name=spec.name, backend=spec.backend, work_dir=work_dir, disk_gb=spec.disk_gb,
+            network=spec.network, state=VmState.PREPARING,
             ssh_user=spec.ssh.user if spec.ssh else None,
             private_key_path=spec.ssh.private_key_path if spec.ssh else None,
-            host_key_checking=spec.ssh.host_key_checking if spec.ssh else "yes",
+            host_key_checking=spec.ssh.host_key_checking if spec.ssh else DEFAULTS["host_key_checking"],
             vmfile=os.path.abspath(spec.vmfile) if spec.vmfile else None, created_at=time.time(),
-            kernel=spec.kernel, initrd=spec.initrd, kernel_append=spec.kernel_append,
-        )
+            **{key: getattr(spec, key) for key in BOOT_SETTINGS})
 
     def _save(self, handle):
         """Write ``handle`` back unless the VM was destroyed meanwhile."""

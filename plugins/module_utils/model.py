@@ -23,6 +23,10 @@ from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSp
 BACKENDS = ("qemu", "propolis", "noop")
 ACCELS = ("auto", "kvm", "tcg")
 
+# The settings a VmSpec and a VmHandle both hold, by the same name: a new VM takes them from its spec, and
+# a change of one of them on an existing VM is applied at its next boot (no new disk needed).
+BOOT_SETTINGS = ("vcpus", "memory_mb", "accel", "cpu", "machine", "vnc", "vnc_tcp", "kernel", "initrd", "kernel_append")
+
 # The one table of defaults: the VMFile reader, the record -> spec conversion, the types below and the CLI use it
 # (module argument specs repeat these values, as their documentation must state them).
 DEFAULTS = {

@@ -18,42 +18,36 @@ import os
 from ansible_collections.vmctl.core.plugins.module_utils.checks import check_wait_limits
 from ansible_collections.vmctl.core.plugins.module_utils.guest.cloudinit import cloud_init_digest
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, InvalidState
-from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
+from ansible_collections.vmctl.core.plugins.module_utils.model import BOOT_SETTINGS, VmState
 
 Outcome = collections.namedtuple("Outcome", "handle changed actions diff")
 
 RUNTIME_STATES = ("running", "stopped", "suspended", "restarted")
 
 # Settings read when QEMU starts: applied to a VM that is not running.
-_BOOT_SETTINGS = ("vcpus", "memory_mb", "accel", "cpu", "machine", "vnc", "vnc_tcp", "kernel", "initrd", "kernel_append")
 
 
 def spec_view(spec):
     """The comparable settings of a desired VM (same shape as ``handle_view``)."""
-    return {
-        "backend": spec.backend, "image": os.path.abspath(spec.image_path), "vcpus": spec.vcpus,
-        "memory_mb": spec.memory_mb, "disk_gb": spec.disk_gb, "network": spec.network.to_json(),
-        "accel": spec.accel, "cpu": spec.cpu, "machine": spec.machine, "vnc": spec.vnc, "vnc_tcp": spec.vnc_tcp,
-        "cloud_init": cloud_init_digest(spec),
-        "ssh_user": spec.ssh.user if spec.ssh else None,
-        "kernel": spec.kernel, "initrd": spec.initrd, "kernel_append": spec.kernel_append,
-    }
+    view = {key: getattr(spec, key) for key in BOOT_SETTINGS}
+    view.update(backend=spec.backend, image=os.path.abspath(spec.image_path), disk_gb=spec.disk_gb,
+                network=spec.network.to_json(), cloud_init=cloud_init_digest(spec),
+                ssh_user=spec.ssh.user if spec.ssh else None)
+    return view
 
 
 def handle_view(handle):
-    return {
-        "backend": handle.backend, "image": handle.image_path, "vcpus": handle.vcpus,
-        "memory_mb": handle.memory_mb, "disk_gb": handle.disk_gb, "network": handle.network.to_json(),
-        "accel": handle.accel, "cpu": handle.cpu, "machine": handle.machine, "vnc": handle.vnc, "vnc_tcp": handle.vnc_tcp,
-        "cloud_init": handle.extra.get("cloud_init_digest"), "ssh_user": handle.ssh_user,
-        "kernel": handle.kernel, "initrd": handle.initrd, "kernel_append": handle.kernel_append,
-    }
+    view = {key: getattr(handle, key) for key in BOOT_SETTINGS}
+    view.update(backend=handle.backend, image=handle.image_path, disk_gb=handle.disk_gb,
+                network=handle.network.to_json(), cloud_init=handle.extra.get("cloud_init_digest"),
+                ssh_user=handle.ssh_user)
+    return view
 
 
 def _plan_changes(manager, handle, spec):
     """``(boot_changes, disk_grow_to, rebuild_reasons)`` to turn ``handle`` into ``spec``."""
     have, want = handle_view(handle), spec_view(spec)
-    boot = {k: want[k] for k in _BOOT_SETTINGS if want[k] != have[k]}
+    boot = {k: want[k] for k in BOOT_SETTINGS if want[k] != have[k]}
     rebuild = []
     for key in ("backend", "image", "network", "ssh_user"):
         if want[key] != have[key]:
