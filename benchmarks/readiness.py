@@ -7,7 +7,7 @@ alternation in the same run, waits for it with:
 
 - ``readiness``: today's wait, ``readiness.wait_until_ready`` (what ``vm_state`` runs: login attempts
   every second, then on the guest a loop that ends when ``/run/cloud-init/result.json`` appears);
-- ``before``: the wait as it was before the stall-aware wait, a login retried every second, then cloud-init's old wait command (reimplemented here as the reference)
+- ``before``: the wait as it was before the stall-aware wait, reimplemented here as the reference
   (login attempts, then ``test -e result.json || cloud-init status --wait`` over SSH).
 
 A thread tails console.log and stamps the moment ``Cloud-init v. … finished at`` appears (QEMU writes

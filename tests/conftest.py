@@ -35,3 +35,46 @@ def test_images():
         pytest.fail("VMCTL_TEST_IMAGES is not set; run the tests through scripts/test")
     with open(manifest) as f:
         return json.load(f)
+
+
+class _TmpfsMounts:
+    """Small tmpfs file systems for disk-full faults (``mount``), and ``fill`` to use up one's space."""
+
+    def __init__(self, base):
+        self.base, self.mounts = base, []
+
+    def mount(self, size, mode="0700"):
+        """A fresh tmpfs of ``size`` ("1m", "96m") under the test's tmp dir; the test is skipped if none can be mounted."""
+        import subprocess
+        path = self.base / ("tmpfs-%d" % len(self.mounts))
+        path.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=%s" % (size, mode), "tmpfs", str(path)],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here: %s" % result.stderr.strip())
+        self.mounts.append(path)
+        return path
+
+    @staticmethod
+    def fill(directory):
+        """Write a file in ``directory`` until its file system is full; returns the file's path."""
+        path = os.path.join(str(directory), "filler")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, b"x" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        return path
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs.mount(size)`` and ``tmpfs.fill(dir)``; every mount is unmounted after the test."""
+    import subprocess
+    mounts = _TmpfsMounts(tmp_path)
+    yield mounts
+    for path in mounts.mounts:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 __metaclass__ = type
 
+import os
 import re
+import stat
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidName, InvalidSpec
 
@@ -35,6 +37,56 @@ def short(value, limit=60):
     """``repr(value)`` cut to ``limit`` characters: an error never echoes a 50 MB value."""
     text = repr(value)
     return text if len(text) <= limit else "%s… (%d characters)" % (text[:limit], len(value) if hasattr(value, "__len__") else len(text))
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _kind_of(mode):
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def file_kind(path):
+    """What is at ``path`` when it is not a regular file: None for a regular file (symlinks followed),
+    ``"missing"`` when nothing is there, else what it is (``"a FIFO (named pipe)"``, ``"a directory"``,
+    ``"a character device"`` for /dev/zero ...). Only stats: a FIFO is never opened, so nothing blocks.
+    Raises OSError for other stat failures (permission denied)."""
+    try:
+        return _kind_of(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: a path through a file
+        return "missing"
+
+
+def read_small_file(path, what, limit=16 << 20, shown=None, binary=False):
+    """The content of the regular file ``path`` (a key, user-data): InvalidSpec when it is missing,
+    unreadable, not a regular file (a FIFO is opened non-blocking and never read, so nothing hangs;
+    /dev/zero never streams forever), or larger than ``limit`` bytes."""
+    shown = shown or path
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InvalidSpec("%s %s does not exist" % (what, shown), hint="Check the path", path=path)
+    except OSError as err:
+        raise InvalidSpec("cannot read %s %s: %s" % (what, shown, err.strerror),
+                          hint="Check the path and the file's permissions", path=path)
+    kind = _kind_of(os.fstat(fd).st_mode)
+    if kind is not None:
+        os.close(fd)
+        raise InvalidSpec("%s %s is %s, not a regular file" % (what, shown, kind),
+                          hint="Give the path of the %s file itself" % what, path=path)
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as err:
+            raise InvalidSpec("cannot read %s %s: %s" % (what, shown, err.strerror),
+                              hint="Check the path and the file's permissions", path=path)
+    if len(data) > limit:
+        raise InvalidSpec("%s %s is larger than %d bytes" % (what, shown, limit),
+                          hint="Is it the right file? A %s is much smaller" % what, path=path)
+    return data if binary else data.decode("utf-8", "replace")
 
 
 def validate_name(name, what="VM name"):
@@ -153,11 +205,6 @@ def check_public_key(text, shown):
 
 
 def read_public_key(path, shown=None):
-    """The public key line of the file at ``path`` (at most 64 KB read), checked by ``check_public_key``."""
-    try:
-        with open(path, errors="replace") as f:
-            text = f.read(64 * 1024)  # a public key is one line; this may be a disk image named by mistake
-    except OSError as err:
-        raise InvalidSpec("cannot read ssh-key %s: %s" % (shown or path, err.strerror), hint="Check the path and the file's permissions",
-                          path=path)
+    """The public key line of the file at ``path`` (at most 64 KB), checked by ``check_public_key``."""
+    text = read_small_file(path, "ssh-key", limit=64 * 1024, shown=shown)  # a key is one line, not a disk image
     return check_public_key(text, shown or path)

@@ -147,6 +147,20 @@ class DiskFull(ImageError):
     code = "vmctl.image.disk_full"
 
 
+class NoSpace(VmctlError):
+    code = "vmctl.disk_full"
+
+
+def no_space(err, data_dir):
+    """The clean error for a full disk or quota (ENOSPC, EDQUOT) hit anywhere in the engine, for every
+    front-end to report the same way; None for any other error (a bug, shown as one)."""
+    import errno
+    if not isinstance(err, OSError) or err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return NoSpace("no space left on the device%s" % (" (writing %s)" % err.filename if err.filename else ""),
+                   hint="Free space in %s (vmctl image prune removes unused images), then run the command again" % data_dir)
+
+
 class CloudInitError(VmctlError):
     code = "vmctl.cloudinit.iso_failed"
     default_hint = "Check the cloud-init settings; the seed ISO is built with pycdlib"

@@ -68,11 +68,14 @@ class VmManager:
             return VmState.UNKNOWN, err
 
     def refresh(self, name):
-        """The handle with its live state (and the store updated if it changed)."""
+        """The handle with its live state and pid (and the store updated if they changed: a command
+        killed between QEMU's start or exit and its store write left the record behind)."""
         handle = self.get(name)
         live = self.observe(handle)[0]
-        if live != handle.state and live != VmState.UNKNOWN:
-            handle = self._save(handle.replace(state=live, pid=handle.pid if live in VmState.ACTIVE else None))
+        if live != VmState.UNKNOWN:
+            pid = self.backend(handle).pid(handle) if live in VmState.ACTIVE else None
+            if (live, pid) != (handle.state, handle.pid):
+                handle = self._save(handle.replace(state=live, pid=pid))
         return handle
 
     def live(self, name):
@@ -164,7 +167,7 @@ class VmManager:
     def reconfigure(self, name, settings, disk_gb=None):
         """Change boot settings (vcpus, memory_mb, ...) and grow the disk of a VM that is not running."""
         def change(backend, handle):
-            if handle.state in VmState.ACTIVE:
+            if handle.state in VmState.LIVE:  # unknown too: a hung QEMU still holds its disk
                 raise InvalidState("VM %s is %s; stop it before changing %s" % (name, handle.state, ", ".join(sorted(settings))),
                                    hint="Stop it first (vmctl.core.vm_state state=stopped)", name=name)
             if disk_gb is not None:

@@ -51,6 +51,7 @@ class VmState:
     ALL = (PREPARING, PREPARED, RUNNING, SUSPENDED, STOPPED, FAILED, DESTROYED)
     ACTIVE = (RUNNING, SUSPENDED)  # a QEMU process exists
     UNKNOWN = "unknown"  # shown, never stored: the process lives but its monitor does not answer
+    LIVE = ACTIVE + (UNKNOWN,)  # a QEMU process exists, whether or not its monitor answers
 
 
 @dataclasses.dataclass

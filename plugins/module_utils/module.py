@@ -9,7 +9,8 @@ __metaclass__ = type
 
 import traceback
 
-from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
+from ansible_collections.vmctl.core.plugins.module_utils import paths
+from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError, no_space
 
 
 def fail_from_error(module, err, **result):
@@ -25,6 +26,9 @@ def run_module(module, body):
         result = body(module)
     except VmctlError as err:
         fail_from_error(module, err)
-    except Exception as err:  # an engine bug: show it with its traceback
+    except Exception as err:  # an engine bug: show it with its traceback (a full disk is not one)
+        full = no_space(err, paths.data_dir())
+        if full is not None:
+            fail_from_error(module, full)
         module.fail_json(msg="internal error: %s" % err, exception=traceback.format_exc())
     module.exit_json(**result)

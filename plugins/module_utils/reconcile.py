@@ -117,7 +117,7 @@ def ensure_present(manager, spec, recreate=False, check_mode=False):
         return Outcome(handle, True, actions, diff)
     if not boot and grow is None:
         return Outcome(live, False, [], diff)
-    if live.state in VmState.ACTIVE:
+    if live.state in VmState.LIVE:
         raise InvalidState("VM %s is %s; %s can only change while it is stopped"
                            % (spec.name, live.state, ", ".join(sorted(boot) + (["disk_gb"] if grow else []))),
                            hint="Stop it first (vmctl.core.vm_state state=stopped), then apply the change",
@@ -160,19 +160,24 @@ def ensure_state(manager, name, state, stop_timeout=30, check_mode=False):
     live = found.replace(state=manager.state_of(found))  # the record just read, with its live state
     current = live.state
     diff = {"before": {"state": current}, "after": {"state": "running" if state == "restarted" else state}}
+    # A VM whose monitor does not answer (``unknown``: QEMU SIGSTOPped or hung) has a live process:
+    # stopping it (SIGTERM, then SIGKILL of the proven pid) is the way out, never "already stopped".
+    has_process = current in VmState.LIVE
     if state == "running":
         actions = {VmState.SUSPENDED: ["resume"], VmState.RUNNING: []}.get(current, ["start"])
     elif state == "stopped":
-        actions = ["stop"] if current in VmState.ACTIVE else []
+        actions = ["stop"] if has_process else []
     elif state == "suspended":
         if current not in VmState.ACTIVE:
             raise InvalidState("VM %s is %s; only a running VM can be suspended" % (name, current),
                                hint="Start it first (state=running)", name=name)
         actions = ["suspend"] if current == VmState.RUNNING else []
     else:
-        actions = ["stop", "start"] if current in VmState.ACTIVE else ["start"]
-    if check_mode or not actions:
+        actions = ["stop", "start"] if has_process else ["start"]
+    if check_mode:
         return Outcome(live, bool(actions), actions, diff)
+    if not actions:  # nothing to do; a record left behind by a killed run is brought up to date
+        return Outcome(manager.refresh(name), False, actions, diff)
     handle = live
     for action in actions:
         if action == "stop":

@@ -23,11 +23,9 @@ from ansible_collections.vmctl.core.plugins.module_utils.model import DEFAULTS, 
 
 def _read(path, what, vm):
     try:
-        with open(os.path.expanduser(path)) as f:
-            return f.read()
-    except OSError as err:
-        raise InvalidSpec("VM %s: cannot read %s %s: %s" % (vm, what, path, err.strerror),
-                          hint="Check the path (relative paths are relative to the VMFile's directory)", path=path)
+        return checks.read_small_file(os.path.expanduser(path), what, shown=path)
+    except InvalidSpec as err:
+        raise InvalidSpec("VM %s: %s" % (vm, err.message), hint=err.hint, path=path)
 
 
 def cloud_init_config(record):

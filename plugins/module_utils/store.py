@@ -8,10 +8,17 @@ and the field for commands on that VM, while every other VM stays usable (``list
 ``bad``). A VM's file paths are derived from its name under the store's directory, never taken from
 the record: a stored path that differs is ignored, with a warning.
 
-Scale: one read per command, and a write re-serializes only the records that changed. The file holds
-one record per line (still the guide's JSON object); unchanged records are copied as the text they
-were read as, so a create among 1,000 VMs costs about a read and a write of the file, not a rebuild
-of 1,000 handles.
+Scale: one read per command, and a change costs about the same with 10 VMs as with 1,000. vms.json
+holds one record per line (still the guide's JSON object), so a transaction on one VM finds that
+VM's line without splitting or parsing the others. A store of 64 KiB or more (about 60 VMs) takes a
+change of one record as a line appended to ``vms.json.journal`` (fsynced; the same ``{"name":
+record}`` JSON, ``null`` for a removed VM) instead of a rewrite of the whole file; once the journal
+would pass a quarter of vms.json's size it is folded in (vms.json rewritten, the journal removed),
+under the same lock. Readers apply the journal's lines over vms.json; a line torn by a kill
+mid-append was never committed and is dropped by the next writer. The journal's first line names
+the vms.json it extends (inode, size, mtime): one replaced since (a fold cut short, or a hand edit)
+is ignored and set aside as ``vms.json.journal.stale``, never applied to the wrong file. A smaller
+store never has a journal: its vms.json is always the complete store, as the guide shows it.
 
 Every change is a locked read-modify-write (``fcntl.flock`` on a sibling lock file) ending in an
 atomic replace (tmp file, fsync, rename, fsync of the directory), so parallel runs never lose an
@@ -54,6 +61,10 @@ def atomic_write(path, data, mode=0o600):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory):
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -70,6 +81,24 @@ def file_lock(path, shared=False):
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+# The journal (vms.json.journal) is used only for a vms.json of this size or more; a smaller one is
+# rewritten whole on every change, so it is always the complete store. The journal is folded into
+# vms.json once it would outgrow 1/JOURNAL_SHARE of it.
+JOURNAL_MIN_STORE = 64 << 10
+JOURNAL_SHARE = 4
+_BASE = "#base"  # the journal's first line: {"#base": [inode, size, mtime_ns]} of the vms.json it extends
+
+
+class Journal:
+    """What one read found in the journal: its size, the committed length (up to its last newline),
+    the records by name (JSON text, None when removed), and whether it belongs to another vms.json."""
+
+    def __init__(self, size, committed):
+        self.size, self.committed = size, committed
+        self.entries = {}
+        self.stale = False
 
 
 class BadRecord(StoreError):
@@ -208,46 +237,126 @@ def record_handle(path, name, raw):
 
 
 class LazyRecords:
-    """Raw records of a one-record-per-line file, each parsed when first used (a transaction on one VM
-    parses one line, not 1,000); ``load_all`` parses the whole file at once for scans."""
+    """The raw records of one read, name -> JSON object, each parsed when first used.
 
-    def __init__(self, path, text, texts):
-        self.path, self.text, self.texts = path, text, texts  # texts: name -> the record's JSON text
-        self.parsed = {}
+    ``text`` is vms.json in vmctl's one-record-per-line layout: a lookup of one name searches it for
+    that VM's line (a transaction on one VM among 1,000 neither splits nor parses the other lines).
+    ``text`` is None for any other layout; then ``base`` holds every record's JSON text. ``overlay``
+    holds the journal's later records (name -> text, None when the VM was removed); they win."""
+
+    def __init__(self, path, text=None, base=None, parsed=None):
+        self.path, self.text, self.base = path, text, base
+        self.overlay = {}
+        self.parsed = dict(parsed or {})
+        self._merged = None
+
+    def apply(self, entries):
+        """Lay the journal's records (name -> text or None) over the file's."""
+        for name, text in entries.items():
+            self.overlay[name] = text
+            self.parsed.pop(name, None)
+        self._merged = None
+
+    def text_of(self, name):
+        """The record's JSON text, or None when there is no such VM."""
+        if name in self.overlay:
+            return self.overlay[name]
+        if self.base is not None:
+            return self.base.get(name)
+        if not isinstance(name, str) or not checks.NAME_RE.fullmatch(name):
+            return None  # such a name is never filed in this layout (and must not steer the search)
+        key = '\n  "%s": ' % name
+        at = self.text.rfind(key)  # the last one, as a JSON parser reads a name given twice
+        if at < 0:
+            return None
+        begin = at + len(key)
+        end = self.text.index("\n", begin)
+        return self.text[begin:end - 1 if self.text[end - 1] == "," else end]
+
+    def texts(self):
+        """name -> JSON text of every record (the file split once, the journal applied)."""
+        if self._merged is None:
+            if self.base is None:
+                self.base = _split_lines(self.text)
+                if self.base is None:  # not quite vmctl's layout after all: let the JSON parser decide
+                    data = _parse_store(self.path, self.text)
+                    self.base = {name: json.dumps(value) for name, value in data.items()}
+                    self.parsed = self._with_overlay(data)
+                    self.text = None
+            merged = dict(self.base)
+            for name, text in self.overlay.items():
+                if text is None:
+                    merged.pop(name, None)
+                else:
+                    merged[name] = text
+            self._merged = merged
+        return self._merged
 
     def __contains__(self, name):
-        return name in self.texts
+        return (name in self._merged) if self._merged is not None else self.text_of(name) is not None
 
     def __iter__(self):
-        return iter(self.texts)
+        return iter(self.texts())
 
     def __len__(self):
-        return len(self.texts)
+        return len(self.texts())
 
     def __getitem__(self, name):
         if name not in self.parsed:
+            text = self.text_of(name)
+            if text is None:
+                raise KeyError(name)
             try:
-                self.parsed[name] = json.loads(self.texts[name])
+                self.parsed[name] = json.loads(text)
             except ValueError as err:
                 raise _field_error(self.path, name, "(record)", "is not valid JSON: %s" % checks.short(str(err), 200))
         return self.parsed[name]
 
     def get(self, name, default=None):
-        return self[name] if name in self.texts else default
+        return self[name] if name in self else default
 
     def load_all(self):
-        if len(self.parsed) < len(self.texts):
-            with contextlib.suppress(ValueError):  # else each line is parsed (and reported) on its own
-                self.parsed = json.loads(self.text)
+        """Parse every record (one JSON parse of the whole file when it is valid: the fast path for scans)."""
+        texts = self.texts()
+        if self.text is not None and len(self.parsed) < len(texts):
+            with contextlib.suppress(ValueError):  # else each record is parsed (and reported) on its own
+                self.parsed = self._with_overlay(json.loads(self.text))
+
+    def _with_overlay(self, data):
+        """Parsed records: the file's ``data`` except where the journal has a later one (kept if parsed)."""
+        parsed = {name: value for name, value in data.items() if name not in self.overlay}
+        parsed.update((name, value) for name, value in self.parsed.items() if name in self.overlay)
+        return parsed
+
+    def lines(self, changed, removed):
+        """vms.json's record lines, sorted by name, with ``changed`` (name -> record) and ``removed``
+        applied; unchanged records are copied as the text they were read as."""
+        texts = dict(self.texts())
+        for name, text in self.overlay.items():
+            if text is not None and name not in changed and name not in removed:
+                try:  # a journal line that is not JSON is never folded into vms.json (it would break the file)
+                    json.loads(text)
+                except ValueError:
+                    raise _field_error(self.path, name, "(record)", "is not valid JSON in the journal %s.journal, "
+                                       "so the journal cannot be folded into vms.json" % self.path)
+        for name in removed:
+            texts.pop(name, None)
+        for name, record in changed.items():
+            texts[name] = json.dumps(record)
+        return ["  %s: %s" % (json.dumps(name), texts[name]) for name in sorted(texts)]
 
 
 class Records:
-    """One read of the store: raw records by name, their handles built (and checked) on first use."""
+    """One read of the store: raw records by name, their handles built (and checked) on first use.
+    ``identity`` is vms.json's (inode, size, mtime) as read; ``journal`` what was read of the journal."""
 
-    def __init__(self, path, raw, lines=None):
+    def __init__(self, path, raw, identity=None, journal=None):
         self.path = path
-        self.raw = raw          # name -> the JSON object as read
-        self.lines = lines or {}  # name -> its line in the file (unchanged records are written back as is)
+        if not isinstance(raw, LazyRecords):
+            raw = LazyRecords(path, base={name: json.dumps(value) for name, value in raw.items()}, parsed=raw)
+        self.raw = raw
+        self.identity = identity
+        self.journal = journal
         self._handles = {}
         self._errors = {}
         self.snapshots = None  # name -> the handle's JSON when first built (transactions only: change detection)
@@ -271,8 +380,7 @@ class Records:
 
     def split(self):
         """``(good, bad)``: handles by name, and BadRecord errors by name."""
-        if isinstance(self.raw, LazyRecords):
-            self.raw.load_all()
+        self.raw.load_all()
         good, bad = {}, {}
         for name in self.raw:
             try:
@@ -315,7 +423,10 @@ class Transaction:
         self.removed.discard(name)
 
     def pop(self, name, default=None):
-        handle = self.get(name, default) if name in self else default
+        try:
+            handle = self.get(name, default) if name in self else default
+        except BadRecord:  # a bad record can still be removed
+            handle = default
         self.set.pop(name, None)
         if name in self.records.raw:
             self.removed.add(name)
@@ -390,6 +501,7 @@ class VmStore:
     def __init__(self, path=None):
         self.path = path or paths.store_path()
         self.lock_path = self.path + ".lock"
+        self.journal_path = self.path + ".journal"
         self.data_dir = os.path.dirname(os.path.abspath(self.path))
         self.bad = {}  # name -> BadRecord, from the last list()
 
@@ -404,8 +516,9 @@ class VmStore:
         try:
             with open(self.path, "rb") as f:
                 raw = f.read()
+                st = os.fstat(f.fileno())
         except FileNotFoundError:
-            return Records(self.path, {})
+            return Records(self.path, {}, journal=self._read_journal(None))
         except OSError as err:
             raise StoreError("cannot read VM store %s: %s" % (self.path, err.strerror), path=self.path)
         try:
@@ -413,27 +526,101 @@ class VmStore:
         except UnicodeDecodeError as err:
             raise StoreError("VM store %s is corrupt: %s" % (self.path, err), path=self.path,
                              hint="Restore it from a backup, or fix the JSON; vmctl never treats it as empty")
-        split = _split_lines(text)
-        if split is not None:
-            texts, lines = split
-            return Records(self.path, LazyRecords(self.path, text, texts), lines)
-        try:
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise ValueError("top level is %s, not an object" % type(data).__name__)
-        except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as err:
-            raise StoreError("VM store %s is corrupt: %s" % (self.path, checks.short(str(err), 300)), path=self.path,
-                             hint="Restore it from a backup, or fix the JSON; vmctl never treats it as empty")
-        return Records(self.path, data, _record_lines(text, data))
+        identity = [st.st_ino, st.st_size, st.st_mtime_ns]
+        journal = self._read_journal(identity)
+        current = journal is not None and journal.committed > 0 and not journal.stale
+        # A journal is only started on a vms.json in vmctl's layout, and its header names that very file:
+        # while it matches, the layout check (a pass over the whole file) is not needed again.
+        if current or _in_line_layout(text):
+            records = LazyRecords(self.path, text=text)
+        else:
+            data = _parse_store(self.path, text)
+            records = LazyRecords(self.path, base={name: json.dumps(value) for name, value in data.items()}, parsed=data)
+        if current:
+            records.apply(journal.entries)
+        return Records(self.path, records, identity, journal)
 
-    def _write(self, records, changed, removed):
-        lines = []
-        for name in sorted((set(records.raw) - removed) | set(changed)):
-            line = None if name in changed else records.lines.get(name)
-            if line is None:
-                line = "  %s: %s" % (json.dumps(name), json.dumps(changed[name] if name in changed else records.raw[name]))
-            lines.append(line)
+    def _read_journal(self, identity):
+        """The journal's committed entries (a torn last line, from a kill mid-append, was never committed)."""
+        try:
+            with open(self.journal_path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise StoreError("cannot read VM store journal %s: %s" % (self.journal_path, err.strerror), path=self.journal_path)
+        journal = Journal(size=len(data), committed=data.rfind(b"\n") + 1)
+        try:
+            lines = data[:journal.committed].decode("utf-8").split("\n")[:-1]
+            header = json.loads(lines[0]) if lines else None
+            if lines and not (isinstance(header, dict) and isinstance(header.get(_BASE), list)):
+                raise ValueError("its first line is not {\"%s\": [...]}" % _BASE)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise StoreError("VM store journal %s is corrupt: %s" % (self.journal_path, checks.short(str(err), 200)),
+                             path=self.journal_path,
+                             hint="It holds the latest changes to %s; restore it from a backup, or move it aside to "
+                                  "go back to vms.json as it is" % self.path)
+        if not lines:
+            return journal
+        if header[_BASE] != identity:
+            journal.stale = True  # vms.json was replaced since: a compaction that was cut short, or a hand edit
+            if (self.journal_path, tuple(header[_BASE])) not in _warned:
+                _warned.add((self.journal_path, tuple(header[_BASE])))
+                LOG.warning("VM store journal %s was written for an earlier %s and is ignored (the next change sets it "
+                            "aside as %s.stale)", self.journal_path, self.path, self.journal_path)
+            return journal
+        for number, line in enumerate(lines[1:], 2):
+            match = _JOURNAL_LINE.fullmatch(line)
+            if match:
+                journal.entries[match.group(1)] = None if match.group(2) == "null" else match.group(2)
+                continue
+            match = _JOURNAL_NAME.match(line)
+            if not match:
+                raise StoreError("VM store journal %s is corrupt: line %d names no VM: %s"
+                                 % (self.journal_path, number, checks.short(line, 80)), path=self.journal_path,
+                                 hint="Fix or remove that line (keep a copy first)")
+            journal.entries[match.group(1)] = line  # reported as that VM's bad record; the other VMs stay usable
+        return journal
+
+    def _write(self, records, changed, removed, fold=False):
+        journal = records.journal
+        if journal is not None and journal.stale:
+            os.replace(self.journal_path, self.journal_path + ".stale")  # kept, never silently dropped
+            journal = None
+        names = set(changed) | set(removed)
+        if not fold and len(names) == 1 and records.raw.text is not None and records.identity \
+                and records.identity[1] >= JOURNAL_MIN_STORE:
+            name = names.pop()
+            line = json.dumps({name: changed.get(name)}) + "\n"
+            if (journal.committed if journal else 0) + len(line) <= records.identity[1] // JOURNAL_SHARE:
+                self._append(journal, records.identity, line.encode("utf-8"))
+                return
+        lines = records.raw.lines(changed, removed)
         atomic_write(self.path, "{\n%s\n}\n" % ",\n".join(lines) if lines else "{}\n")
+        if journal is not None:  # its changes are in vms.json now
+            os.unlink(self.journal_path)
+            _fsync_dir(self.data_dir)
+
+    def _append(self, journal, identity, line):
+        """Commit one record change to the journal: an appended line, fsynced."""
+        if journal is None or journal.committed == 0:
+            atomic_write(self.journal_path, json.dumps({_BASE: identity}).encode("utf-8") + b"\n" + line)
+            return
+        fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        try:
+            if journal.size != journal.committed:
+                os.ftruncate(fd, journal.committed)  # drop a torn line left by a killed writer
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, journal.committed)  # a change that failed is not committed
+                raise
+        finally:
+            os.close(fd)
 
     def records(self):
         """One consistent read of the store (``Records``)."""
@@ -469,6 +656,15 @@ class VmStore:
             if changed or removed:
                 self._write(records, changed, removed)
 
+    def compact(self):
+        """Fold the journal into vms.json: after it, vms.json alone is the whole store (as the guide shows it)."""
+        if not os.path.exists(self.journal_path):
+            return
+        with file_lock(self.lock_path):
+            records = self._read()
+            if records.journal is not None:
+                self._write(records, {}, set(), fold=True)
+
     def put(self, handle):
         with self.transaction() as vms:
             vms[handle.name] = handle
@@ -479,35 +675,36 @@ class VmStore:
             return vms.pop(name, None)
 
 
-_LINE = re.compile(r'^(  "([A-Za-z0-9][A-Za-z0-9._-]{0,62})": (\{.*\})),?$', re.M)
+_NAME = checks.NAME_RE.pattern
+_LINE = re.compile(r'^  "(%s)": (\{.*\}),?$' % _NAME, re.M)
+_JOURNAL_LINE = re.compile(r'\{"(%s)": (\{.*\}|null)\}' % _NAME)
+_JOURNAL_NAME = re.compile(r'\{"(%s)": ' % _NAME)
+
+
+def _in_line_layout(text):
+    """Whether ``text`` looks like vms.json as vmctl.core writes it, one ``  "name": {...}`` line per VM
+    (checked at C speed; a line that is not a record after all is found by ``_split_lines``)."""
+    body = text.rstrip()
+    return body.startswith("{\n  \"") and body.endswith("\n}") and body.count("\n") - 1 == body.count('\n  "')
 
 
 def _split_lines(text):
-    """``(name -> record JSON text, name -> line)`` of a file written one record per line with plain VM
-    names (as vmctl.core writes it), found without parsing JSON (one regex pass); None for any other layout."""
+    """name -> record JSON text of a file written one record per line with plain VM names (as
+    vmctl.core writes it), found without parsing JSON (one regex pass); None for any other layout."""
     body = text.rstrip()
-    if not body.startswith("{\n") or not body.endswith("\n}"):
-        return None
     found = _LINE.findall(body)
     if len(found) != body.count("\n") - 1:  # every line between the braces is one record
         return None
-    texts = {name: record for _line, name, record in found}
-    if len(texts) != len(found):
-        return None  # a name given twice: let the JSON parser decide
-    return texts, {name: line for line, name, _record in found}
+    texts = dict(found)
+    return texts if len(texts) == len(found) else None  # a name given twice: let the JSON parser decide
 
 
-def _record_lines(text, data):
-    """Each record's own text when the file has one record per line (as vmctl.core writes it), else {}."""
-    lines = text.split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if len(lines) != len(data) + 2 or lines[0] != "{" or lines[-1] != "}":
-        return {}
-    found = {}
-    for name, line in zip(data, lines[1:-1]):
-        prefix = '  "%s": ' % name if checks.NAME_RE.fullmatch(name) else "  %s: " % json.dumps(name)
-        if not line.startswith(prefix):
-            return {}
-        found[name] = line[:-1] if line.endswith(",") else line
-    return found
+def _parse_store(path, text):
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("top level is %s, not an object" % type(data).__name__)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise StoreError("VM store %s is corrupt: %s" % (path, checks.short(str(err), 300)), path=path,
+                         hint="Restore it from a backup, or fix the JSON; vmctl never treats it as empty")
+    return data

@@ -79,13 +79,14 @@ options:
     default: 30
   download_timeout:
     description:
-      - Overall deadline of the download, in seconds. The download fails when it takes longer (the partial
-        file is kept, and the next run resumes it).
+      - Overall deadline of the download, in seconds. The download fails when it takes longer, and leaves
+        nothing in the cache (not even the partial file).
       - Default is the file's size at 256 KB/s, at least 600 seconds (3600 when the server does not give the size).
     type: int
   stall_timeout:
     description:
-      - The download fails when less than 64 KB arrive in this many seconds (a server that trickles or goes silent).
+      - The download fails when less than 64 KB arrive in this many seconds (a server that trickles or goes silent),
+        and leaves nothing in the cache (not even the partial file).
     type: int
     default: 60
   max_image_size:

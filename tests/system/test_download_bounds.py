@@ -80,19 +80,11 @@ def test_raw_zero_bomb_is_bounded_by_the_settable_maximum(tmp_path, http_files):
 
 
 @pytest.fixture
-def small_fs(tmp_path, monkeypatch):
+def small_fs(tmpfs, monkeypatch):
     """A 96 MB tmpfs as the data dir (unmounted afterwards)."""
-    mount = tmp_path / "small-fs"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0700", "tmpfs", str(mount)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here: %s" % result.stderr.strip())
+    mount = tmpfs.mount("96m")
     monkeypatch.setenv("XDG_DATA_HOME", str(mount))
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    return mount
 
 
 def test_a_pull_that_would_fill_the_disk_stops_and_cleans_up(tmp_path, http_files, small_fs):
@@ -151,7 +143,7 @@ def trickle_server(burst, every):
 def test_a_body_trickling_a_byte_every_two_seconds_is_a_stall(tmp_path):
     """Bad input: a server sending 1 byte every 2 s. Gets: DownloadTimeout naming stall_timeout, after
     about the stall timeout; the URL's lock is released (a second pull runs and fails the same way);
-    no cache entry."""
+    nothing in the cache, not even a partial file."""
     cache = ImageCache()
     with trickle_server(1, 2.0) as url:
         for dummy in range(2):
@@ -160,28 +152,46 @@ def test_a_body_trickling_a_byte_every_two_seconds_is_a_stall(tmp_path):
                 cache.pull(url, stall_timeout=3)
             assert time.monotonic() - begin < 30
             assert caught.value.details["limit"] == "stall_timeout" and "stall-timeout" in caught.value.hint
+            assert cache_files(cache) == []
     assert cache.list() == []
 
 
 def test_a_steady_but_endless_body_hits_the_deadline(tmp_path):
     """Bad input: a server that never stalls (128 KB every 0.2 s) but never ends. Gets: DownloadTimeout
-    naming the deadline, with the setting to raise."""
+    naming the deadline, with the setting to raise; the megabytes received are not kept (nothing in the cache)."""
     cache = ImageCache()
     with trickle_server(128 << 10, 0.2) as url:
         with pytest.raises(DownloadTimeout) as caught:
             cache.pull(url, deadline=3, stall_timeout=2)
     assert caught.value.details["limit"] == "deadline" and "download_timeout" in caught.value.hint
+    assert caught.value.details["received"] > 0 and cache_files(cache) == []
     assert cache.list() == []
+
+
+def test_a_trickling_checksum_file_is_a_stall_too(tmp_path):
+    """Bad input: the image's checksum file (its SHA256SUMS URL) trickles a byte every 2 s. Gets: the
+    same DownloadTimeout naming stall_timeout, after about the stall timeout (it used to wait for 4 MB
+    at that rate, holding the image's lock); nothing in the cache."""
+    cache = ImageCache()
+    with trickle_server(1, 2.0) as url:
+        begin = time.monotonic()
+        with pytest.raises(DownloadTimeout) as caught:
+            cache.pull(url.replace("trickle.img", "image.qcow2"), checksum="sha256:" + url.replace("trickle.img", "SHA256SUMS"),
+                       stall_timeout=3)
+        assert time.monotonic() - begin < 30
+    assert caught.value.details["limit"] == "stall_timeout" and "SHA256SUMS" in caught.value.message
+    assert cache_files(cache) == []
 
 
 def test_cli_image_pull_takes_the_bounds(tmp_path):
     """`vmctl image pull --stall-timeout` against the trickling server: exit 5 (timeout) with error and
-    hint lines."""
+    hint lines; nothing left in the cache."""
     with trickle_server(1, 2.0) as url:
         result = subprocess.run([VMCTL, "image", "pull", url, "--stall-timeout", "3"], capture_output=True,
                                 text=True, timeout=120, check=False)
     assert result.returncode == 5, result.stderr
     assert "stalled" in result.stderr and "--stall-timeout" in result.stderr
+    assert cache_files(ImageCache()) == []
 
 
 def test_default_deadline_scales_with_the_size():

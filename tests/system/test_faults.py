@@ -1,7 +1,10 @@
 """Fault injection against real QEMU (busybox guest): kill -9 of QEMU and of the `vmctl` process at
-observed points of start, stop, destroy and create, SIGSTOP of QEMU, and a full data dir. After each
-fault the next command converges, and a bystander VM in the same store keeps running, unchanged."""
+observed points of start, stop, destroy and create, SIGSTOP of QEMU (CLI and modules), and a full data
+dir (CLI and modules). After each fault the next command converges, and a bystander VM in the same
+store keeps running, unchanged. Kills at exact steps (CLI, module process and QEMU) are in
+test_kill_points.py."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,18 +26,6 @@ VMCTL = os.path.join(ROOT, "bin", "vmctl")
 def vmctl(*args):
     return subprocess.run([VMCTL] + [str(a) for a in args], capture_output=True, text=True, timeout=180, check=False,
                           stdin=subprocess.DEVNULL)
-
-
-def fill(path):
-    """Write ``path`` until the file system is full."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"x" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def wait_until(predicate, timeout=60, what="condition"):
@@ -136,28 +127,21 @@ def test_kill_9_of_the_cli_during_create_then_rerun_converges(test_images, tmp_p
     assert manager.find("victim") is None and not os.path.exists(paths.vm_dir("victim"))
 
 
-def test_a_full_data_dir_fails_create_cleanly(test_images, tmp_path, monkeypatch):
+def test_a_full_data_dir_fails_create_cleanly(test_images, tmp_path, monkeypatch, tmpfs):
     """Fault: the data dir is a 1 MB tmpfs, too small for a VM's overlay and seed. Gets: create fails
     with an error, leaves no record and no work dir; once space is there, create works."""
-    mount = tmp_path / "tiny-fs"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=False).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        monkeypatch.setenv("XDG_DATA_HOME", str(mount))
-        filler = str(mount / "filler")
-        fill(filler)
-        manager = VmManager()
-        result = vmctl("create", "--name", "full", "--image", tiny_spec(test_images, tmp_path, name="full").image_path)
-        assert result.returncode != 0 and "error:" in result.stderr and "internal error" not in result.stderr, result.stderr
-        os.unlink(filler)
-        assert manager.find("full") is None and not os.path.exists(paths.vm_dir("full"))
-        result = vmctl("create", "--name", "full", "--no-cloud-init",
-                       "--image", tiny_spec(test_images, tmp_path, name="full").image_path)
-        assert result.returncode == 0, result.stderr
-        assert vmctl("destroy", "full").returncode == 0
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    mount = tmpfs.mount("1m")
+    monkeypatch.setenv("XDG_DATA_HOME", str(mount))
+    filler = tmpfs.fill(mount)
+    manager = VmManager()
+    result = vmctl("create", "--name", "full", "--image", tiny_spec(test_images, tmp_path, name="full").image_path)
+    assert result.returncode != 0 and "error:" in result.stderr and "internal error" not in result.stderr, result.stderr
+    os.unlink(filler)
+    assert manager.find("full") is None and not os.path.exists(paths.vm_dir("full"))
+    result = vmctl("create", "--name", "full", "--no-cloud-init",
+                   "--image", tiny_spec(test_images, tmp_path, name="full").image_path)
+    assert result.returncode == 0, result.stderr
+    assert vmctl("destroy", "full").returncode == 0
 
 
 def test_a_corrupt_store_is_an_error_and_nothing_is_lost(test_images, tmp_path, bystander):
@@ -176,3 +160,77 @@ def test_a_corrupt_store_is_an_error_and_nothing_is_lost(test_images, tmp_path, 
     with open(store, "wb") as f:
         f.write(good)
     assert vmctl("list").returncode == 0
+
+
+def test_a_disk_that_fills_under_a_running_vm_fails_cleanly_and_converges(test_images, tmp_path, monkeypatch, tmpfs):
+    """Fault: the data dir (a 16 MB tmpfs) is full while a bystander VM runs. Gets: a change of the
+    victim's record through the vm module (real `ansible` run) fails with "no space left on the device",
+    code vmctl.disk_full and a hint (never an internal error); `vmctl start` of the victim and a module
+    create of a new VM fail cleanly too and leave nothing behind; the store is unchanged and readable and
+    the bystander keeps running; once space is freed, the same commands converge."""
+    from support import ansible_run
+    mount = tmpfs.mount("16m")
+    try:
+        monkeypatch.setenv("XDG_DATA_HOME", str(mount))
+        manager = VmManager()
+        bystander = _tiny(manager, test_images, tmp_path, name="bystander")
+        before = manager.get("bystander").to_json()
+        spec = tiny_spec(test_images, tmp_path, name="victim")
+        manager.create(spec)
+        module_args = {"name": "victim", "image": spec.image_path, "memory": 300, "vnc": False,
+                       "kernel": spec.kernel, "initrd": spec.initrd, "kernel_append": spec.kernel_append}
+        with open(paths.store_path(), "rb") as f:
+            store = f.read()
+        filler = tmpfs.fill(mount)
+        result = ansible_run.module("vm", module_args)
+        assert result["failed"] and "no space left on the device" in result["msg"], result
+        assert "internal error" not in result["msg"] and result["error"]["code"] == "vmctl.disk_full"
+        assert "Free space in %s" % os.path.join(str(mount), "vmctl") in result["error"]["hint"]
+        result = vmctl("start", "victim")
+        assert result.returncode == 1 and "error:" in result.stderr and "internal error" not in result.stderr, result.stderr
+        result = ansible_run.module("vm", dict(module_args, name="third"))
+        assert result["failed"] and "internal error" not in result["msg"], result
+        assert manager.find("third") is None and not os.path.lexists(paths.vm_dir("third"))
+        with open(paths.store_path(), "rb") as f:
+            assert f.read() == store  # the failed writes changed nothing
+        assert vmctl("list").returncode == 0 and alive(bystander.pid)
+        os.unlink(filler)
+        result = ansible_run.module("vm", module_args)
+        assert not result["failed"] and result["changed"], result
+        assert vmctl("start", "victim").returncode == 0
+        assert manager.get("victim").memory_mb == 300 and manager.state("victim") == VmState.RUNNING
+        assert alive(bystander.pid) and manager.get("bystander").to_json() == before
+        assert vmctl("destroy", "victim").returncode == 0 and vmctl("destroy", "bystander").returncode == 0
+    finally:
+        for name in ("victim", "bystander", "third"):
+            with contextlib.suppress(Exception):
+                VmManager().destroy(name)
+
+
+def test_sigstop_of_qemu_under_the_modules(test_images, tmp_path, bystander):
+    """Fault: QEMU SIGSTOPped, seen through the modules (real `ansible` runs). Gets: vm_info lists every
+    VM (the victim `unknown`, the bystander running); a settings change through the vm module is refused
+    (a hung QEMU still runs: never "changed" behind its back); vm_state stopped ends the victim
+    (SIGTERM/SIGKILL of its proven pid, never "already stopped"); a SIGSTOPped VM is destroyed by the vm
+    module (state=absent)."""
+    from support import ansible_run
+    manager = VmManager()
+    handle = _tiny(manager, test_images, tmp_path)
+    os.kill(handle.pid, signal.SIGSTOP)
+    result = ansible_run.module("vm_info", {})
+    assert not result["failed"], result
+    states = {vm["name"]: vm["state"] for vm in result["vms"]}
+    assert states == {"victim": "unknown", "bystander": "running"}, states
+    spec = tiny_spec(test_images, tmp_path, name="victim")
+    result = ansible_run.module("vm", {"name": "victim", "image": spec.image_path, "memory": 300, "vnc": False,
+                                       "kernel": spec.kernel, "initrd": spec.initrd, "kernel_append": spec.kernel_append})
+    assert result["failed"] and "VM victim is unknown; memory_mb can only change while it is stopped" in result["msg"], result
+    assert manager.get("victim").memory_mb == 256
+    result = ansible_run.module("vm_state", {"name": "victim", "state": "stopped", "stop_timeout": 1})
+    assert not result["failed"] and result["state"] == "stopped", result
+    assert not alive(handle.pid) and manager.get("victim").state == VmState.STOPPED
+    handle = manager.start("victim")[0]
+    os.kill(handle.pid, signal.SIGSTOP)
+    result = ansible_run.module("vm", {"name": "victim", "state": "absent"})
+    assert not result["failed"] and result["changed"], result
+    assert not alive(handle.pid) and manager.find("victim") is None and not os.path.lexists(handle.work_dir)

@@ -6,6 +6,9 @@ import subprocess
 import sys
 import threading
 
+import pytest
+from support import ansible_run
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMCTL = os.path.join(ROOT, "bin", "vmctl")
 
@@ -29,6 +32,41 @@ def test_an_image_that_is_not_a_file_says_what_it_is(tmp_path):
         assert "does not exist" not in result.stderr and "hint: Give the path of a qcow2 or raw image file" in result.stderr
     result = vmctl("create", "--name", "x", "--image", tmp_path / "missing.qcow2")
     assert result.returncode == 3 and "does not exist" in result.stderr
+    image = tmp_path / "disk.raw"
+    image.write_bytes(b"\0" * 65536)
+    result = vmctl("create", "--name", "x", "--image", image, "--no-cloud-init", "--kernel", fifo)
+    assert result.returncode == 1 and "error: kernel %s is a FIFO (named pipe), not a regular file" % fifo in result.stderr
+    assert not os.path.exists(os.path.join(os.environ["XDG_DATA_HOME"], "vmctl", "vms", "x"))
+
+
+def _not_files(tmp_path):
+    fifo = tmp_path / "pipe.qcow2"
+    os.mkfifo(str(fifo))
+    folder = tmp_path / "folder.qcow2"
+    folder.mkdir()
+    return ((fifo, "is a FIFO (named pipe)"), (folder, "is a directory"), ("/dev/zero", "is a character device"))
+
+
+def test_a_vmfile_image_that_is_not_a_file_says_what_it_is(tmp_path):
+    """Bad input: a VMFile whose image is a FIFO, a directory or /dev/zero. Gets: the VMFile problem at
+    the image line saying what the path is (never 'does not exist'; the FIFO is never opened)."""
+    for path, kind in _not_files(tmp_path):
+        (tmp_path / "VMFile.kdl").write_text('vm "demo" {\n    image "%s"\n}\n' % path)
+        result = vmctl("up", cwd=str(tmp_path))
+        assert result.returncode == 2, result.stderr
+        assert "VMFile.kdl:2:11: error: image %s %s, not a disk image file" % (path, kind) in result.stderr, result.stderr
+        assert "does not exist" not in result.stderr and "hint: Give the path of a qcow2 or raw image file" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_vm_module_image_that_is_not_a_file_says_what_it_is(tmp_path):
+    """Bad input: the vm module's image is a FIFO, a directory or /dev/zero (real `ansible` run). Gets: a
+    failed task saying what the path is, never 'does not exist', without blocking on the FIFO."""
+    for path, kind in _not_files(tmp_path):
+        result = ansible_run.module("vm", {"name": "demo", "image": str(path)})
+        assert result["failed"], result
+        assert "image %s %s, not a disk image file" % (path, kind) in result["msg"], result["msg"]
+        assert "does not exist" not in result["msg"]
 
 
 def test_vmctl_up_prints_a_vmfile_hint_once(tmp_path):

@@ -54,6 +54,10 @@ class Backend:
     def state(self, handle):
         raise NotImplementedError
 
+    def pid(self, handle):
+        """The VM's live process id, as far as this backend knows one (the stored one by default)."""
+        return handle.pid
+
     def alive(self, handle):
         """Whether the VM still runs, as cheaply as the backend can tell (a wait asks every few seconds)."""
         return self.state(handle) == VmState.RUNNING

@@ -9,6 +9,7 @@ __metaclass__ = type
 
 import os
 
+from ansible_collections.vmctl.core.plugins.module_utils import checks
 from ansible_collections.vmctl.core.plugins.module_utils.errors import KeygenFailed
 
 try:
@@ -80,8 +81,7 @@ def public_openssh_of(private_path):
                            hint="Install it: pip install cryptography")
     unencrypted = "Use an unencrypted OpenSSH or PEM private key (ssh-keygen -t ed25519 -N '')"
     try:
-        with open(private_path, "rb") as f:
-            data = f.read()
+        data = checks.read_small_file(private_path, "private key", limit=1 << 20, binary=True)
         if is_public_key(data.decode("utf-8", "replace")):
             raise KeygenFailed("%s is a public key, not a private one" % private_path, path=private_path,
                                hint="Point private-key at the private half (the file without .pub)")

@@ -359,8 +359,8 @@ class DownloadLimits:
             raise DownloadTimeout(
                 "download of %s did not finish within its deadline of %d s (%s received)" % (url, self.seconds, _progress_text(meter)),
                 url=url, limit="deadline", seconds=self.seconds, received=meter.done,
-                hint="Raise the deadline (vm_image download_timeout, vmctl image pull --deadline SECONDS); "
-                     "the partial download is kept and the next pull resumes it")
+                hint="Raise the deadline (vm_image download_timeout, vmctl image pull --deadline SECONDS) and pull "
+                     "again; the partial download was removed")
         begin, received = self._window[0], self._window[1] + n
         if silent or now - begin >= self.stall_timeout:
             if received < STALL_MIN_BYTES:
@@ -368,8 +368,8 @@ class DownloadLimits:
                     "download of %s stalled: %d bytes in the last %d s (less than %d; %s received)"
                     % (url, received, now - begin, STALL_MIN_BYTES, _progress_text(meter)),
                     url=url, limit="stall_timeout", seconds=self.stall_timeout, received=meter.done,
-                    hint="The server sends too slowly; try again later, or raise the stall timeout "
-                         "(vm_image stall_timeout, vmctl image pull --stall-timeout SECONDS)")
+                    hint="The server sends too slowly (the partial download was removed); try again later, or "
+                         "raise the stall timeout (vm_image stall_timeout, vmctl image pull --stall-timeout SECONDS)")
             begin, received = now, 0
         self._window = (begin, received)
 
@@ -378,7 +378,7 @@ class _Interrupted(DownloadFailed):
     default_hint = "The partial download is kept; run the pull again to resume it"
 
 
-def _body_chunks(resp, url, meter, limits):
+def _body_chunks(resp, url, meter, limits, decode_content=False):
     """The raw (not content-decoded) body in pieces of up to ``READ_CHUNK``: whatever has arrived
     (``read1``), so progress and Ctrl-C stay responsive on slow links; network failures become
     ``_Interrupted`` naming how far the download got, and ``limits`` (DownloadLimits) are checked as
@@ -387,7 +387,7 @@ def _body_chunks(resp, url, meter, limits):
     read = raw.read1 if hasattr(raw, "read1") else raw.read  # read1: urllib3 >= 2
     while True:
         try:
-            chunk = read(READ_CHUNK, decode_content=False)
+            chunk = read(READ_CHUNK, decode_content=decode_content)
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
             limits.check(url, meter, silent=True)
         except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as err:
@@ -562,8 +562,9 @@ class ImageCache:
         Bounds: ``timeout`` for connecting and the answer's headers; ``deadline`` (seconds, default
         scaled to the size) and ``stall_timeout`` for the body (DownloadLimits); ``max_size`` bytes
         for the image on disk (default DEFAULT_MAX_IMAGE_SIZE; less when a qcow2 header declares a
-        smaller virtual size), with free space checked as it is written. Breaking a size bound leaves
-        nothing behind; a time bound keeps the ``.part`` for a resume.
+        smaller virtual size), with free space checked as it is written. Breaking any bound leaves
+        nothing behind (not even the ``.part``); an interrupted transfer (connection lost, Ctrl-C) keeps
+        the ``.part`` for a resume.
         """
         _check_url(url)
         expected = parse_checksum(checksum) if checksum is not None else None
@@ -574,7 +575,7 @@ class ImageCache:
             entry = self._entry(key, url)
             digest = None
             if expected is not None:
-                digest = self._resolve_checksum(expected, url, timeout, validate_certs)
+                digest = self._resolve_checksum(expected, url, timeout, validate_certs, DownloadLimits(deadline, stall_timeout))
             if entry is not None and not force:
                 if digest is None or self._entry_matches(entry, digest, record=not dry_run):
                     if not dry_run and os.path.exists(self._partial(key, ".part")):
@@ -736,12 +737,12 @@ class ImageCache:
         return match.group(1) if match else None
 
     # -- checksums --
-    def _resolve_checksum(self, expected, url, timeout, verify):
-        """(algorithm, hex digest): as given, or looked up in the checksum file."""
+    def _resolve_checksum(self, expected, url, timeout, verify, limits=None):
+        """(algorithm, hex digest): as given, or looked up in the checksum file (fetched within ``limits``)."""
         if expected.digest:
             return expected.algorithm, expected.digest
         _require_requests()
-        text = self._fetch_text(expected.file_url, timeout, verify)
+        text = self._fetch_text(expected.file_url, timeout, verify, limits or DownloadLimits())
         filename = _url_file_name(url)
         found = find_in_checksum_file(text, filename, expected.algorithm)
         if found is None:
@@ -751,14 +752,23 @@ class ImageCache:
                 hint="Check that the checksum file belongs to this image's directory")
         return found
 
-    def _fetch_text(self, url, timeout, verify):
+    def _fetch_text(self, url, timeout, verify, limits):
+        """A checksum file's text: at most CHECKSUM_FILE_LIMIT bytes, within the download's time bounds (a
+        server trickling it a byte at a time is a stall, not a wait holding the image's lock forever)."""
         with contextlib.closing(requests.Session()) as session:
-            resp = self._get(session, url, {}, timeout, verify)
+            resp = self._get(session, url, {}, timeout, verify, limits.stall_timeout)
             with contextlib.closing(resp):
                 if resp.status_code != 200:
                     raise DownloadFailed("GET %s (checksum file) returned HTTP %d %s" % (url, resp.status_code, resp.reason),
                                          url=url, status=resp.status_code)
-                data = resp.raw.read(CHECKSUM_FILE_LIMIT + 1, decode_content=True)
+                limits.sized(CHECKSUM_FILE_LIMIT)
+                meter = _Meter(url, None, None)
+                data = bytearray()
+                for chunk in _body_chunks(resp, url, meter, limits, decode_content=True):
+                    meter.add(len(chunk))
+                    data += chunk
+                    if len(data) > CHECKSUM_FILE_LIMIT:
+                        break
         if len(data) > CHECKSUM_FILE_LIMIT:
             raise InvalidChecksum("checksum file %s is larger than %s" % (url, human_size(CHECKSUM_FILE_LIMIT)), checksum_url=url)
         return data.decode("utf-8", "replace")
@@ -820,6 +830,9 @@ class ImageCache:
                 try:
                     result = self._receive(url, chunks, part, tmp, offset, meter, digest, bound)
                 except (CorruptImage, ChecksumMismatch):
+                    self._discard_partial(key)
+                    raise
+                except DownloadTimeout:  # a time bound: nothing stays behind either (the limit is named)
                     self._discard_partial(key)
                     raise
                 except (ImageTooLarge, DiskFull) as err:  # a size bound: nothing stays behind

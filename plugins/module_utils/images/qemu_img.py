@@ -9,31 +9,28 @@ __metaclass__ = type
 
 import json
 import os
-import stat
 
+from ansible_collections.vmctl.core.plugins.module_utils import checks
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     FormatDetectionFailed, ImageError, ImageNotFound, OverlayFailed,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.proc import run
 
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
 def require_file(path, what="image"):
     """Raise unless ``path`` is a regular file: ImageNotFound when nothing is there, else an ImageError
     that says what it is instead (a directory, a FIFO, /dev/zero ...). Never opens it."""
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ImageNotFound("%s %s does not exist" % (what, path), path=path)
+        kind = checks.file_kind(path)
     except OSError as err:
         raise ImageError("%s %s cannot be read: %s" % (what, path, err.strerror), path=path, code="vmctl.image.unreadable")
-    if not stat.S_ISREG(st.st_mode):
-        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
-        raise ImageError("%s %s is %s, not a disk image file" % (what, path, kind), path=path, code="vmctl.image.not_a_file",
-                         hint="Give the path of a qcow2 or raw image file")
+    if kind == "missing":
+        raise ImageNotFound("%s %s does not exist" % (what, path), path=path)
+    if kind is not None:
+        image = what.endswith("image")
+        raise ImageError("%s %s is %s, not a %s" % (what, path, kind, "disk image file" if image else "regular file"),
+                         path=path, code="vmctl.image.not_a_file",
+                         hint="Give the path of a qcow2 or raw image file" if image else "Give the path of a %s file" % what)
     return path
 
 

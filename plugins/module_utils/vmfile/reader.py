@@ -196,13 +196,21 @@ class _Checker:
                 self.problem(value, "%s is empty" % label, "Give a file path", npath)
                 return None
             resolved = self.resolve_path(v)
-            if field.must_exist and os.path.isdir(resolved):
-                self.problem(value, "%s %s is a directory, not a file" % (label, v),
-                             "Name one file (a file provisioner uploads one file: pack a directory into a tarball)", npath)
+            try:
+                kind = checks.file_kind(resolved) if field.must_exist else None
+            except OSError as err:
+                self.problem(value, "%s %s cannot be read: %s" % (label, v, err.strerror), "Check its permissions", npath)
                 return None
-            if field.must_exist and not os.path.isfile(resolved):
+            if kind == "missing":
                 self.problem(value, "%s %s does not exist (looked for %s)" % (label, v, resolved),
                              "Paths are relative to the VMFile's directory (%s); ~ is your home" % self.base_dir, npath)
+                return None
+            if kind is not None:
+                image = label == "image"
+                self.problem(value, "%s %s is %s, not a %s" % (label, v, kind, "disk image file" if image else "file"),
+                             "Give the path of a qcow2 or raw image file" if image else
+                             "Name one file (a file provisioner uploads one file: pack a directory into a tarball)"
+                             if kind == "a directory" else "Name a regular file", npath)
                 return None
             return resolved
         if field.check:

@@ -14,7 +14,6 @@ from __future__ import annotations
 __metaclass__ = type
 
 import argparse
-import errno
 import json
 import logging
 import os
@@ -997,10 +996,11 @@ def main(argv=None):
     except BrokenPipeError:  # vmctl list | head
         return EXIT_OK
     except Exception as err:  # a bug: say so, with the traceback when asked
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # not a bug: a full disk
-            from ansible_collections.vmctl.core.plugins.module_utils import paths
-            _note("error: no space left on the device%s" % (" (writing %s)" % err.filename if err.filename else ""))
-            _note("hint: free space in %s (vmctl image prune removes unused images), then run the command again" % paths.data_dir())
+        from ansible_collections.vmctl.core.plugins.module_utils import paths
+        full = errors.no_space(err, paths.data_dir())  # not a bug: a full disk
+        if full is not None:
+            _note("error: %s" % full.message)
+            _note("hint: %s" % full.hint)
             return EXIT_FAILED
         _note("error: internal error: %s: %s" % (type(err).__name__, err))
         if verbose:

@@ -247,6 +247,9 @@ class QemuBackend(Backend):
         find_tool(self.binary)
         self._check_bridge(spec.name, spec.network)
         files = self._files(handle.work_dir)
+        for what, path in (("kernel", spec.kernel), ("initrd", spec.initrd)):
+            if path:
+                qemu_img.require_file(path, what)  # a FIFO or /dev/zero would hang QEMU's start
         paths.make_vm_dir(handle.work_dir)
         image_format = spec.image_format or qemu_img.detect_format(spec.image_path)
         if spec.disk_gb:
@@ -444,6 +447,10 @@ class QemuBackend(Backend):
             if self._process(handle).pid() is not None:
                 raise self._monitor_error(handle, "monitor unreachable", err)
             return None
+
+    def pid(self, handle):
+        """The pid of this VM's own QEMU (proven by its pidfile lock and command line), or None."""
+        return self._process(handle).pid()
 
     def alive(self, handle):
         """QEMU runs (its proven pid; no monitor round trip): a guest that powers off ends QEMU."""
