@@ -57,7 +57,7 @@ def _stanza_of(manager, handle):
         return "# %s: no address yet (a TAP guest without a DHCP lease); run vmctl ssh-config again once it has booted\n" % handle.name
     if not handle.known_hosts:
         return "# %s: no known_hosts file pinned for it; use vmctl ssh %s\n" % (handle.name, handle.name)
-    target = ssh.target_for(handle)
+    target = ssh.target_for(handle, host=host)
     target.pin_console_keys()  # what its console printed since it started (as vmctl ssh does)
     return stanza(handle.name, host, port, target.user, target.private_key_path, target.known_hosts)
 

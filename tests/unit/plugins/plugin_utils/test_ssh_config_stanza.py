@@ -45,3 +45,16 @@ def test_no_identity_file_line_without_a_key():
                                            ("a b:c", (None, "a b:c"))])
 def test_split_remote(arg, expected):
     assert split_remote(arg) == expected
+
+
+def test_a_tap_guest_without_a_lease_gets_a_comment_not_a_bogus_hostname():
+    from ansible_collections.vmctl.core.plugins.module_utils.model import NetworkConfig, VmHandle
+    from ansible_collections.vmctl.core.plugins.plugin_utils.cli.ssh import _stanza_of
+
+    class NoLease:
+        def endpoint(self, handle):
+            return None, 22  # what VmManager.endpoint says for a TAP guest with no DHCP lease yet
+
+    handle = VmHandle(id="t", name="tapvm", ssh_user="vm", known_hosts="/k", network=NetworkConfig(type="tap", bridge="br0"))
+    text = _stanza_of(NoLease(), handle)
+    assert text.startswith("# tapvm: no address yet") and "HostName" not in text
