@@ -29,6 +29,12 @@ def loop_vm(sshd, tmp_path, vmctl_data_home):
     return sshd.store_vm("loop", tmp_path / "vm-loop")
 
 
+def ssh(config, name, *command):
+    """The real OpenSSH client with the printed config (no prompts)."""
+    return subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", name] + list(command),
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
 def ssh_config(tmp_path, *names):
     proc = vmctl("ssh-config", *names)
     assert proc.returncode == 0, proc.stderr
@@ -41,8 +47,7 @@ def test_ssh_with_the_printed_config_logs_in_with_the_host_key_pinned(tmp_path, 
     config = ssh_config(tmp_path, "loop")
     text = config.read_text()
     assert "UserKnownHostsFile \"%s\"" % loop_vm.known_hosts in text and "StrictHostKeyChecking yes" in text
-    proc = subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", "loop", "echo", "hi"],
-                          capture_output=True, text=True, timeout=60)
+    proc = ssh(config, "loop", "echo", "hi")
     assert (proc.returncode, proc.stdout) == (0, "hi\n"), proc.stderr
     # default: every VM with SSH settings
     assert vmctl("ssh-config").stdout == text
@@ -55,8 +60,7 @@ def test_a_tampered_known_hosts_makes_ssh_refuse(tmp_path, sshd, loop_vm):
     with open(other + ".pub") as f:
         sshd.known_hosts_file(loop_vm.known_hosts, f.read().strip())
     config = ssh_config(tmp_path, "loop")
-    proc = subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", "loop", "true"],
-                          capture_output=True, text=True, timeout=60)
+    proc = ssh(config, "loop", "true")
     assert proc.returncode == 255
     assert "host key" in proc.stderr.lower()
 
@@ -77,8 +81,7 @@ def test_ssh_config_of_a_path_with_spaces_works(tmp_path, sshd, vmctl_data_home)
     key.chmod(0o600)
     sshd.store_vm("spaced", tmp_path / "vm", private_key_path=str(key))
     config = ssh_config(tmp_path, "spaced")
-    proc = subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", "spaced", "true"],
-                          capture_output=True, text=True, timeout=60)
+    proc = ssh(config, "spaced", "true")
     assert proc.returncode == 0, proc.stderr
 
 
