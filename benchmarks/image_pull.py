@@ -8,7 +8,7 @@ each run measures, each on a fresh output directory after a ``sync``:
 
 - baseline: ``curl -s URL | zstd -d > file`` (exactly that pipeline, as the target is stated);
 - baseline+fsync: the same followed by ``sync FILE`` (a durable copy, as the cache makes);
-- pull: ``ImageCache().pull(URL)`` in a child process; its peak RSS is the child's ``ru_maxrss``.
+- pull: ``VmManager().image_cache().pull(URL)`` in a child process; its peak RSS is the child's ``ru_maxrss``.
   The pull does not hash the decompressed image; ``image.digest()`` afterwards does (timed
   apart, as a vm_image task would pay it).
 
@@ -35,14 +35,14 @@ SEGMENT = 4 * MB
 
 CHILD = r"""
 import json, os, sys, time
-from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 url = sys.argv[1]
 marks = {}
 def progress(done, total):
     if total and done >= total and "last_byte" not in marks:
         marks["last_byte"] = time.monotonic()
 t0 = time.monotonic()
-image = ImageCache().pull(url, progress=progress)
+image = VmManager().image_cache().pull(url, progress=progress)
 t1 = time.monotonic()
 sha256 = image.digest()
 t2 = time.monotonic()

@@ -11,7 +11,7 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.vmctl.core.plugins.module_utils.guest import provision
-from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
+from ansible_collections.vmctl.core.plugins.module_utils.errors import ProvisionFailed, VmctlError
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 
 display = Display()
@@ -56,8 +56,7 @@ class _ConnectionRunner:
         if mode is not None:
             rc, _out, err = self.connection.exec_command("chmod %o %s" % (mode, remote))
             if rc != 0:
-                raise VmctlError("cannot make %s executable: %s" % (remote, err.decode("utf-8", "replace").strip()),
-                                 code="vmctl.provision.failed")
+                raise ProvisionFailed("cannot make %s executable: %s" % (remote, err.decode("utf-8", "replace").strip()))
 
 
 class ActionModule(ActionBase):

@@ -17,7 +17,9 @@ import os
 import re
 import stat
 
-from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidName, InvalidSpec
+from ansible_collections.vmctl.core.plugins.module_utils.errors import (
+    InvalidGuestUser, InvalidHostname, InvalidLoginUser, InvalidName, InvalidPublicKey, InvalidSpec,
+)
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _HOSTNAME_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -155,36 +157,32 @@ def check_text(label, value, limit=MAX_TEXT):
 
 def validate_hostname(hostname):
     if not isinstance(hostname, str) or len(hostname) > 253 or not HOSTNAME_RE.fullmatch(hostname):
-        raise InvalidSpec("invalid hostname %s" % short(hostname),
-                          hint="Use letters, digits and '-' in dot-separated labels of at most 63 characters",
-                          code="vmctl.cloudinit.invalid_hostname")
+        raise InvalidHostname("invalid hostname %s" % short(hostname))
     return hostname
 
 
-def _user(user, pattern, hint, code):
+def _user(user, pattern, hint, error):
     if not isinstance(user, str) or not pattern.fullmatch(user):
-        raise InvalidSpec("invalid SSH user name %s" % short(user), hint=hint, code=code)
+        raise error("invalid SSH user name %s" % short(user), hint=hint)
     return user
 
 
 def validate_user(user):
     """A user cloud-init creates (a lowercase Linux user name)."""
     return _user(user, GUEST_USER_RE, "Use a lowercase Linux user name: [a-z_][a-z0-9_-]*, at most 32 characters",
-                 "vmctl.cloudinit.invalid_user")
+                 InvalidGuestUser)
 
 
 def validate_login_user(user):
     """A user we log in as: it reaches ssh's command line, so it can never look like an option."""
     return _user(user, LOGIN_USER_RE, "Use letters, digits, '.', '_' or '-', not starting with '-' or '.', at most 32 characters",
-                 "vmctl.ssh.invalid_user")
+                 InvalidLoginUser)
 
 
 def check_public_key(text, shown):
     """``text`` (the content of the file ``shown``) as one OpenSSH public key line, parsed by cryptography."""
     line = text.strip() if isinstance(text, str) else ""
-    bad = InvalidSpec("ssh-key %s is not an OpenSSH public key" % shown,
-                      hint="Point it at the .pub file (a private key must never reach the guest)",
-                      code="vmctl.ssh.invalid_public_key")
+    bad = InvalidPublicKey("ssh-key %s is not an OpenSSH public key" % shown)
     if not line or "\n" in line or "PRIVATE KEY" in line or len(line) > 16384:
         raise bad
     try:

@@ -6,6 +6,10 @@
 Every error has a stable ``code`` (``vmctl.<area>.<what>``), a message that names the object it is
 about, and a ``hint`` that tells the user what to do next. Front-ends (modules, plugins, CLI) show
 all three and never need to parse the message.
+
+A code belongs to exactly one class, and only the class gives it (there is no ``code=`` argument):
+whatever maps errors to outcomes (the CLI's exit codes) looks at the class, so one code always has
+one outcome.
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ class VmctlError(Exception):
     code = "vmctl.error"
     default_hint = ""
 
-    def __init__(self, message, hint=None, code=None, **details):
+    def __init__(self, message, hint=None, **details):
+        if "code" in details:
+            raise TypeError("%s: an error's code comes from its class; raise the class of %r instead"
+                            % (type(self).__name__, details["code"]))
         super(VmctlError, self).__init__(message)
         self.message = message
         self.hint = self.default_hint if hint is None else hint
-        if code is not None:
-            self.code = code
         self.details = details
+
+    def with_message(self, message):
+        """The same error (class, hint, details) with another message, e.g. prefixed with the VM's name."""
+        return type(self)(message, hint=self.hint, **self.details)
 
     def __str__(self):
         if self.hint:
@@ -58,9 +67,31 @@ class InvalidState(VmctlError):
     code = "vmctl.vm.invalid_state"
 
 
+class UsageError(VmctlError):
+    """A bad command line (the CLI's own checks, beside argparse's)."""
+    code = "vmctl.cli.usage"
+
+
+class LogNotFound(VmctlError):
+    code = "vmctl.log.not_found"
+
+
+class IoFailed(VmctlError):
+    code = "vmctl.io"
+
+
 class StoreError(VmctlError):
     code = "vmctl.store.corrupt"
     default_hint = "Fix or move the file aside; vmctl never overwrites a registry it cannot read"
+
+
+class BadRecord(StoreError):
+    code = "vmctl.store.bad_record"
+
+
+class UnsafePath(VmctlError):
+    """A path below the data directory that vmctl did not make (a symlink, another user's directory, ...)."""
+    code = "vmctl.store.unsafe_path"
 
 
 class ToolMissing(VmctlError):
@@ -71,6 +102,20 @@ class SpawnFailed(VmctlError):
     code = "vmctl.qemu.spawn_failed"
     default_hint = ("Ensure qemu-system-x86_64 is installed and in PATH; for KVM check /dev/kvm access, "
                     "or set accel to tcg (VMCTL_ACCEL=tcg)")
+
+
+class PortInUse(SpawnFailed):
+    code = "vmctl.qemu.port_in_use"
+
+
+class InvalidAccel(VmctlError):
+    code = "vmctl.qemu.invalid_accel"
+    default_hint = "Use auto, kvm or tcg"
+
+
+class StopFailed(VmctlError):
+    code = "vmctl.qemu.stop_failed"
+    default_hint = "Check the process state with ps; it may be stuck in the kernel"
 
 
 class BridgeNotAllowed(VmctlError):
@@ -109,6 +154,19 @@ class ImageError(VmctlError):
     code = "vmctl.image.error"
 
 
+class ImageNotCached(ImageError):
+    code = "vmctl.image.not_cached"
+
+
+class ImageUnreadable(ImageError):
+    code = "vmctl.image.unreadable"
+
+
+class NotAnImageFile(ImageError):
+    code = "vmctl.image.not_a_file"
+    default_hint = "Give the path of a qcow2 or raw image file"
+
+
 class ImageNotFound(ImageError):
     code = "vmctl.image.not_found"
     default_hint = "Check the path; relative paths are resolved against the VMFile's directory"
@@ -122,6 +180,12 @@ class FormatDetectionFailed(ImageError):
 class DownloadFailed(ImageError):
     code = "vmctl.image.download_failed"
     default_hint = "Check network connectivity and the URL"
+
+
+class DownloadInterrupted(DownloadFailed):
+    """The connection broke mid-download (the partial file is kept for the next pull)."""
+    code = "vmctl.image.download_interrupted"
+    default_hint = "The partial download is kept; run the pull again to resume it"
 
 
 class ChecksumMismatch(ImageError):
@@ -170,6 +234,30 @@ class InvalidSpec(VmctlError):
     code = "vmctl.vm.invalid_spec"
 
 
+class InvalidHostname(InvalidSpec):
+    code = "vmctl.cloudinit.invalid_hostname"
+    default_hint = "Use letters, digits and '-' in dot-separated labels of at most 63 characters"
+
+
+class InvalidGuestUser(InvalidSpec):
+    """A user cloud-init creates."""
+    code = "vmctl.cloudinit.invalid_user"
+
+
+class InvalidAuthorizedKey(InvalidSpec):
+    code = "vmctl.cloudinit.invalid_key"
+
+
+class InvalidLoginUser(InvalidSpec):
+    """A user vmctl logs in as."""
+    code = "vmctl.ssh.invalid_user"
+
+
+class InvalidPublicKey(InvalidSpec):
+    code = "vmctl.ssh.invalid_public_key"
+    default_hint = "Point it at the .pub file (a private key must never reach the guest)"
+
+
 class KeygenFailed(VmctlError):
     code = "vmctl.ssh.keygen_failed"
     default_hint = "Internal error; please report it"
@@ -184,6 +272,32 @@ class HostKeyMismatch(SshError):
     code = "vmctl.ssh.host_key_mismatch"
     default_hint = ("The guest presented a host key that is not the one vmctl pinned for this VM; "
                     "if the VM was recreated outside vmctl, destroy and recreate it")
+
+
+class SshNotConfigured(SshError):
+    """What a login needs (address, user, key, known_hosts) is missing."""
+    code = "vmctl.ssh.not_configured"
+
+
+class ParamikoMissing(SshError):
+    code = "vmctl.ssh.paramiko_missing"
+    default_hint = "Install it: pip install paramiko"
+
+
+class SshDisconnected(SshError):
+    code = "vmctl.ssh.disconnected"
+
+
+class HostKeyUnknown(SshError):
+    code = "vmctl.ssh.host_key_unknown"
+
+
+class ConsoleUnsupported(VmctlError):
+    code = "vmctl.console.unsupported"
+
+
+class ConsoleFailed(VmctlError):
+    code = "vmctl.console.failed"
 
 
 class IpDiscoveryTimeout(VmctlError):
@@ -202,6 +316,51 @@ class PropolisError(VmctlError):
     code = "vmctl.propolis.error"
 
 
+class PropolisNoSettings(PropolisError):
+    code = "vmctl.propolis.no_settings"
+    default_hint = "It was not created by the propolis backend; destroy and recreate it"
+
+
+class PropolisForeignVm(PropolisError):
+    """The VM's propolis-server holds another VM."""
+    code = "vmctl.propolis.foreign_vm"
+    default_hint = "Each VM needs its own propolis-server; check VMCTL_PROPOLIS_ADDRESS and the VM's zone"
+
+
+class VnicMissing(PropolisError):
+    code = "vmctl.propolis.vnic_missing"
+
+
+class ZoneMissing(PropolisError):
+    code = "vmctl.propolis.zone_missing"
+    default_hint = "Destroy and recreate the VM"
+
+
+class PropolisNoNetwork(PropolisError):
+    code = "vmctl.propolis.no_network"
+    default_hint = "Use network type vnic"
+
+
+class InvalidPropolisAddress(PropolisError):
+    code = "vmctl.propolis.invalid_address"
+    default_hint = "Use host:port, e.g. 127.0.0.1:12400"
+
+
+class PropolisBodyTooLarge(PropolisError):
+    code = "vmctl.propolis.body_too_large"
+    default_hint = "Large blobs (the cloud-init seed) must be file-backed, not inline"
+
+
+class PropolisVmFailed(PropolisError):
+    code = "vmctl.propolis.vm_failed"
+    default_hint = "See the guest's serial console and propolis-server's log"
+
+
+class PropolisVmGone(PropolisError):
+    code = "vmctl.propolis.vm_gone"
+    default_hint = "See the guest's serial console and propolis-server's log"
+
+
 class PropolisUnreachable(PropolisError):
     code = "vmctl.propolis.unreachable"
     default_hint = "Ensure propolis-server is running and listening on the expected address"
@@ -212,6 +371,10 @@ class PropolisApiError(PropolisError):
 
     code = "vmctl.propolis.api_error"
     default_hint = "See propolis-server's log in the VM's zone (svcs -L svc:/system/illumos/propolis-server)"
+
+
+class PropolisCreateFailed(PropolisApiError):
+    code = "vmctl.propolis.create_failed"
 
 
 class PropolisUnsupported(PropolisError):
@@ -236,6 +399,11 @@ class ProvisionFailed(VmctlError):
 class VmfileNotFound(VmctlError):
     code = "vmctl.vmfile.not_found"
     default_hint = "Create VMFile.kdl in the current directory or give its path"
+
+
+class UnknownVm(VmctlError):
+    """A VM name asked for that the VMFile does not define."""
+    code = "vmctl.vmfile.unknown_vm"
 
 
 class Timeout(VmctlError):
@@ -287,3 +455,14 @@ class SshTransferFailed(SshError):
 class SessionDaemonFailed(SshError):
     code = "vmctl.ssh.session_daemon_failed"
     default_hint = "See the session daemon's log next to its socket; set the connection option persistent to false to work without it"
+
+
+def error_classes():
+    """Every VmctlError class defined so far (this module's and those of modules already imported)."""
+    found, todo = [], [VmctlError]
+    while todo:
+        cls = todo.pop()
+        if cls not in found:  # a class with two error parents (DownloadTimeout) is seen twice
+            found.append(cls)
+            todo.extend(cls.__subclasses__())
+    return found

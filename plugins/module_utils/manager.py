@@ -17,10 +17,8 @@ import os
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths
-from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
-from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import new_vm_id, pick_ssh_port, port_is_free
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
-from ansible_collections.vmctl.core.plugins.module_utils.reconcile import cloud_init_digest
+from ansible_collections.vmctl.core.plugins.module_utils.guest.cloudinit import cloud_init_digest
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, MonitorNotAnswering, VmctlError, VmExists, VmNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, file_lock
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmHandle, VmState, validate_name
@@ -128,9 +126,6 @@ class VmManager:
         info["provision_log"] = handle.provision_log
         return info
 
-    def state(self, name):
-        return self.refresh(name).state
-
     # --- lifecycle -------------------------------------------------------------------------------
     def create(self, spec):
         """Prepare the VM if it does not exist; returns ``(handle, created)``."""
@@ -142,7 +137,7 @@ class VmManager:
                     self.check_owner(existing, spec)
                     if existing.state != VmState.PREPARING:
                         return existing, False
-                handle = existing or self._new_handle(spec, self.store.vm_dir(spec.name))
+                handle = existing or self._new_handle(backend, spec, self.store.vm_dir(spec.name))
                 handle = backend.allocate(spec, handle, vms)
                 vms[spec.name] = handle
             try:
@@ -171,15 +166,28 @@ class VmManager:
                 raise InvalidState("VM %s is %s; stop it before changing %s" % (name, handle.state, ", ".join(sorted(settings))),
                                    hint="Stop it first (vmctl.core.vm_state state=stopped)", name=name)
             if disk_gb is not None:
-                qemu_img.resize(handle.overlay_path, disk_gb)
+                backend.resize_disk(handle, disk_gb)
                 settings["disk_gb"] = disk_gb
             return handle.replace(**settings)
         return self._operate(name, change)[0]
 
+    def image_users(self):
+        """``{name: base image path}`` of every VM, from one read of the store (what the image cache protects)."""
+        return {name: handle.image_path for name, handle in self.list().items()}
+
+    def image_cache(self, root=None):
+        """The image cache, knowing which images the VMs are made from (``used_by``)."""
+        from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
+        return ImageCache(root, users=self.image_users)
+
+    def disk_gb(self, handle):
+        """The size of the VM's disk in GB as its backend reads it (0 when it cannot be read)."""
+        return self.backend(handle).disk_gb(handle)
+
     @staticmethod
-    def _new_handle(spec, work_dir):
+    def _new_handle(backend, spec, work_dir):
         return VmHandle(
-            id=new_vm_id(), name=spec.name, backend=spec.backend, work_dir=work_dir,
+            id=backend.new_id(), name=spec.name, backend=spec.backend, work_dir=work_dir,
             vcpus=spec.vcpus, memory_mb=spec.memory_mb, disk_gb=spec.disk_gb, network=spec.network,
             state=VmState.PREPARING, accel=spec.accel, cpu=spec.cpu, machine=spec.machine, vnc=spec.vnc, vnc_tcp=spec.vnc_tcp,
             ssh_user=spec.ssh.user if spec.ssh else None,
@@ -207,24 +215,14 @@ class VmManager:
     def start(self, name):
         """Boot the VM; returns ``(handle, previous_state)``. A running VM is left alone.
 
-        When another program took the VM's SSH forward port since it was created, the VM moves to
-        a free port (recorded in the store; the pinned host key does not depend on the port).
+        Before a VM that is not running boots, its backend may change what it allocated (``before_start``:
+        QEMU moves a VM whose SSH forward port another program took to a free one, recorded in the store).
         """
         def boot(backend, handle):
-            if handle.state not in VmState.ACTIVE and handle.network.type == "user" \
-                    and handle.ssh_host_port and not port_is_free(handle.ssh_host_port):
-                handle = self._move_port(handle)
+            if handle.state not in VmState.ACTIVE:
+                handle = backend.before_start(handle, self.store.transaction)
             return backend.start(handle)
         return self._operate(name, boot)
-
-    def _move_port(self, handle):
-        with self.store.transaction() as vms:
-            taken = {raw.get("ssh_host_port") for _name, raw in vms.raw_items()}
-            port = pick_ssh_port(handle.name, taken)
-            extra = dict(handle.extra, port_moved_from=handle.ssh_host_port)
-            handle = handle.replace(ssh_host_port=port, extra=extra)
-            vms[handle.name] = handle
-        return handle
 
     def stop(self, name, timeout=30):
         return self._operate(name, lambda b, h: b.stop(h, timeout))
@@ -253,14 +251,6 @@ class VmManager:
                 raise VmNotFound("VM %r is not in the store; it cannot be provisioned" % name, name=name)
             vms[name] = vms[name].replace(provision={"digest": digest, "completed": bool(completed)})
             return vms[name]
-
-    def guest_ip(self, name, timeout=0):
-        handle = self.get(name)
-        return self.backend(handle).guest_ip(handle, timeout)
-
-    def console_endpoint(self, name):
-        handle = self.get(name)
-        return self.backend(handle).console_endpoint(handle)
 
     def open_console(self, name):
         """A connected stream on the VM's serial console (see ``Backend.open_console``)."""

@@ -47,8 +47,7 @@ class VmState:
     SUSPENDED = "suspended"
     STOPPED = "stopped"
     FAILED = "failed"
-    DESTROYED = "destroyed"
-    ALL = (PREPARING, PREPARED, RUNNING, SUSPENDED, STOPPED, FAILED, DESTROYED)
+    STORED = (PREPARING, PREPARED, RUNNING, SUSPENDED, STOPPED, FAILED)  # what a record may hold
     ACTIVE = (RUNNING, SUSPENDED)  # a QEMU process exists
     UNKNOWN = "unknown"  # shown, never stored: the process lives but its monitor does not answer
     LIVE = ACTIVE + (UNKNOWN,)  # a QEMU process exists, whether or not its monitor answers
@@ -192,11 +191,11 @@ class VmSpec:
                 self._check(checks.validate_login_user, self.ssh.user)
 
     def _check(self, check, *args, prefix=""):
-        """Run one of the shared checks; its message gets the VM's name, its hint and code stay."""
+        """Run one of the shared checks; its message gets the VM's name, its class, hint and details stay."""
         try:
             return check(*args)
         except InvalidSpec as err:
-            raise InvalidSpec("VM %s: %s%s" % (self.name, prefix, err.message), hint=err.hint, code=err.code, **err.details)
+            raise err.with_message("VM %s: %s%s" % (self.name, prefix, err.message))
 
 
 # Fields of vmctl's own handle, in its order; everything after is ours.

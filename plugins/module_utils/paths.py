@@ -9,6 +9,8 @@ __metaclass__ = type
 
 import os
 
+from ansible_collections.vmctl.core.plugins.module_utils.errors import UnsafePath
+
 
 def data_dir():
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
@@ -49,6 +51,15 @@ VM_FILES = {
 }
 
 
+# Handle field -> the VM files it may name (the first is the default; the propolis backend keeps a raw
+# ``disk`` where QEMU has its ``overlay``). The store derives these fields from the table, never trusts them.
+HANDLE_FILES = {
+    "overlay_path": ("overlay", "disk"), "seed_iso_path": ("seed",), "qmp_socket": ("qmp",),
+    "console_socket": ("console",), "pidfile": ("pidfile",), "console_log": ("console_log",),
+    "known_hosts": ("known_hosts",),
+}
+
+
 def vm_dir_in(data_dir_path, name):
     """``<data_dir>/vms/<name>`` (``name`` must be validated by the caller)."""
     return os.path.join(data_dir_path, "vms", name)
@@ -60,8 +71,7 @@ def vm_files(work_dir):
 
 
 def _refuse(path, what, hint="Remove it (it was not made by vmctl), then run the command again"):
-    from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
-    raise VmctlError("%s %s" % (path, what), hint=hint, code="vmctl.store.unsafe_path", path=path)
+    raise UnsafePath("%s %s" % (path, what), hint=hint, path=path)
 
 
 def _private_dir_nofollow(path):

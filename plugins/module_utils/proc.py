@@ -22,54 +22,38 @@ _PACKAGES = {
 }
 
 
-def find_tool(name):
+def find_tool(name, hint=None):
+    """The path of host tool ``name``; ToolMissing (with the package to install, or ``hint``) when it is not in PATH."""
     path = shutil.which(name)
     if not path:
-        package = _PACKAGES.get(name)
-        hint = "Install it (Debian/Ubuntu: apt install %s)" % package if package else "Install %s and put it in PATH" % name
+        if hint is None:
+            package = _PACKAGES.get(name)
+            hint = "Install it (Debian/Ubuntu: apt install %s)" % package if package else "Install %s and put it in PATH" % name
         raise ToolMissing("required tool %r was not found in PATH" % name, hint=hint, tool=name)
     return path
 
 
-def run(argv, error=VmctlError, what=None, timeout=300, **kwargs):
-    """Run ``argv``; on failure raise ``error`` with stderr in the message. Returns stdout (text)."""
-    argv = [find_tool(argv[0])] + list(argv[1:])
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
-    except subprocess.TimeoutExpired:
-        raise error("%s timed out after %ss" % (what or argv[0], timeout))
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip()
-        raise error("%s failed (exit %d): %s" % (what or " ".join(argv[:2]), result.returncode, detail))
-    return result.stdout
+Result = collections.namedtuple("Result", "rc stdout stderr")
 
 
-CommandResult = collections.namedtuple("CommandResult", "rc stdout stderr")
+def run(argv, error=VmctlError, what=None, timeout=300, check=True, input=None, text=True, missing_hint=None):
+    """Run host tool ``argv`` (stdin: ``input``, else nothing) and return its Result.
 
-
-class HostRunner:
-    """Runs host commands: ``runner(argv, check=True)`` → CommandResult (stdout, stderr as text).
-
-    ``prefix`` goes in front of every command (``["pfexec"]``, or ``["ssh", "root@host"]`` to drive
-    another machine). Backends take a runner object so tests can record and answer commands.
+    A tool that is not installed raises ToolMissing (with the package to install, or ``missing_hint``);
+    a timeout, or with ``check`` a non-zero exit, raises ``error`` naming ``what`` (default: the command)
+    with the tool's stderr in the message and ``argv`` and ``rc`` in the details.
     """
-
-    def __init__(self, prefix=(), error=VmctlError):
-        self.prefix = list(prefix)
-        self.error = error
-
-    def __call__(self, argv, check=True, timeout=300):
-        full = self.prefix + list(argv)
-        try:
-            result = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False,
-                                    stdin=subprocess.DEVNULL)
-        except FileNotFoundError:
-            raise ToolMissing("required tool %r was not found in PATH" % full[0], tool=full[0],
-                              hint="This command exists on illumos hosts only" if not self.prefix else "Check the command prefix")
-        except subprocess.TimeoutExpired:
-            raise self.error("%s timed out after %ss" % (" ".join(full), timeout), argv=full)
-        outcome = CommandResult(result.returncode, result.stdout, result.stderr)
-        if check and outcome.rc != 0:
-            raise self.error("%s failed (exit %d): %s" % (" ".join(full), outcome.rc, (outcome.stderr or outcome.stdout).strip()),
-                             argv=full, rc=outcome.rc)
-        return outcome
+    argv = list(argv)
+    what = what or " ".join(argv)
+    tool = find_tool(argv[0], missing_hint)
+    stdin = None if input is not None else subprocess.DEVNULL
+    try:
+        result = subprocess.run([tool] + argv[1:], input=input, stdin=stdin, capture_output=True, text=text,
+                                timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise error("%s timed out after %ss" % (what, timeout), argv=argv)
+    outcome = Result(result.returncode, result.stdout, result.stderr)
+    if check and outcome.rc != 0:
+        detail = (outcome.stderr or outcome.stdout).strip()
+        raise error("%s failed (exit %d): %s" % (what, outcome.rc, detail), argv=argv, rc=outcome.rc)
+    return outcome

@@ -13,12 +13,10 @@ from __future__ import annotations
 __metaclass__ = type
 
 import collections
-import hashlib
-import json
 import os
 
-from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.checks import check_wait_limits
+from ansible_collections.vmctl.core.plugins.module_utils.guest.cloudinit import cloud_init_digest
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, InvalidState
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 
@@ -28,15 +26,6 @@ RUNTIME_STATES = ("running", "stopped", "suspended", "restarted")
 
 # Settings read when QEMU starts: applied to a VM that is not running.
 _BOOT_SETTINGS = ("vcpus", "memory_mb", "accel", "cpu", "machine", "vnc", "vnc_tcp", "kernel", "initrd", "kernel_append")
-
-
-def cloud_init_digest(spec):
-    """A fingerprint of what went into the seed ISO (changing it needs a fresh disk)."""
-    if spec.cloud_init is None:
-        return None
-    data = {"cloud_init": spec.cloud_init.to_json(), "user": spec.ssh.user if spec.ssh else "vm"}
-    data["cloud_init"].pop("instance_id", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def spec_view(spec):
@@ -61,7 +50,7 @@ def handle_view(handle):
     }
 
 
-def _plan_changes(handle, spec):
+def _plan_changes(manager, handle, spec):
     """``(boot_changes, disk_grow_to, rebuild_reasons)`` to turn ``handle`` into ``spec``."""
     have, want = handle_view(handle), spec_view(spec)
     boot = {k: want[k] for k in _BOOT_SETTINGS if want[k] != have[k]}
@@ -77,19 +66,12 @@ def _plan_changes(handle, spec):
         rebuild.append("cloud-init settings changed (the guest was seeded with the old ones)")
     grow = None
     if want["disk_gb"] is not None and want["disk_gb"] != have["disk_gb"]:
-        current = handle.disk_gb or _image_gb(handle)
+        current = handle.disk_gb or manager.disk_gb(handle)
         if want["disk_gb"] > current:
             grow = want["disk_gb"]
         elif want["disk_gb"] < current:
             rebuild.append("disk %s GB -> %s GB (disks cannot shrink)" % (current, want["disk_gb"]))
     return boot, grow, rebuild
-
-
-def _image_gb(handle):
-    try:
-        return qemu_img.info(handle.overlay_path).get("virtual-size", 0) / 1024.0 ** 3
-    except Exception:  # a missing overlay is reported by the backend when it matters
-        return 0
 
 
 def ensure_present(manager, spec, recreate=False, check_mode=False):
@@ -103,7 +85,7 @@ def ensure_present(manager, spec, recreate=False, check_mode=False):
         return Outcome(handle, True, ["create"], diff)
     manager.check_owner(existing, spec)
     live = manager.live(spec.name)
-    boot, grow, rebuild = _plan_changes(live, spec)
+    boot, grow, rebuild = _plan_changes(manager, live, spec)
     if rebuild:
         if not recreate:
             raise InvalidSpec("VM %s cannot be changed in place: %s" % (spec.name, "; ".join(rebuild)),

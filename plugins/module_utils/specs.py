@@ -48,7 +48,7 @@ def cloud_init_config(record):
         try:
             config.ssh_public_keys = [checks.read_public_key(os.path.expanduser(ci["ssh_key"]), ci["ssh_key"])]
         except InvalidSpec as err:
-            raise InvalidSpec("VM %s: %s" % (name, err.message), hint=err.hint, code=err.code, **err.details)
+            raise err.with_message("VM %s: %s" % (name, err.message))
     elif source == "private_key":
         config.ssh_public_keys = [keys.public_openssh_of(os.path.expanduser(private_key))]
     else:
@@ -104,7 +104,8 @@ def resolve_image(image=None, image_url=None, checksum=None, validate_certs=True
     with ``would_download: true``. ``progress(done_bytes, total_bytes_or_None)`` follows a download.
     """
     from ansible_collections.vmctl.core.plugins.module_utils.images import cache as images
-    cache = images.ImageCache()
+    from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
+    cache = VmManager().image_cache()
     if image:
         return cache.local_image(image).to_dict()
     # digest=False: a sha256 of the image that is not known yet is not computed (a read of the whole image).

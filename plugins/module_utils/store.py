@@ -40,7 +40,7 @@ import re
 import tempfile
 
 from ansible_collections.vmctl.core.plugins.module_utils import checks, paths
-from ansible_collections.vmctl.core.plugins.module_utils.errors import StoreError, VmctlError, VmNotFound
+from ansible_collections.vmctl.core.plugins.module_utils.errors import BadRecord, StoreError, VmctlError, VmNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.model import ACCELS, BACKENDS, NetworkConfig, VmHandle, VmState
 
 LOG = logging.getLogger("vmctl.store")
@@ -101,16 +101,6 @@ class Journal:
         self.stale = False
 
 
-class BadRecord(StoreError):
-    code = "vmctl.store.bad_record"
-
-
-# Handle field -> the VM files it may name (its first is the default; propolis keeps a raw disk).
-HANDLE_FILES = {
-    "overlay_path": ("overlay", "disk"), "seed_iso_path": ("seed",), "qmp_socket": ("qmp",),
-    "console_socket": ("console",), "pidfile": ("pidfile",), "console_log": ("console_log",),
-    "known_hosts": ("known_hosts",),
-}
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 _OPTIONAL_TEXT = ("image_path", "image_format", "vnc_addr", "private_key_path", "vmfile", "kernel", "initrd")
 _warned = set()
@@ -150,8 +140,8 @@ def _check_record(path, name, raw):
     backend = raw.get("backend", "qemu")
     if not isinstance(backend, str) or backend.lower() not in BACKENDS:
         bad("backend", "must be one of %s, got %s" % (", ".join(BACKENDS), checks.short(backend)))
-    if raw.get("state", VmState.PREPARED) not in VmState.ALL:
-        bad("state", "must be one of %s, got %s" % (", ".join(VmState.ALL), checks.short(raw.get("state"))))
+    if raw.get("state", VmState.PREPARED) not in VmState.STORED:
+        bad("state", "must be one of %s, got %s" % (", ".join(VmState.STORED), checks.short(raw.get("state"))))
     if raw.get("accel", "auto") not in ACCELS:
         bad("accel", "must be one of %s, got %s" % (", ".join(ACCELS), checks.short(raw.get("accel"))))
     port = raw.get("ssh_host_port")
@@ -202,7 +192,7 @@ def derive_paths(handle, data_dir, store_path=None):
     mismatched = []
     if handle.work_dir not in ("", None, work_dir):
         mismatched.append(("work_dir", handle.work_dir, work_dir))
-    for field, roles in HANDLE_FILES.items():
+    for field, roles in paths.HANDLE_FILES.items():
         stored = getattr(handle, field)
         if stored is None:
             continue

@@ -207,7 +207,7 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vmctl.core.plugins.module_utils import progress
-from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.module import run_module
 
 _PRESENT_FIELDS = ("path", "url", "format", "size", "virtual_size", "sha256", "compression", "downloaded")
@@ -215,7 +215,7 @@ _PRESENT_FIELDS = ("path", "url", "format", "size", "virtual_size", "sha256", "c
 
 def _ensure(module):
     p = module.params
-    cache = ImageCache()
+    cache = VmManager().image_cache()
     if p["state"] == "present":
         with progress.ProgressFile(p["progress_file"]) as report:
             image = cache.pull(p["url"], checksum=p["checksum"], name=p["name"], force=p["force"], timeout=p["timeout"],

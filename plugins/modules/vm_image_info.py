@@ -160,12 +160,12 @@ images:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.module import run_module
 
 
 def _info(module):
-    cache = ImageCache()
+    cache = VmManager().image_cache()
     url, path = module.params["url"], module.params["path"]
     if url:
         images = [cache.inspect(url)] if cache.lookup(url) is not None else []

@@ -51,7 +51,7 @@ def test_boot_ssh_suspend_resume_stop_start_destroy(test_images, tmp_path, capsy
     manager.suspend("deb")
     with QmpClient(handle.qmp_socket) as qmp:
         assert qmp.query_status()["status"] == "paused"
-    assert manager.state("deb") == VmState.SUSPENDED
+    assert manager.live_state("deb") == VmState.SUSPENDED
     manager.resume("deb")
     assert ssh(handle, "echo alive").strip() == "alive"
 

@@ -15,7 +15,7 @@ import zstandard
 from ansible_collections.vmctl.core.plugins.module_utils.images import cache as images
 from ansible_collections.vmctl.core.plugins.module_utils.images.stream import qcow2_bound
 from ansible_collections.vmctl.core.plugins.module_utils.errors import DiskFull, DownloadTimeout, ImageTooLarge
-from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMCTL = os.path.join(ROOT, "bin", "vmctl")
@@ -55,7 +55,7 @@ def test_zstd_bomb_is_bounded_by_the_qcow2_virtual_size(tmp_path, http_files):
     bomb = zstd_of(str(tmp_path / "bomb.qcow2.zst"), [qcow2_header(tmp_path), (b"\x01", 200 << 20)])
     assert os.path.getsize(bomb) < 100 << 10
     http_files.put("bomb.qcow2.zst", bomb)
-    cache = ImageCache()
+    cache = VmManager().image_cache()
     with pytest.raises(ImageTooLarge) as caught:
         cache.pull(http_files.url("bomb.qcow2.zst"))
     err = caught.value
@@ -70,7 +70,7 @@ def test_raw_zero_bomb_is_bounded_by_the_settable_maximum(tmp_path, http_files):
     default maximum is accepted (it is a legitimate sparse image)."""
     bomb = zstd_of(str(tmp_path / "zeros.img.zst"), [(b"\0", 256 << 20)])
     http_files.put("zeros.img.zst", bomb)
-    cache = ImageCache()
+    cache = VmManager().image_cache()
     with pytest.raises(ImageTooLarge) as caught:
         cache.pull(http_files.url("zeros.img.zst"), max_size=32 << 20)
     assert "max_image_size" in caught.value.message and "--max-size" in caught.value.hint
@@ -92,7 +92,7 @@ def test_a_pull_that_would_fill_the_disk_stops_and_cleans_up(tmp_path, http_file
     the directory and the free space, before the disk is full; nothing is left in the cache."""
     big = zstd_of(str(tmp_path / "big.img.zst"), [(b"\x02", 200 << 20)])
     http_files.put("big.img.zst", big)
-    cache = ImageCache()
+    cache = VmManager().image_cache()
     with pytest.raises(DiskFull) as caught:
         cache.pull(http_files.url("big.img.zst"))
     assert "must stay free" in caught.value.message and "prune" in caught.value.hint
@@ -144,7 +144,7 @@ def test_a_body_trickling_a_byte_every_two_seconds_is_a_stall(tmp_path):
     """Bad input: a server sending 1 byte every 2 s. Gets: DownloadTimeout naming stall_timeout, after
     about the stall timeout; the URL's lock is released (a second pull runs and fails the same way);
     nothing in the cache, not even a partial file."""
-    cache = ImageCache()
+    cache = VmManager().image_cache()
     with trickle_server(1, 2.0) as url:
         for dummy in range(2):
             begin = time.monotonic()
@@ -159,7 +159,7 @@ def test_a_body_trickling_a_byte_every_two_seconds_is_a_stall(tmp_path):
 def test_a_steady_but_endless_body_hits_the_deadline(tmp_path):
     """Bad input: a server that never stalls (128 KB every 0.2 s) but never ends. Gets: DownloadTimeout
     naming the deadline, with the setting to raise; the megabytes received are not kept (nothing in the cache)."""
-    cache = ImageCache()
+    cache = VmManager().image_cache()
     with trickle_server(128 << 10, 0.2) as url:
         with pytest.raises(DownloadTimeout) as caught:
             cache.pull(url, deadline=3, stall_timeout=2)
@@ -172,7 +172,7 @@ def test_a_trickling_checksum_file_is_a_stall_too(tmp_path):
     """Bad input: the image's checksum file (its SHA256SUMS URL) trickles a byte every 2 s. Gets: the
     same DownloadTimeout naming stall_timeout, after about the stall timeout (it used to wait for 4 MB
     at that rate, holding the image's lock); nothing in the cache."""
-    cache = ImageCache()
+    cache = VmManager().image_cache()
     with trickle_server(1, 2.0) as url:
         begin = time.monotonic()
         with pytest.raises(DownloadTimeout) as caught:
@@ -191,7 +191,7 @@ def test_cli_image_pull_takes_the_bounds(tmp_path):
                                 text=True, timeout=120, check=False)
     assert result.returncode == 5, result.stderr
     assert "stalled" in result.stderr and "--stall-timeout" in result.stderr
-    assert cache_files(ImageCache()) == []
+    assert cache_files(VmManager().image_cache()) == []
 
 
 def test_default_deadline_scales_with_the_size():

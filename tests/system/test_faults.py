@@ -46,7 +46,7 @@ def bystander(test_images, tmp_path):
     before = manager.get("bystander").to_json()
     yield handle
     assert alive(handle.pid), "a fault on another VM killed the bystander"
-    assert manager.state("bystander") == VmState.RUNNING
+    assert manager.live_state("bystander") == VmState.RUNNING
     assert manager.get("bystander").to_json() == before, "the bystander's record changed"
 
 
@@ -64,7 +64,7 @@ def test_kill_9_of_qemu_then_start_converges(test_images, tmp_path, bystander):
     wait_until(lambda: not alive(handle.pid), what="QEMU gone")
     result = vmctl("list")
     assert result.returncode == 0 and "victim" in result.stdout
-    assert manager.state("victim") == VmState.STOPPED
+    assert manager.live_state("victim") == VmState.STOPPED
     handle = manager.start("victim")[0]
     assert alive(handle.pid)
     wait_for_console(handle, test_images["tiny"]["ready_marker"], timeout=90)
@@ -107,7 +107,7 @@ def test_kill_9_of_the_cli_mid_command_then_rerun_converges(test_images, tmp_pat
         assert not handle.pid or not alive(handle.pid)
     else:
         assert result.returncode == 0, result.stderr
-        assert manager.state("victim") == (VmState.RUNNING if command == "start" else VmState.STOPPED)
+        assert manager.live_state("victim") == (VmState.RUNNING if command == "start" else VmState.STOPPED)
 
 
 def test_kill_9_of_the_cli_during_create_then_rerun_converges(test_images, tmp_path, bystander):

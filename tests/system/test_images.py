@@ -21,14 +21,14 @@ from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     ChecksumMismatch, CorruptImage, DownloadFailed, ImageError, ImageInUse, ImageNotFound, InvalidChecksum, UnsafeImage,
 )
-from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmHandle
 
 
 @pytest.fixture
 def cache():
-    return ImageCache()
+    return VmManager().image_cache()
 
 
 @pytest.fixture
@@ -62,9 +62,9 @@ def assert_usable_base(image, tmp_path):
 def run_pull_process(url, data_home, extra=""):
     """A separate process pulling ``url`` (prints the result as JSON)."""
     code = ("import json, sys\n"
-            "from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache\n"
+            "from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager\n"
             "%s\n"
-            "print(json.dumps(ImageCache().pull(sys.argv[1]).to_dict()))\n" % extra)
+            "print(json.dumps(VmManager().image_cache().pull(sys.argv[1]).to_dict()))\n" % extra)
     env = dict(os.environ, XDG_DATA_HOME=str(data_home))
     return subprocess.Popen([sys.executable, "-c", code, url], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

@@ -57,7 +57,7 @@ def test_an_interrupted_create_converges_on_the_next_run(test_images, vmctl_data
     json.load(open(os.path.join(str(vmctl_data_home), "vms.json")))  # the store is whole JSON
 
     handle, created = manager.create(debian_spec(test_images, name="half"))
-    assert created and handle.state == VmState.PREPARED and manager.state("half") == VmState.PREPARED
+    assert created and handle.state == VmState.PREPARED and manager.live_state("half") == VmState.PREPARED
     assert os.path.getsize(handle.seed_iso_path) > 0 and os.path.exists(handle.known_hosts)
     assert qemu_img.info(handle.overlay_path)["format"] == "qcow2"
     assert manager.create(debian_spec(test_images, name="half")) == (manager.get("half"), False)

@@ -34,15 +34,15 @@ def test_full_lifecycle(test_images, tmp_path):
     manager.suspend("tiny")
     with QmpClient(handle.qmp_socket) as qmp:
         assert qmp.query_status()["status"] == "paused"
-    assert manager.state("tiny") == VmState.SUSPENDED
+    assert manager.live_state("tiny") == VmState.SUSPENDED
     manager.resume("tiny")
-    assert manager.state("tiny") == VmState.RUNNING
+    assert manager.live_state("tiny") == VmState.RUNNING
 
     begin = time.monotonic()
     handle = manager.stop("tiny", timeout=20)[0]
     assert handle.state == VmState.STOPPED and handle.extra["last_stop"] == "acpi"
     assert time.monotonic() - begin < 20 and not alive(pid)
-    assert manager.state("tiny") == VmState.STOPPED
+    assert manager.live_state("tiny") == VmState.STOPPED
     assert manager.stop("tiny")[0].state == VmState.STOPPED  # stopping a stopped VM is fine
 
     offset = console_size(handle)
@@ -67,7 +67,7 @@ def test_stale_pidfile_never_signals_another_process(test_images, tmp_path):
             f.write("%d\n" % bystander.pid)
         store_handle = manager.get("tiny")
         manager.store.put(store_handle.replace(state=VmState.RUNNING, pid=bystander.pid))
-        assert manager.state("tiny") == VmState.STOPPED
+        assert manager.live_state("tiny") == VmState.STOPPED
         manager.stop("tiny", timeout=1)
         manager.destroy("tiny")
         assert bystander.poll() is None, "vmctl signalled a process that was not its QEMU"
@@ -85,7 +85,7 @@ def test_crashed_qemu_reads_as_stopped_and_start_recovers(test_images, tmp_path)
         if not alive(handle.pid):
             break
         time.sleep(0.1)
-    assert manager.state("tiny") == VmState.STOPPED
+    assert manager.live_state("tiny") == VmState.STOPPED
     assert os.path.exists(handle.qmp_socket)  # stale socket left by the crash
     handle = manager.start("tiny")[0]
     assert handle.state == VmState.RUNNING

@@ -205,7 +205,7 @@ def test_down_stops_and_up_restarts_and_provisions_again(web):
     pid = web.manager().get("web").pid
     rc, tasks, out = web.run("down")
     assert rc == 0 and "Stop web" in changed(tasks, "web"), out
-    assert web.manager().state("web") == "stopped" and not alive(pid)
+    assert web.manager().live_state("web") == "stopped" and not alive(pid)
 
     # provision explains what to do with a stopped VM
     rc, tasks, out = web.run("provision")
@@ -214,13 +214,13 @@ def test_down_stops_and_up_restarts_and_provisions_again(web):
 
     rc, tasks, out = web.run("up")
     assert rc == 0, out
-    assert web.manager().state("web") == "running"
+    assert web.manager().live_state("web") == "running"
     assert web.guest("web", "cat /var/tmp/marker") == (0, "before-down\n")  # same disk
     assert web.guest("web", "cat /var/tmp/provision-runs")[1] == "run\nrun\n"  # provisioned again
 
     # with no_provision, a stopped VM is started and its provisioners are left alone
     rc, tasks, out = web.run("down")
-    assert rc == 0 and web.manager().state("web") == "stopped", out
+    assert rc == 0 and web.manager().live_state("web") == "stopped", out
     rc, tasks, out = web.run("up", "-e", "no_provision=true")
     assert rc == 0 and "Start web" in changed(tasks, "web"), out
     assert not [name for name in changed(tasks, "web") if name.startswith("Provision web")], out
@@ -241,7 +241,7 @@ def test_reload_gives_a_fresh_disk(web):
     old_pid = web.manager().get("web").pid
     rc, _tasks, out = web.run("reload")
     assert rc == 0, out
-    assert not alive(old_pid) and web.manager().state("web") == "running"
+    assert not alive(old_pid) and web.manager().live_state("web") == "running"
     assert web.guest("web", "test -e /var/tmp/marker")[0] == 1  # written before: gone with the old disk
     assert web.guest("web", "cat /var/tmp/provision-runs")[1] == "run\n"
     assert web.guest("web", "cat /opt/app/hello.txt") == (0, HELLO)

@@ -61,14 +61,14 @@ def test_attacker_record_naming_the_victims_files_never_touches_the_victim(test_
     # and the attacker's own pidfile names the victim's PID
     with open(os.path.join(attacker.work_dir, "qemu.pid"), "w") as f:
         f.write("%d\n" % victim.pid)
-    assert manager.state("attacker") == VmState.STOPPED
+    assert manager.live_state("attacker") == VmState.STOPPED
     manager.stop("attacker", timeout=1)
     manager.start("attacker")  # its start cleans its own stale files only
     manager.destroy("attacker")
     assert alive(victim.pid), "destroying the attacker signalled the victim's QEMU"
     for name in VICTIM_FILES:
         assert os.path.exists(os.path.join(victim.work_dir, name)), name
-    assert manager.state("victim") == VmState.RUNNING
+    assert manager.live_state("victim") == VmState.RUNNING
     manager.destroy("victim")
     assert not alive(victim.pid)
 
@@ -90,7 +90,7 @@ def test_decoys_without_proof_are_never_signalled(test_images, tmp_path):
             assert QemuProcess(handle.work_dir).pid() is None
             store_handle = manager.get("tiny")
             manager.store.put(store_handle.replace(state=VmState.RUNNING, pid=decoy.pid))
-            assert manager.state("tiny") == VmState.STOPPED
+            assert manager.live_state("tiny") == VmState.STOPPED
             manager.stop("tiny", timeout=1)
         manager.destroy("tiny")
         assert holder.poll() is None and namer.poll() is None, "vmctl signalled a process that did not prove to be its QEMU"
@@ -127,8 +127,8 @@ def test_sigstopped_qemu_degrades_that_vm_alone(test_images, tmp_path):
         if alive(hung.pid):
             os.kill(hung.pid, signal.SIGKILL)
     assert not alive(hung.pid)
-    assert manager.state("hung") == VmState.STOPPED
-    assert alive(other.pid) and manager.state("other") == VmState.RUNNING
+    assert manager.live_state("hung") == VmState.STOPPED
+    assert alive(other.pid) and manager.live_state("other") == VmState.RUNNING
 
 
 def test_silent_monitor_and_missing_socket(test_images, tmp_path):

@@ -105,7 +105,7 @@ def test_full_lifecycle(host):
     for line in ("set ip-type=exclusive", "add net; set physical=vnic0; end", "set match=/dev/vmmctl",
                  "set match=/dev/viona", "set dir=%s; set special=%s; set type=lofs" % (handle.work_dir, handle.work_dir)):
         assert line in config
-    assert not host.server.running and manager.state("web") == VmState.PREPARED
+    assert not host.server.running and manager.live_state("web") == VmState.PREPARED
 
     del host.illumos.calls[:]
     handle, before = manager.start("web")
@@ -119,7 +119,7 @@ def test_full_lifecycle(host):
         ["zlogin", zone, "svcadm", "enable", "-t", SERVICE + ":default"],
     ]
     assert host.server.state() == (3, "Running")  # Creating(1) → Starting(2) → Running(3)
-    assert manager.state("web") == VmState.RUNNING
+    assert manager.live_state("web") == VmState.RUNNING
     ensure = host.api("PUT", "/instance")[0]["body"]
     spec = ensure["init"]["value"]["spec"]
     assert spec["board"] == {"cpus": 2, "memory_mb": 512, "chipset": {"type": "i440_fx", "value": {"enable_pcie": False}}}
@@ -133,7 +133,7 @@ def test_full_lifecycle(host):
     monitors = host.api("GET", "/instance/state-monitor")
     assert monitors and all(isinstance(r["body"].get("gen"), int) for r in monitors)
 
-    endpoint = manager.console_endpoint("web")
+    endpoint = manager.backend(handle).console_endpoint(handle)
     assert endpoint.kind == "websocket"
     assert endpoint.address == "ws://%s/instance/serial?most_recent=16384" % host.server.address
     client = PropolisClient(handle.extra["propolis"]["address"], "web")
@@ -142,7 +142,8 @@ def test_full_lifecycle(host):
     assert b"Booting from disk0" in banner
     console.send_binary(b"root\r")
     assert b"root\r" in read_until(console, b"root\r")
-    history, offset = client.serial_history(most_recent=1 << 20)
+    body = client.request("GET", "/instance/serial/history?most_recent=%d" % (1 << 20))[1]
+    history, offset = bytes(body["data"]), body["last_byte_offset"]
     assert history.startswith(b"\x1b[0mfake-propolis") and history.endswith(b"root\r") and offset == len(history)
     upgrade = host.api("GET", "/instance/serial")[0]
     assert upgrade["status"] == 101 and upgrade["headers"]["api-version"] == "5.0.0"
@@ -153,7 +154,7 @@ def test_full_lifecycle(host):
     assert [r["body"] for r in host.api("PUT", "/instance/state")] == ["Run", "Stop"]
     assert host.illumos.calls[-1] == ["zoneadm", "-z", zone, "halt"]
     assert not host.server.running  # halting the zone ended propolis-server
-    assert manager.state("web") == VmState.STOPPED
+    assert manager.live_state("web") == VmState.STOPPED
     assert manager.stop("web")[0].state == VmState.STOPPED  # stopping a stopped VM is fine
 
     handle, before = manager.start("web")  # a new zone boot, a new server, a new ensure
@@ -190,7 +191,7 @@ def test_start_after_guest_poweroff_ensures_again_on_the_same_server(host):
     while host.server.state()[1] != "Destroyed":
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    assert host.manager.state("web") == VmState.STOPPED
+    assert host.manager.live_state("web") == VmState.STOPPED
     handle = host.manager.start("web")[0]
     assert handle.state == VmState.RUNNING and host.server.starts == 1
     assert len(host.api("PUT", "/instance")) == 2 and host.server.state() == (3, "Running")  # gen restarts at 1
@@ -259,7 +260,7 @@ def test_a_server_that_never_comes_up_is_a_clear_error(tmp_path):
     assert time.monotonic() - begin < 10
     assert err.value.code == "vmctl.propolis.unreachable" and host.server.address in str(err.value)
     assert "svcs -xv" in err.value.hint and "did not come up within 3" in err.value.message
-    assert host.manager.state("web") == VmState.PREPARED
+    assert host.manager.live_state("web") == VmState.PREPARED
 
 
 def test_vm_creation_failure_in_propolis_is_reported(host):
@@ -270,7 +271,7 @@ def test_vm_creation_failure_in_propolis_is_reported(host):
     assert err.value.code == "vmctl.propolis.create_failed" and err.value.details["status"] == 500
     assert "vmctl-web" in err.value.hint
     assert host.server.state() == (2, "Failed")
-    assert host.manager.state("web") == VmState.FAILED
+    assert host.manager.live_state("web") == VmState.FAILED
     handle = host.manager.start("web")[0]  # a failed VM can be ensured again
     assert handle.state == VmState.RUNNING and host.server.state() == (3, "Running")
     host.assert_clean()
@@ -293,7 +294,7 @@ def test_run_failure_reads_as_failed(host):
     with pytest.raises(PropolisError) as err:
         host.manager.start("web")
     assert err.value.code == "vmctl.propolis.vm_failed"
-    assert host.manager.state("web") == VmState.FAILED
+    assert host.manager.live_state("web") == VmState.FAILED
     host.assert_clean()
 
 
@@ -304,7 +305,7 @@ def test_suspend_and_resume_say_propolis_cannot(host):
         with pytest.raises(PropolisUnsupported) as err:
             operation("web")
         assert err.value.code == "vmctl.propolis.unsupported" and "state=" in err.value.hint
-    assert host.manager.state("web") == VmState.RUNNING
+    assert host.manager.live_state("web") == VmState.RUNNING
 
 
 def test_a_large_seed_is_file_backed_and_the_body_stays_under_the_cap(host):
@@ -328,12 +329,22 @@ def test_the_client_refuses_a_body_over_the_cap_before_sending(host):
     assert host.server.requests == []
 
 
+def test_a_grown_disk_is_resized_by_the_backend_as_raw(host):
+    """The manager grows a disk through the backend's hook: propolis' disk0.raw is resized as raw, and its size
+    is read back by the backend (what reconcile compares a wanted disk with)."""
+    handle = host.manager.create(host.spec())[0]
+    assert host.manager.disk_gb(handle) == 1
+    handle = host.manager.reconfigure("web", {}, disk_gb=3)
+    assert handle.disk_gb == 3 and os.path.getsize(handle.overlay_path) == 3 << 30 and host.manager.disk_gb(handle) == 3
+
+
 def test_guest_ip_comes_from_the_arp_table_by_the_vnics_mac(host):
-    host.manager.create(host.spec())
+    handle = host.manager.create(host.spec())[0]
+    backend = host.manager.backend(handle)
     with pytest.raises(IpDiscoveryTimeout):
-        host.manager.guest_ip("web", timeout=0)
+        backend.guest_ip(handle, timeout=0)
     host.illumos.state["arp"]["192.168.1.50"] = MAC
-    assert host.manager.guest_ip("web") == "192.168.1.50"
+    assert backend.guest_ip(handle) == "192.168.1.50"
     assert ["arp", "-an"] in host.illumos.calls
     assert parse_arp("net0 10.0.0.7 255.255.255.255 2:8:20:ab:cd:1\n", "02:08:20:AB:CD:01") == "10.0.0.7"
 
@@ -501,7 +512,7 @@ def test_a_server_holding_another_vm_is_never_driven(host):
     client.ensure(other)
     client.request_state("Run")
     client.wait_for(("Running",), 5)
-    assert host.manager.state("web") == VmState.PREPARED  # not ours: this VM is not running there
+    assert host.manager.live_state("web") == VmState.PREPARED  # not ours: this VM is not running there
     for operation in (host.manager.start, host.manager.stop):
         with pytest.raises(PropolisError) as err:
             operation("web")

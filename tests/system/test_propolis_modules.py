@@ -12,7 +12,7 @@ from support.propolis_fake import FakeIllumos, FakePropolis
 
 pytestmark = pytest.mark.slow
 
-FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "propolis_fake.py")
+FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support", "propolis_fake.py")
 
 
 @pytest.fixture

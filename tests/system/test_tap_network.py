@@ -95,7 +95,7 @@ def test_tap_vm_gets_an_address_found_by_its_mac(test_images, bridge):
         # the tap device QEMU's helper made is a port of our bridge
         ports = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True, check=False).stdout
         assert "tap" in ports
-        ip = manager.guest_ip("tapvm", timeout=240)
+        ip = manager.endpoint(handle, guest_ip_timeout=240)[0]
         assert ip.startswith(subnet + ".")
         out = None
         for _attempt in range(60):  # sshd may still be starting when DHCP is done

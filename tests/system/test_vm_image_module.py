@@ -10,7 +10,7 @@ import yaml
 
 from support.disk_images import compress, make_qcow2, sha256_file
 
-from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmHandle
 
@@ -63,7 +63,7 @@ def test_check_mode_reports_a_download_and_downloads_nothing(tmp_path, http_file
     url = published[1]
     (would,) = playbook(tmp_path, [{"vmctl.core.vm_image": {"url": url}}], check=True)
     assert would["changed"] is True and would["actions"] == ["download"] and would["sha256"] is None
-    assert http_files.requests() == [] and ImageCache().list() == []
+    assert http_files.requests() == [] and VmManager().image_cache().list() == []
     assert not os.path.exists(would["path"])
 
     playbook(tmp_path, [{"vmctl.core.vm_image": {"url": url}}])
@@ -89,7 +89,7 @@ def test_absent_removes_and_is_refused_while_a_vm_uses_the_image(tmp_path, publi
         {"vmctl.core.vm_image": {"url": url, "state": "absent"}},
     ])
     assert removed["changed"] is True and removed["actions"] == ["remove"] and removed["url"] == url
-    assert not os.path.exists(pulled["path"]) and ImageCache().list() == []
+    assert not os.path.exists(pulled["path"]) and VmManager().image_cache().list() == []
     assert again["changed"] is False
 
 

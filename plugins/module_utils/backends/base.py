@@ -10,9 +10,11 @@ __metaclass__ = type
 import collections
 import errno
 import socket
+import uuid
 
 from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, host_keys, keys
-from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, VmctlError
+from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
+from ansible_collections.vmctl.core.plugins.module_utils.errors import ConsoleFailed, ConsoleUnsupported, InvalidState
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 
@@ -29,9 +31,30 @@ class Backend:
     """
 
     tag = None
+    disk_format = None  # the format of the VM's own disk file (``overlay_path``) for qemu-img; None: detected
+
+    def new_id(self):
+        """A new VM's id (its instance id in cloud-init's meta-data)."""
+        return uuid.uuid4().hex[:12]
 
     def allocate(self, spec, handle, known):
         return handle
+
+    def before_start(self, handle, transaction):
+        """The handle to boot a VM that is not running. ``transaction()`` opens the store (as ``allocate``'s
+        ``known``) for a backend that must change what it allocated; most need nothing."""
+        return handle
+
+    def disk_gb(self, handle):
+        """The size of the VM's disk in GB, 0 when it cannot be read (a missing disk is reported when it matters)."""
+        try:
+            return qemu_img.info(handle.overlay_path).get("virtual-size", 0) / 1024.0 ** 3
+        except Exception:  # pylint: disable=broad-except
+            return 0
+
+    def resize_disk(self, handle, size_gb):
+        """Grow the VM's disk to ``size_gb`` (the VM is not running)."""
+        qemu_img.resize(handle.overlay_path, size_gb, self.disk_format)
 
     def prepare(self, spec, handle):
         raise NotImplementedError
@@ -73,9 +96,9 @@ class Backend:
         ``close``): here a unix socket endpoint; backends with other endpoints override it."""
         endpoint = self.console_endpoint(handle)
         if endpoint.kind != "unix":
-            raise VmctlError("VM %s: the %s backend has no serial console to attach to" % (handle.name, handle.backend),
-                             code="vmctl.console.unsupported", name=handle.name,
-                             hint="Read the console log instead (vmctl log %s --console)" % handle.name)
+            raise ConsoleUnsupported("VM %s: the %s backend has no serial console to attach to" % (handle.name, handle.backend),
+                                     name=handle.name,
+                                     hint="Read the console log instead (vmctl log %s --console)" % handle.name)
         return connect_unix(endpoint.address, handle.name)
 
 
@@ -89,8 +112,7 @@ def connect_unix(path, vm):
         if err.errno in (errno.ENOENT, errno.ECONNREFUSED):
             raise InvalidState("VM %s has no serial console to attach to (%s: %s)" % (vm, path, err.strerror),
                                hint="Start it first (vmctl start %s)" % vm, name=vm)
-        raise VmctlError("VM %s: cannot attach to its console %s: %s" % (vm, path, err.strerror),
-                         code="vmctl.console.failed", name=vm)
+        raise ConsoleFailed("VM %s: cannot attach to its console %s: %s" % (vm, path, err.strerror), name=vm)
     return sock
 
 

@@ -42,5 +42,8 @@ class NoopBackend(Backend):
     def state(self, handle):
         return handle.state
 
+    def resize_disk(self, handle, size_gb):
+        pass
+
     def guest_ip(self, handle, timeout=0):
         return "127.0.0.1"

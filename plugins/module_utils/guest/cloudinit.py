@@ -7,11 +7,12 @@ from __future__ import annotations
 
 __metaclass__ = type
 
+import hashlib
 import io
-import os
+import json
 
 from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_hostname, validate_user
-from ansible_collections.vmctl.core.plugins.module_utils.errors import CloudInitError, InvalidSpec
+from ansible_collections.vmctl.core.plugins.module_utils.errors import CloudInitError, InvalidAuthorizedKey
 from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 
 try:
@@ -48,8 +49,7 @@ def build_user_data(user, authorized_keys, hostname, host_key=None):
     validate_hostname(hostname)
     for key in authorized_keys:
         if "\n" in key.strip() or not key.strip():
-            raise InvalidSpec("an SSH public key must be one non-empty line", code="vmctl.cloudinit.invalid_key",
-                              hint="Point ssh-key at an OpenSSH .pub file")
+            raise InvalidAuthorizedKey("an SSH public key must be one non-empty line", hint="Point ssh-key at an OpenSSH .pub file")
     config = {
         "users": [{
             "name": user,
@@ -103,22 +103,10 @@ def write_seed_iso(path, user_data, meta_data, network_config=None):
     return path
 
 
-def read_seed_iso(path):
-    """{name: bytes} of a seed ISO's files (by Rock Ridge name); used by tests and `vm_info`."""
-    iso = pycdlib.PyCdlib()
-    iso.open(path)
-    try:
-        result = {}
-        for child in iso.list_children(rr_path="/"):
-            name = child.rock_ridge.name().decode() if child.rock_ridge else None
-            if child.is_file() and name:
-                out = io.BytesIO()
-                iso.get_file_from_iso_fp(out, rr_path="/" + name)
-                result[name] = out.getvalue()
-        return result
-    finally:
-        iso.close()
-
-
-def seed_exists(path):
-    return os.path.isfile(path) and os.path.getsize(path) > 0
+def cloud_init_digest(spec):
+    """A fingerprint of what went into the seed ISO of ``spec`` (changing it needs a fresh disk)."""
+    if spec.cloud_init is None:
+        return None
+    data = {"cloud_init": spec.cloud_init.to_json(), "user": spec.ssh.user if spec.ssh else "vm"}
+    data["cloud_init"].pop("instance_id", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -75,11 +75,11 @@ from ansible_collections.vmctl.core.plugins.module_utils.images.stream import (
     detect_compression, hash_file, make_decoder,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    ChecksumMismatch, CorruptImage, DiskFull, DownloadFailed, DownloadTimeout, ImageError, ImageInUse, ImageNotFound,
-    ImageTooLarge, InvalidChecksum, InvalidImageUrl, ToolMissing, UnsafeImage,
+    ChecksumMismatch, CorruptImage, DiskFull, DownloadFailed, DownloadInterrupted, DownloadTimeout, ImageInUse,
+    ImageNotCached, ImageNotFound, ImageTooLarge, InvalidChecksum, InvalidImageUrl, ToolMissing, UnsafeImage,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
-from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, atomic_write
+from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 from ansible_collections.vmctl.core.plugins.module_utils.model import validate_name
 
 LOG = logging.getLogger("vmctl.images")
@@ -374,14 +374,10 @@ class DownloadLimits:
         self._window = (begin, received)
 
 
-class _Interrupted(DownloadFailed):
-    default_hint = "The partial download is kept; run the pull again to resume it"
-
-
 def _body_chunks(resp, url, meter, limits, decode_content=False):
     """The raw (not content-decoded) body in pieces of up to ``READ_CHUNK``: whatever has arrived
     (``read1``), so progress and Ctrl-C stay responsive on slow links; network failures become
-    ``_Interrupted`` naming how far the download got, and ``limits`` (DownloadLimits) are checked as
+    ``DownloadInterrupted`` naming how far the download got, and ``limits`` (DownloadLimits) are checked as
     each piece arrives (a read waits at most the stall timeout)."""
     raw = resp.raw
     read = raw.read1 if hasattr(raw, "read1") else raw.read  # read1: urllib3 >= 2
@@ -391,8 +387,8 @@ def _body_chunks(resp, url, meter, limits, decode_content=False):
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
             limits.check(url, meter, silent=True)
         except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as err:
-            raise _Interrupted("download of %s was interrupted after %s: %s" % (url, _progress_text(meter), err),
-                               url=url, received=meter.done, total=meter.total)
+            raise DownloadInterrupted("download of %s was interrupted after %s: %s" % (url, _progress_text(meter), err),
+                                      url=url, received=meter.done, total=meter.total)
         if not chunk:
             return
         limits.check(url, meter, len(chunk))
@@ -425,17 +421,18 @@ def _require_requests():
 # --- the cache ---------------------------------------------------------------------------------------
 
 class ImageCache:
-    """``ImageCache().pull(url)`` and friends; see the module docstring for the guarantees."""
+    """``ImageCache(users=...).pull(url)`` and friends; see the module docstring for the guarantees.
 
-    def __init__(self, root=None, store=None):
+    ``users()`` returns ``{name: base image path}`` of every VM (``VmManager.image_users``; the manager's
+    ``image_cache()`` builds the cache with it): an image a VM is made from is never removed or replaced.
+    """
+
+    def __init__(self, root=None, users=None):
+        if users is None:
+            raise TypeError("ImageCache needs users (VmManager().image_cache() passes them): "
+                            "without them an image in use could be removed")
         self.root = os.path.abspath(root or paths.images_dir())
-        self._store = store
-
-    @property
-    def store(self):
-        if self._store is None:
-            self._store = VmStore()
-        return self._store
+        self._vm_images = users
 
     # -- paths and locks --
     def _dirs(self):
@@ -526,11 +523,11 @@ class ImageCache:
         return None
 
     def _users(self):
-        """realpath of each image used by a VM in the store -> VM names."""
+        """realpath of each image used by a VM -> VM names."""
         users = {}
-        for name, handle in sorted(self.store.list().items()):
-            if handle.image_path:
-                users.setdefault(os.path.realpath(handle.image_path), []).append(name)
+        for name, image_path in sorted(self._vm_images().items()):
+            if image_path:
+                users.setdefault(os.path.realpath(image_path), []).append(name)
         return users
 
     def _with_users(self, entry, users=None):
@@ -650,9 +647,9 @@ class ImageCache:
         else:
             path = os.path.abspath(os.path.expanduser(url_or_path))
             if os.path.realpath(os.path.dirname(path)) != os.path.realpath(self.root):
-                raise ImageError("%s is not in the image cache %s; vmctl only removes images it downloaded" % (path, self.root),
-                                 code="vmctl.image.not_cached", path=path,
-                                 hint="Give the URL of the image or a path listed by vmctl.core.vm_image_info")
+                raise ImageNotCached("%s is not in the image cache %s; vmctl only removes images it downloaded" % (path, self.root),
+                                     path=path,
+                                     hint="Give the URL of the image or a path listed by vmctl.core.vm_image_info")
             entry = self._entry_of_path(path)
             if entry is None:
                 return None
@@ -985,8 +982,8 @@ class ImageCache:
                     store(chunk)
                     meter.add(len(chunk))
                 if meter.total is not None and meter.done != meter.total:
-                    raise _Interrupted("download of %s ended after %s" % (url, _progress_text(meter)),
-                                       url=url, received=meter.done, total=meter.total)
+                    raise DownloadInterrupted("download of %s ended after %s" % (url, _progress_text(meter)),
+                                              url=url, received=meter.done, total=meter.total)
                 if codec:
                     for stage in stages:
                         stage.finish()

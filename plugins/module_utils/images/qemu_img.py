@@ -12,7 +12,7 @@ import os
 
 from ansible_collections.vmctl.core.plugins.module_utils import checks
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    FormatDetectionFailed, ImageError, ImageNotFound, OverlayFailed,
+    FormatDetectionFailed, ImageNotFound, ImageUnreadable, NotAnImageFile, OverlayFailed,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.proc import run
 
@@ -23,14 +23,13 @@ def require_file(path, what="image"):
     try:
         kind = checks.file_kind(path)
     except OSError as err:
-        raise ImageError("%s %s cannot be read: %s" % (what, path, err.strerror), path=path, code="vmctl.image.unreadable")
+        raise ImageUnreadable("%s %s cannot be read: %s" % (what, path, err.strerror), path=path)
     if kind == "missing":
         raise ImageNotFound("%s %s does not exist" % (what, path), path=path)
     if kind is not None:
         image = what.endswith("image")
-        raise ImageError("%s %s is %s, not a %s" % (what, path, kind, "disk image file" if image else "regular file"),
-                         path=path, code="vmctl.image.not_a_file",
-                         hint="Give the path of a qcow2 or raw image file" if image else "Give the path of a %s file" % what)
+        raise NotAnImageFile("%s %s is %s, not a %s" % (what, path, kind, "disk image file" if image else "regular file"),
+                             path=path, hint=None if image else "Give the path of a %s file" % what)
     return path
 
 
@@ -39,7 +38,7 @@ def info(path):
     require_file(path)
     # -U: read even while a running VM holds the lock on it.
     out = run(["qemu-img", "info", "-U", "--output=json", path], error=FormatDetectionFailed,
-              what="qemu-img info %s" % path, timeout=60)
+              what="qemu-img info %s" % path, timeout=60).stdout
     try:
         return json.loads(out)
     except ValueError:

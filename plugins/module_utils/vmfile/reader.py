@@ -19,7 +19,7 @@ import re
 from ansible_collections.vmctl.core.plugins.module_utils import checks
 from ansible_collections.vmctl.core.plugins.module_utils.vmfile import kdl
 from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, keys
-from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, KeygenFailed, VmctlError, VmfileNotFound
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, KeygenFailed, UnknownVm, VmctlError, VmfileNotFound
 from ansible_collections.vmctl.core.plugins.module_utils.model import ACCELS, DEFAULTS
 from ansible_collections.vmctl.core.plugins.module_utils.guest.provision import describe, plan_digest
 
@@ -588,7 +588,7 @@ def load(path=None, names=None, cwd=None):
         known = [r["name"] for r in records]
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise VmctlError("no VM named %s in %s" % (", ".join(unknown), path), code="vmctl.vmfile.unknown_vm",
-                             hint="Defined there: %s" % ", ".join(known), names=unknown)
+            raise UnknownVm("no VM named %s in %s" % (", ".join(unknown), path), hint="Defined there: %s" % ", ".join(known),
+                            names=unknown)
         records = [r for r in records if r["name"] in names]
     return records

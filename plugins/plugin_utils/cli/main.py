@@ -23,9 +23,9 @@ import sys
 import time
 import traceback
 
-from ansible_collections.vmctl.core.plugins.module_utils import checks, errors
+from ansible_collections.vmctl.core.plugins.module_utils import checks, errors, paths
 from ansible_collections.vmctl.core.plugins.module_utils.vmfile import reader as vmfile
-from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
+from ansible_collections.vmctl.core.plugins.module_utils.errors import UsageError, VmctlError
 from ansible_collections.vmctl.core.plugins.module_utils.model import DEFAULTS
 from ansible_collections.vmctl.core.plugins.plugin_utils.cli import ssh as ssh_cli
 
@@ -42,14 +42,12 @@ EXIT_INTERNAL = 70       # a bug in vmctl (traceback with -v)
 EXIT_INTERRUPTED = 130   # Ctrl+C
 EXIT_CODES = (
     (errors.Timeout, EXIT_TIMEOUT),
-    ((errors.VmNotFound, errors.ImageNotFound, errors.VmfileNotFound), EXIT_NOT_FOUND),
+    ((errors.VmNotFound, errors.ImageNotFound, errors.VmfileNotFound, errors.UnknownVm, errors.ImageNotCached,
+      errors.LogNotFound), EXIT_NOT_FOUND),
     ((errors.InvalidState, errors.VmExists, errors.ImageInUse), EXIT_STATE),
-    ((errors.InvalidName, errors.InvalidSpec, errors.InvalidChecksum, errors.InvalidImageUrl, vmfile.VmfileError),
-     EXIT_USAGE),
+    ((errors.InvalidName, errors.InvalidSpec, errors.InvalidChecksum, errors.InvalidImageUrl, vmfile.VmfileError,
+      errors.UsageError), EXIT_USAGE),
 )
-# Error codes raised without a class of their own.
-_CODE_EXITS = {"vmctl.vmfile.unknown_vm": EXIT_NOT_FOUND, "vmctl.image.not_cached": EXIT_NOT_FOUND,
-               "vmctl.log.not_found": EXIT_NOT_FOUND, "vmctl.cli.usage": EXIT_USAGE}
 
 PLAYBOOK_COMMANDS = ("up", "down", "reload", "provision")
 DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
@@ -59,7 +57,7 @@ def exit_code_of(err):
     for classes, code in EXIT_CODES:
         if isinstance(err, classes):
             return code
-    return _CODE_EXITS.get(err.code, EXIT_FAILED)
+    return EXIT_FAILED
 
 
 def version():
@@ -75,10 +73,6 @@ def version():
         return match.group(1) if match else "unknown"
     except OSError:
         return "unknown"
-
-
-class UsageError(VmctlError):
-    code = "vmctl.cli.usage"
 
 
 def _out(text=""):
@@ -98,8 +92,7 @@ def _manager():
 
 
 def _image_cache():
-    from ansible_collections.vmctl.core.plugins.module_utils.images.cache import ImageCache
-    return ImageCache()
+    return _manager().image_cache()
 
 
 def _print_json(data):
@@ -350,12 +343,12 @@ def _host_key_checking(target):
         return "yes"
     if target.learn_host_keys == "accept-new":
         return "accept-new"
-    raise errors.SshError(
+    raise errors.HostKeyUnknown(
         "VM %s: no host key pinned in %s yet, and the guest has not printed cloud-init's SSH HOST KEY KEYS "
         "block on its console since it started" % (target.vm, target.known_hosts),
         hint="Wait for the guest to finish booting (vmctl ssh --wait SECONDS %s), or, for an image that prints no host "
              "keys, create the VM with --host-key-checking accept-new" % target.vm,
-        code="vmctl.ssh.host_key_unknown", name=target.vm)
+        name=target.vm)
 
 
 # --- images ------------------------------------------------------------------------------------------
@@ -530,17 +523,16 @@ def cmd_log(args):
     handle = _manager().get(args.name)
     logs = []
     if not args.provision:
-        logs.append(("console", handle.console_log or os.path.join(handle.work_dir, "console.log")))
+        logs.append(("console", handle.console_log or paths.vm_files(handle.work_dir)["console_log"]))
     if not args.console:
         logs.append(("provision", handle.provision_log))
     shown = 0
     for label, path in logs:
         if not os.path.exists(path):
             if len(logs) == 1:
-                raise errors.VmctlError("VM %s has no %s log yet (%s)" % (args.name, label, path),
-                                        code="vmctl.log.not_found", name=args.name,
-                                        hint="It is written when the VM boots" if label == "console"
-                                        else "It is written by provisioning (vmctl up or vmctl provision)")
+                raise errors.LogNotFound("VM %s has no %s log yet (%s)" % (args.name, label, path), name=args.name,
+                                         hint="It is written when the VM boots" if label == "console"
+                                         else "It is written by provisioning (vmctl up or vmctl provision)")
             continue
         if len(logs) > 1:
             _out("==> %s <==" % path)
@@ -549,8 +541,8 @@ def cmd_log(args):
     if args.follow:
         _follow([entry[1] for entry in logs])
     if not shown:
-        raise errors.VmctlError("VM %s has no logs yet" % args.name, code="vmctl.log.not_found", name=args.name,
-                                hint="Start it (vmctl start %s) or bring it up (vmctl up)" % args.name)
+        raise errors.LogNotFound("VM %s has no logs yet" % args.name, name=args.name,
+                                 hint="Start it (vmctl start %s) or bring it up (vmctl up)" % args.name)
     return EXIT_OK
 
 
@@ -996,7 +988,6 @@ def main(argv=None):
     except BrokenPipeError:  # vmctl list | head
         return EXIT_OK
     except Exception as err:  # a bug: say so, with the traceback when asked
-        from ansible_collections.vmctl.core.plugins.module_utils import paths
         full = errors.no_space(err, paths.data_dir())  # not a bug: a full disk
         if full is not None:
             _note("error: %s" % full.message)

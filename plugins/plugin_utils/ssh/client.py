@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils.errors import SessionDaemonFailed, VmctlError
+from ansible_collections.vmctl.core.plugins.module_utils.errors import SessionDaemonFailed
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.protocol import (
     ACCEPT_TIMEOUT, ACCEPTED, DEFAULT_CONTROL_DIR, DONE, ERROR, EXIT, IO_CHUNK, REQUEST, SOCKET_PATH_MAX, STDERR, STDIN,
     STDIN_EOF, STDOUT, ControlPaths, FrameReader, ensure_control_dir, error_from_payload, frame, json_frame, read_frame)
@@ -215,13 +215,6 @@ class MuxClient:
         if self._local_server is not None:
             self._local_server.session.close()
             self._local_server = None
-
-    def daemon_pid(self):
-        """The pid of the running daemon, or None."""
-        try:
-            return self.ping_existing()["pid"]
-        except (OSError, EOFError, VmctlError, KeyError):
-            return None
 
     def ping_existing(self):
         """Ping without starting a daemon (OSError when none runs)."""

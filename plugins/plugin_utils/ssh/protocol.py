@@ -94,8 +94,11 @@ def error_from_payload(payload):
     cls = getattr(vmctl_errors, data.pop("class", ""), None)
     if not (isinstance(cls, type) and issubclass(cls, VmctlError)):
         cls = SshError
+    if data.get("code") != cls.code:  # a class this side does not know (or a newer daemon's): the code still tells
+        cls = next((c for c in vmctl_errors.error_classes()
+                    if c.code == data.get("code") and c.__init__ is VmctlError.__init__), SshError)
     details = {k: v for k, v in data.items() if k not in ("message", "hint", "code", "retry")}
-    return cls(data.get("message", "unknown error"), hint=data.get("hint"), code=data.get("code"), **details)
+    return cls(data.get("message", "unknown error"), hint=data.get("hint"), **details)
 
 
 class ControlPaths:

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils.errors import SshError
+from ansible_collections.vmctl.core.plugins.module_utils.errors import SshDisconnected, SshError
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.target import SshTarget
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.protocol import (
     ACCEPTED, DONE, ERROR, EXIT, IO_CHUNK, PROTOCOL, REQUEST, STDERR, STDIN, STDIN_EOF, STDOUT, ControlPaths,
@@ -74,8 +74,8 @@ class MuxServer:
                 return
             if not self.session.is_active():
                 self.log("request %s refused: SSH transport is gone" % request.get("op"))
-                self._send(conn, ERROR, error_payload(SshError("VM %s: the SSH session is closed" % self.session.target.vm,
-                                                               code="vmctl.ssh.disconnected"), retry=True))
+                closed = SshDisconnected("VM %s: the SSH session is closed" % self.session.target.vm)
+                self._send(conn, ERROR, error_payload(closed, retry=True))
                 self.stopping.set()
                 return
             self._send(conn, ACCEPTED, json.dumps({"pid": os.getpid(), "protocol": PROTOCOL}).encode("utf-8"))
@@ -152,8 +152,8 @@ class MuxServer:
                 select.select([channel], [], [], 5.0)
             status, signal = SshSession.exit_of(channel)
             if status == -1 and signal is None and not self.session.is_active():
-                raise SshError("VM %s: the SSH connection was lost while a command ran" % self.session.target.vm,
-                               code="vmctl.ssh.disconnected", name=self.session.target.vm)
+                raise SshDisconnected("VM %s: the SSH connection was lost while a command ran" % self.session.target.vm,
+                                      name=self.session.target.vm)
             conn.sendall(frame(EXIT, json.dumps({"status": status, "signal": signal}).encode("utf-8")))
         finally:
             channel.close()

@@ -26,7 +26,8 @@ import threading
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    HostKeyMismatch, SshAuthFailed, SshError, SshTransferFailed, Timeout)
+    HostKeyMismatch, ParamikoMissing, SshAuthFailed, SshDisconnected, SshError, SshNotConfigured, SshTransferFailed,
+    Timeout)
 
 # Channel window and packet size: larger than paramiko's defaults (2 MiB, 32 KiB) to keep the
 # pipe full on bulk transfers.
@@ -48,8 +49,7 @@ def _require_paramiko():
         try:
             import paramiko
         except ImportError:
-            raise SshError("SSH needs the Python 'paramiko' package", hint="Install it: pip install paramiko",
-                           code="vmctl.ssh.paramiko_missing")
+            raise ParamikoMissing("SSH needs the Python 'paramiko' package")
         _paramiko = paramiko
         # paramiko logs every failed banner read with a traceback; while a guest boots those are expected
         # and our own errors carry the last one. Without a handler of its own, keep them off stderr.
@@ -104,11 +104,10 @@ class PinnedHostKeys:
                 lines = f.read().splitlines()
         except FileNotFoundError:
             if not missing_ok:
-                raise SshError("known_hosts file %s does not exist" % path, code="vmctl.ssh.not_configured", path=path)
+                raise SshNotConfigured("known_hosts file %s does not exist" % path, path=path)
             lines = []
         except OSError as err:
-            raise SshError("cannot read known_hosts file %s: %s" % (path, err.strerror),
-                           code="vmctl.ssh.not_configured", path=path)
+            raise SshNotConfigured("cannot read known_hosts file %s: %s" % (path, err.strerror), path=path)
         for number, line in enumerate(lines, 1):
             fields = line.strip().split()
             if not fields or fields[0].startswith("#"):
@@ -334,8 +333,8 @@ class SshSession:
 
     def _channel_failed(self, what, err):
         if not self.is_active():
-            return SshError("VM %s: the SSH connection to %s is gone (%s)" % (self.target.vm, self.target.address, _describe(err)),
-                            hint=self.target.console_hint(), code="vmctl.ssh.disconnected", name=self.target.vm)
+            return SshDisconnected("VM %s: the SSH connection to %s is gone (%s)" % (self.target.vm, self.target.address, _describe(err)),
+                                   hint=self.target.console_hint(), name=self.target.vm)
         return SshError("VM %s: cannot %s: %s" % (self.target.vm, what, _describe(err)), name=self.target.vm)
 
     # -- commands -------------------------------------------------------------------------------

@@ -38,9 +38,10 @@ import time
 import urllib.parse
 import uuid
 
-from support.openapi_contract import ApiDocument
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/system: run as a script too
+from support.openapi_contract import ApiDocument  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".cache", "collections"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", ".cache", "collections"))
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import websocket  # noqa: E402
 
 API_VERSION = (5, 0, 0)
@@ -747,7 +748,7 @@ class FakeIllumos:
 
     def __call__(self, argv, check=True, timeout=300):
         from ansible_collections.vmctl.core.plugins.module_utils.errors import IllumosCommandFailed
-        from ansible_collections.vmctl.core.plugins.module_utils.proc import CommandResult
+        from ansible_collections.vmctl.core.plugins.module_utils.proc import Result as CommandResult
         self.calls.append(list(argv))
         try:
             out = self.answer(list(argv))

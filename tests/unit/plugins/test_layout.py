@@ -2,7 +2,10 @@
 
 - no import cycle among the collection's own modules, counting imports inside functions too;
 - nothing in module_utils (which runs inside modules, on the hypervisor) imports plugin_utils (controller only);
-- modules import only module_utils.
+- modules import only module_utils;
+- the engine's layers: manager and reconcile do no backend-specific work (no backends.qemu/propolis, no
+  qemu-img: that is behind the backend's hooks), reconcile (the planner) sits above the manager and
+  nothing below imports it, and neither the images nor the backends know the VM store or the manager.
 
 Bad input: a cycle or a layering breach added anywhere under plugins/. It gets: a failure naming the modules.
 """
@@ -32,8 +35,9 @@ def collection_modules():
     return found
 
 
-def imports_of(path, known):
-    """The collection modules that ``path`` imports (``from pkg import submodule`` resolves to the submodule)."""
+def imported_names(path, known):
+    """``(module, name)`` for each collection module that ``path`` imports; ``name`` is what it takes from it
+    (None for a whole module; ``from pkg import submodule`` resolves to the submodule)."""
     with open(path) as f:
         tree = ast.parse(f.read(), path)
     found = set()
@@ -42,12 +46,17 @@ def imports_of(path, known):
             base = node.module[len(PREFIX):]
             for alias in node.names:
                 sub = base + "." + alias.name
-                found.add(sub if sub in known else base)
+                found.add((sub, None) if sub in known else (base, alias.name))
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith(PREFIX):
-                    found.add(alias.name[len(PREFIX):])
+                    found.add((alias.name[len(PREFIX):], None))
     return found
+
+
+def imports_of(path, known):
+    """The collection modules that ``path`` imports."""
+    return {module for module, _name in imported_names(path, known)}
 
 
 def graph():
@@ -104,4 +113,41 @@ def test_no_import_cycle():
 def test_layers(layer, forbidden):
     breaches = sorted("%s imports %s" % (name, dep) for name, deps in graph().items() if name.startswith(layer)
                       for dep in deps if dep.startswith(forbidden))
+    assert not breaches, "\n".join(breaches)
+
+
+BACKEND_SPECIFIC = ("module_utils.backends.qemu", "module_utils.backends.propolis", "module_utils.images.qemu_img")
+ENGINE_RULES = [
+    # (importing modules, forbidden modules, forbidden names taken from any module)
+    (("module_utils.manager",), BACKEND_SPECIFIC + ("module_utils.reconcile",), ()),
+    (("module_utils.reconcile",), BACKEND_SPECIFIC + ("module_utils.backends.",), ()),
+    (("module_utils.images.", "module_utils.backends.", "module_utils.guest."),
+     ("module_utils.manager", "module_utils.reconcile", "module_utils.module"), ("VmStore",)),
+]
+
+
+def engine_breaches(rules, edges_with_names):
+    breaches = []
+    for importers, modules, names in rules:
+        for name, deps in sorted(edges_with_names.items()):
+            if not (name in importers or name.startswith(tuple(i for i in importers if i.endswith(".")))):
+                continue
+            for module, taken in sorted(deps, key=str):
+                if module.startswith(modules) or taken in names:
+                    breaches.append("%s imports %s%s" % (name, module, "." + taken if taken else ""))
+    return breaches
+
+
+def test_the_engine_rule_sees_a_breach():
+    edges = {"module_utils.manager": {("module_utils.backends.qemu.backend", "pick_ssh_port")},
+             "module_utils.images.cache": {("module_utils.store", "VmStore"), ("module_utils.store", "atomic_write")}}
+    assert sorted(engine_breaches(ENGINE_RULES, edges)) == [
+        "module_utils.images.cache imports module_utils.store.VmStore",
+        "module_utils.manager imports module_utils.backends.qemu.backend.pick_ssh_port"]
+
+
+def test_backend_specific_work_stays_behind_the_backends():
+    known = collection_modules()
+    edges = {name: imported_names(path, known) for name, path in known.items()}
+    breaches = engine_breaches(ENGINE_RULES, edges)
     assert not breaches, "\n".join(breaches)

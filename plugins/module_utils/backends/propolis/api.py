@@ -21,7 +21,8 @@ import urllib.parse
 
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import websocket
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    PropolisApiError, PropolisError, PropolisTimeout, PropolisUnreachable,
+    InvalidPropolisAddress, PropolisApiError, PropolisBodyTooLarge, PropolisTimeout, PropolisUnreachable,
+    PropolisVmFailed, PropolisVmGone,
 )
 
 API_VERSION = "5.0.0"
@@ -40,8 +41,7 @@ def split_address(address):
     except ValueError:
         port = None
     if not parsed.hostname or port is None:
-        raise PropolisError("invalid propolis-server address %r" % address, hint="Use host:port, e.g. 127.0.0.1:12400",
-                            code="vmctl.propolis.invalid_address")
+        raise InvalidPropolisAddress("invalid propolis-server address %r" % address)
     return parsed.hostname, port
 
 
@@ -70,9 +70,8 @@ class PropolisClient:
         if body is not None:
             data = json.dumps(body, separators=(",", ":")).encode("utf-8")
             if len(data) > BODY_MAX:
-                raise PropolisError("VM %s: %s body is %d bytes, over propolis-server's %d-byte limit"
-                                    % (self.vm, what, len(data), BODY_MAX), code="vmctl.propolis.body_too_large",
-                                    hint="Large blobs (the cloud-init seed) must be file-backed, not inline")
+                raise PropolisBodyTooLarge("VM %s: %s body is %d bytes, over propolis-server's %d-byte limit"
+                                           % (self.vm, what, len(data), BODY_MAX))
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout if timeout is None else timeout)
         try:
             conn.request(method, path, body=data, headers=self.headers(body))
@@ -139,10 +138,9 @@ class PropolisClient:
             if answer["state"] in wanted:
                 return answer
             if answer["state"] in TERMINAL_STATES:
-                raise PropolisError("VM %s: propolis reports %s while waiting for %s"
-                                    % (self.vm, answer["state"], " or ".join(wanted)),
-                                    code="vmctl.propolis.vm_failed" if answer["state"] == "Failed" else "vmctl.propolis.vm_gone",
-                                    hint="See the guest's serial console and propolis-server's log", state=answer["state"])
+                error = PropolisVmFailed if answer["state"] == "Failed" else PropolisVmGone
+                raise error("VM %s: propolis reports %s while waiting for %s" % (self.vm, answer["state"], " or ".join(wanted)),
+                            state=answer["state"])
             gen = answer["gen"] + 1
 
     def wait_until_up(self, timeout, interval=0.2):
@@ -158,12 +156,6 @@ class PropolisClient:
                                                    "(zlogin <zone> svcs -xv) and that %s is reachable from here" % self.address,
                                               **err.details)
                 time.sleep(interval)
-
-    def serial_history(self, most_recent=None, from_start=None, max_bytes=None):
-        """``(bytes, last_byte_offset)`` from ``GET /instance/serial/history``."""
-        query = _query(from_start=from_start, most_recent=most_recent, max_bytes=max_bytes)
-        body = self.request("GET", "/instance/serial/history" + query)[1]
-        return bytes(body["data"]), body["last_byte_offset"]
 
     def serial_path(self, most_recent=16384, from_start=None):
         return "/instance/serial" + _query(from_start=from_start, most_recent=None if from_start is not None else most_recent)

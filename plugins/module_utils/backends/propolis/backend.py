@@ -31,10 +31,11 @@ from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import websocket
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import Backend, ConsoleEndpoint, prepare_cloud_init
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    IllumosCommandFailed, InvalidSpec, IpDiscoveryTimeout, PropolisApiError, PropolisError, PropolisTimeout,
-    PropolisUnreachable, PropolisUnsupported, VmctlError,
+    IllumosCommandFailed, InvalidSpec, IoFailed, IpDiscoveryTimeout, PropolisApiError, PropolisCreateFailed, PropolisError,
+    PropolisForeignVm, PropolisNoNetwork, PropolisNoSettings, PropolisTimeout, PropolisUnreachable, PropolisUnsupported,
+    VnicMissing, ZoneMissing,
 )
-from ansible_collections.vmctl.core.plugins.module_utils.proc import HostRunner
+from ansible_collections.vmctl.core.plugins.module_utils import proc
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis.api import TERMINAL_STATES, PropolisClient, split_address
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 
@@ -100,14 +101,28 @@ def parse_zones(output):
     return zones
 
 
+class IllumosRunner:
+    """Runs illumos commands (proc.run): ``runner(argv, check=True)`` → proc.Result. ``prefix`` goes in front of
+    every command (``["pfexec"]``, or ``["ssh", "root@host"]`` to drive another machine); tests pass a
+    runner of their own that records and answers the commands."""
+
+    def __init__(self, prefix=()):
+        self.prefix = list(prefix)
+
+    def __call__(self, argv, check=True, timeout=300):
+        hint = "Check the command prefix (VMCTL_PROPOLIS_COMMAND_PREFIX)" if self.prefix else "This command exists on illumos hosts only"
+        return proc.run(self.prefix + list(argv), error=IllumosCommandFailed, check=check, timeout=timeout, missing_hint=hint)
+
+
 class PropolisBackend(Backend):
     tag = "propolis"
+    disk_format = "raw"
 
     def __init__(self, runner=None, address=None, server_timeout=60.0, start_timeout=120.0, settings=None):
         self.settings = dict(env_settings(), **(settings or {}))
         if address:
             self.settings["address"] = address
-        self.runner = runner or HostRunner(self.settings["prefix"], error=IllumosCommandFailed)
+        self.runner = runner or IllumosRunner(self.settings["prefix"])
         self.server_timeout = server_timeout
         self.start_timeout = start_timeout
 
@@ -116,8 +131,7 @@ class PropolisBackend(Backend):
     def info(handle):
         info = handle.extra.get("propolis")
         if not info:
-            raise PropolisError("VM %s has no propolis settings in the store" % handle.name, code="vmctl.propolis.no_settings",
-                                hint="It was not created by the propolis backend; destroy and recreate it")
+            raise PropolisNoSettings("VM %s has no propolis settings in the store" % handle.name)
         return info
 
     def client(self, handle, timeout=15.0):
@@ -131,16 +145,13 @@ class PropolisBackend(Backend):
             return instance
         theirs = instance["properties"]
         if theirs["id"] != self.info(handle)["instance_id"]:
-            raise PropolisError("VM %s: propolis-server at %s holds another VM, %r (%s), which is %s"
-                                % (handle.name, client.address, theirs.get("name"), theirs["id"], instance["state"]),
-                                code="vmctl.propolis.foreign_vm", address=client.address,
-                                hint="Each VM needs its own propolis-server; check VMCTL_PROPOLIS_ADDRESS and the VM's zone")
+            raise PropolisForeignVm("VM %s: propolis-server at %s holds another VM, %r (%s), which is %s"
+                                    % (handle.name, client.address, theirs.get("name"), theirs["id"], instance["state"]),
+                                    address=client.address)
         return instance
 
     def run(self, argv, check=True):
         return self.runner(list(argv), check=check)
-
-    _files = staticmethod(paths.vm_files)
 
     def zone_state(self, zone):
         """The zone's state (configured, installed, running, …), or None when there is no such zone."""
@@ -180,7 +191,7 @@ class PropolisBackend(Backend):
         """Raw disk and seed in the work directory, the VNIC's MAC, the zone configured and installed."""
         self.check_spec(spec)
         info = self.info(handle)
-        files = self._files(handle.work_dir)
+        files = paths.vm_files(handle.work_dir)
         changes = {"state": VmState.PREPARED, "image_path": os.path.abspath(spec.image_path)}
         if spec.network.type == "vnic":
             changes["mac_addr"] = self.vnic_mac(spec.name, spec.network.name)
@@ -220,9 +231,9 @@ class PropolisBackend(Backend):
     def vnic_mac(self, vm, vnic):
         result = self.run(["dladm", "show-vnic", "-p", "-o", "LINK,OVER,MACADDRESS", vnic], check=False)
         if result.rc != 0:
-            raise PropolisError("VM %s: VNIC %s does not exist: %s" % (vm, vnic, (result.stderr or result.stdout).strip()),
-                                code="vmctl.propolis.vnic_missing", vnic=vnic,
-                                hint="Create it first, e.g. dladm create-vnic -l <physical link or etherstub> %s" % vnic)
+            raise VnicMissing("VM %s: VNIC %s does not exist: %s" % (vm, vnic, (result.stderr or result.stdout).strip()),
+                              vnic=vnic,
+                              hint="Create it first, e.g. dladm create-vnic -l <physical link or etherstub> %s" % vnic)
         # -p with several fields escapes ':' as '\:'
         fields = re.split(r"(?<!\\):", result.stdout.strip().splitlines()[0])
         return normalize_mac(fields[2])
@@ -233,7 +244,7 @@ class PropolisBackend(Backend):
         info = self.info(handle)
         if not 1 <= handle.vcpus <= MAX_CPUS:
             raise InvalidSpec("VM %s: propolis supports 1 to %d vCPUs, got %d" % (handle.name, MAX_CPUS, handle.vcpus))
-        disk = handle.overlay_path or self._files(handle.work_dir)["disk"]
+        disk = handle.overlay_path or paths.vm_files(handle.work_dir)["disk"]
         components = {
             "com1": {"type": "serial_port", "component": {"num": "com1"}},
             "disk0": {"type": "virtio_disk", "component": {"backend_id": "disk0-backend", "pci_path": _pci(16)}},
@@ -279,8 +290,7 @@ class PropolisBackend(Backend):
         zone = info["zone"]
         state = self.zone_state(zone)
         if state is None:
-            raise PropolisError("VM %s: zone %s does not exist" % (handle.name, zone), code="vmctl.propolis.zone_missing",
-                                hint="Destroy and recreate the VM")
+            raise ZoneMissing("VM %s: zone %s does not exist" % (handle.name, zone))
         if state in ("configured", "incomplete"):
             self.run(["zoneadm", "-z", zone, "install"])
             state = "installed"
@@ -330,10 +340,10 @@ class PropolisBackend(Backend):
             if status == 409:
                 return self.instance(client, handle)
             if status and status >= 500:
-                raise PropolisApiError("VM %s: propolis-server could not create the VM: %s" % (handle.name, err.message),
-                                       hint="Its disk file, VNIC, vCPU count or /dev/vmmctl access is wrong; "
-                                            "see propolis-server's log in zone %s" % self.info(handle)["zone"],
-                                       code="vmctl.propolis.create_failed", **err.details)
+                raise PropolisCreateFailed("VM %s: propolis-server could not create the VM: %s" % (handle.name, err.message),
+                                           hint="Its disk file, VNIC, vCPU count or /dev/vmmctl access is wrong; "
+                                                "see propolis-server's log in zone %s" % self.info(handle)["zone"],
+                                           **err.details)
             raise
         return self.instance(client, handle)
 
@@ -387,16 +397,14 @@ class PropolisBackend(Backend):
             self.run(["zonecfg", "-z", zone, "delete", "-F"])
         paths.remove_vm_dir(handle.work_dir, handle.name)
         if os.path.lexists(handle.work_dir):
-            raise VmctlError("VM %s: could not remove %s" % (handle.name, handle.work_dir), code="vmctl.io")
+            raise IoFailed("VM %s: could not remove %s" % (handle.name, handle.work_dir))
 
     def state(self, handle):
         try:
             instance = self.instance(self.client(handle, timeout=5), handle)
         except PropolisUnreachable:
             instance = None
-        except PropolisError as err:
-            if err.code != "vmctl.propolis.foreign_vm":
-                raise
+        except PropolisForeignVm:
             instance = None  # the server runs another VM: this one is not running there
         if instance is None:  # no server, or a server without a VM (or without this one)
             if handle.state in (VmState.PREPARING, VmState.PREPARED, VmState.FAILED):
@@ -408,8 +416,7 @@ class PropolisBackend(Backend):
     def guest_ip(self, handle, timeout=0):
         """The guest's IPv4 address from the host's ARP table (``arp -an``), matched by the VNIC's MAC."""
         if handle.network.type != "vnic" or not handle.mac_addr:
-            raise PropolisError("VM %s has network %r: no guest IP" % (handle.name, handle.network.type),
-                                code="vmctl.propolis.no_network", hint="Use network type vnic")
+            raise PropolisNoNetwork("VM %s has network %r: no guest IP" % (handle.name, handle.network.type))
         deadline = time.monotonic() + timeout
         while True:
             ip = parse_arp(self.run(["arp", "-an"]).stdout, handle.mac_addr)

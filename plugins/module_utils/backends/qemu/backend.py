@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """QEMU/KVM backend (Linux).
 
-Work directory per VM: overlay.qcow2, seed.iso, qmp.sock, console.sock, console.log, qemu.pid,
-keys and known_hosts. QEMU runs daemonized and holds a lock on its pidfile; we test that lock and
+Work directory per VM (its files are named in paths.VM_FILES): overlay.qcow2, seed.iso, qmp.sock,
+console.sock, console.log, qemu.pid, keys and known_hosts. QEMU runs daemonized and holds a lock on its pidfile; we test that lock and
 the process's command line before believing (or signalling) a PID, so a stale pidfile never hits
 an unrelated process.
 """
@@ -23,9 +23,7 @@ import secrets
 import signal
 import socket
 import stat
-import subprocess
 import time
-import uuid
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import net
@@ -35,9 +33,10 @@ from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
     Backend, ConsoleEndpoint, prepare_cloud_init, write_known_hosts,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    InvalidState, IpDiscoveryTimeout, MonitorNotAnswering, QmpError, QmpTimeout, SpawnFailed, VmctlError,
+    InvalidAccel, InvalidSpec, InvalidState, IoFailed, IpDiscoveryTimeout, MonitorNotAnswering, PortInUse, QmpError,
+    QmpTimeout, SpawnFailed, StopFailed, VmctlError,
 )
-from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
+from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool, run
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.qmp import QmpClient
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 
@@ -63,7 +62,7 @@ def resolve_accel(requested, binary="qemu-system-x86_64"):
     if accel == "auto":
         accel = "kvm" if kvm_usable(binary) else "tcg"
     if accel not in ("kvm", "tcg"):
-        raise VmctlError("unknown acceleration %r" % accel, hint="Use auto, kvm or tcg", code="vmctl.qemu.invalid_accel")
+        raise InvalidAccel("unknown acceleration %r" % accel)
     return accel
 
 
@@ -89,9 +88,9 @@ def kvm_usable(binary="qemu-system-x86_64"):
                 "-S", "-monitor", "none", "-serial", "none", "-qmp", "stdio"]
         commands = b'{"execute": "qmp_capabilities"}\n{"execute": "query-status"}\n{"execute": "quit"}\n'
         try:
-            probe = subprocess.run(argv, input=commands, capture_output=True, timeout=KVM_PROBE_TIMEOUT, check=False)
+            probe = run(argv, input=commands, text=False, check=False, timeout=KVM_PROBE_TIMEOUT)
             usable = b'"status"' in probe.stdout and b'"prelaunch"' in probe.stdout
-        except (subprocess.TimeoutExpired, OSError):
+        except VmctlError:  # not installed, or no answer in time
             usable = False
     _KVM_PROBE[binary] = usable
     return usable
@@ -138,7 +137,7 @@ class QemuProcess:
     """
 
     def __init__(self, work_dir):
-        self.pidfile = os.path.join(work_dir, "qemu.pid")
+        self.pidfile = paths.vm_files(work_dir)["pidfile"]
 
     def pid(self):
         """PID of the live QEMU that proves to own this pidfile, or None."""
@@ -229,9 +228,6 @@ class QemuBackend(Backend):
         if network.type == "tap":
             net.check(network.bridge, name, self.bridge_acl_file)
 
-    # --- files ---------------------------------------------------------------------------------
-    _files = staticmethod(paths.vm_files)
-
     def allocate(self, spec, handle, known):
         """Pick SSH port and MAC unique among ``known`` handles (called under the store lock)."""
         others = [raw for name, raw in known.raw_items() if name != spec.name]
@@ -246,17 +242,14 @@ class QemuBackend(Backend):
         """Create overlay, keys and seed ISO in the work directory. Safe to re-run after a crash."""
         find_tool(self.binary)
         self._check_bridge(spec.name, spec.network)
-        files = self._files(handle.work_dir)
+        files = paths.vm_files(handle.work_dir)
         for what, path in (("kernel", spec.kernel), ("initrd", spec.initrd)):
             if path:
                 qemu_img.require_file(path, what)  # a FIFO or /dev/zero would hang QEMU's start
         paths.make_vm_dir(handle.work_dir)
         image_format = spec.image_format or qemu_img.detect_format(spec.image_path)
         if spec.disk_gb:
-            virtual = qemu_img.info(spec.image_path).get("virtual-size", 0)
-            if spec.disk_gb * 1024 ** 3 < virtual:
-                raise VmctlError("VM %s: disk %d GB is smaller than the image's %.1f GB" % (spec.name, spec.disk_gb, virtual / 1024.0 ** 3),
-                                 hint="Set disk to at least the image size, or leave it unset", code="vmctl.vm.invalid_spec")
+            self.check_disk_size(spec.name, spec.image_path, spec.disk_gb)
         if not os.path.exists(files["overlay"]):
             tmp = files["overlay"] + ".tmp"
             with contextlib.suppress(FileNotFoundError):
@@ -276,6 +269,26 @@ class QemuBackend(Backend):
         return handle.replace(**changes)
 
     @staticmethod
+    def check_disk_size(name, image_path, disk_gb):
+        """An overlay cannot be smaller than its base image: refuse a ``disk_gb`` below the image's size."""
+        virtual = qemu_img.info(image_path).get("virtual-size", 0)
+        if disk_gb * 1024 ** 3 < virtual:
+            raise InvalidSpec("VM %s: disk %d GB is smaller than the image's %.1f GB" % (name, disk_gb, virtual / 1024.0 ** 3),
+                              hint="Set disk to at least the image size, or leave it unset", name=name)
+
+    def before_start(self, handle, transaction):
+        """A user-network VM whose SSH forward port another program took since it was created moves to a
+        free port (recorded in the store; the pinned host key does not depend on the port)."""
+        if handle.network.type != "user" or not handle.ssh_host_port or port_is_free(handle.ssh_host_port):
+            return handle
+        with transaction() as vms:
+            taken = {raw.get("ssh_host_port") for _name, raw in vms.raw_items()}
+            port = pick_ssh_port(handle.name, taken)
+            handle = handle.replace(ssh_host_port=port, extra=dict(handle.extra, port_moved_from=handle.ssh_host_port))
+            vms[handle.name] = handle
+        return handle
+
+    @staticmethod
     def _pin_console_keys(handle):
         """Pin the host keys this boot printed (cloud-init prints them on the first boot only), before
         the window closes: at stop, and at the next start (after a crash)."""
@@ -291,7 +304,7 @@ class QemuBackend(Backend):
 
     def command_line(self, handle):
         """The argv that starts this VM (daemonized)."""
-        f = self._files(handle.work_dir)
+        f = paths.vm_files(handle.work_dir)
         accel = resolve_accel(handle.accel, self.binary)
         cpu = handle.cpu or ("host" if accel == "kvm" else "max")
         machine = handle.machine or "q35"
@@ -348,7 +361,7 @@ class QemuBackend(Backend):
             return handle.replace(state=current, pid=self._process(handle).pid())
         find_tool(self.binary)
         self._check_bridge(handle.name, handle.network)
-        f = self._files(handle.work_dir)
+        f = paths.vm_files(handle.work_dir)
         if not os.path.exists(f["overlay"]):
             raise InvalidState("VM %s has no disk overlay %s" % (handle.name, f["overlay"]),
                                hint="The work directory was removed; destroy and recreate the VM")
@@ -359,21 +372,16 @@ class QemuBackend(Backend):
         self._pin_console_keys(handle)
         console_offset = host_keys.console_size(f["console_log"])  # only what this boot prints is trusted
         if handle.network.type == "user" and not port_is_free(handle.ssh_host_port):
-            raise SpawnFailed("VM %s: SSH forward port 127.0.0.1:%d is in use by another program" % (handle.name, handle.ssh_host_port),
-                              hint="Free the port, or destroy and recreate the VM to get another one",
-                              code="vmctl.qemu.port_in_use")
+            raise PortInUse("VM %s: SSH forward port 127.0.0.1:%d is in use by another program" % (handle.name, handle.ssh_host_port),
+                            hint="Free the port, or destroy and recreate the VM to get another one")
         argv = self.command_line(handle)
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
-                                    stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise SpawnFailed("VM %s: QEMU did not finish starting within 120s" % handle.name)
-        if result.returncode != 0:
+        result = run(argv, error=SpawnFailed, what="VM %s: starting QEMU" % handle.name, check=False, timeout=120)
+        if result.rc != 0:
             hint = None
             if handle.network.type == "tap" and "acl file" in result.stderr:
                 hint = "qemu-bridge-helper refused bridge %s: add the line `allow %s` to %s" % (
                     handle.network.bridge, handle.network.bridge, net.DEFAULT_ACL_FILE)
-            raise SpawnFailed("VM %s: QEMU failed to start (exit %d): %s" % (handle.name, result.returncode, result.stderr.strip()),
+            raise SpawnFailed("VM %s: QEMU failed to start (exit %d): %s" % (handle.name, result.rc, result.stderr.strip()),
                               hint=hint, argv=argv)
         pid = self._process(handle).pid()
         if pid is None:
@@ -411,7 +419,7 @@ class QemuBackend(Backend):
     def _qmp(self, handle, timeout=None):
         """A connected QMP client (each call has a short deadline). A live QEMU whose monitor does not
         answer, or whose socket is gone, raises MonitorNotAnswering; a QEMU that exited, QmpError."""
-        path = self._files(handle.work_dir)["qmp"]
+        path = paths.vm_files(handle.work_dir)["qmp"]
         client = QmpClient(path, timeout or self.qmp_timeout)
         try:
             return client.connect()
@@ -526,8 +534,7 @@ class QemuBackend(Backend):
                 method = "sigkill"
                 proc.signal(pid, signal.SIGKILL)
                 if not proc.wait_gone(pid, SIGNAL_WAIT):
-                    raise VmctlError("VM %s: QEMU process %s survived SIGKILL" % (handle.name, pid),
-                                     code="vmctl.qemu.stop_failed", hint="Check the process state with ps; it may be stuck in the kernel")
+                    raise StopFailed("VM %s: QEMU process %s survived SIGKILL" % (handle.name, pid))
         return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None, extra=dict(handle.extra, last_stop=method))
 
     def destroy(self, handle):
@@ -537,14 +544,14 @@ class QemuBackend(Backend):
         if pid is not None:
             try:
                 with self._qmp(handle, timeout=3) as qmp:
-                    qmp.execute("quit")
+                    qmp.quit()
             except QmpError:
                 pass
             if not proc.wait_gone(pid, SIGNAL_WAIT):
                 self.stop(handle, timeout=0)
         paths.remove_vm_dir(handle.work_dir, handle.name)
         if os.path.lexists(handle.work_dir):
-            raise VmctlError("VM %s: could not remove %s" % (handle.name, handle.work_dir), code="vmctl.io")
+            raise IoFailed("VM %s: could not remove %s" % (handle.name, handle.work_dir))
 
     # --- network & console -----------------------------------------------------------------------
     def guest_ip(self, handle, timeout=0):
@@ -565,7 +572,7 @@ class QemuBackend(Backend):
         raise InvalidState("VM %s has network %r: no guest IP" % (handle.name, net), hint="Use user or tap networking")
 
     def console_endpoint(self, handle):
-        return ConsoleEndpoint("unix", self._files(handle.work_dir)["console"])
+        return ConsoleEndpoint("unix", paths.vm_files(handle.work_dir)["console"])
 
 
 _LEASE_DIRS = ("/var/lib/misc", "/var/lib/dnsmasq")
@@ -576,9 +583,8 @@ def find_ip_by_mac(mac, neigh_output=None, lease_files=None):
     mac = mac.lower()
     if neigh_output is None:
         try:
-            neigh_output = subprocess.run(["ip", "-4", "neigh", "show"], capture_output=True, text=True,
-                                          timeout=10, check=False).stdout
-        except (OSError, subprocess.TimeoutExpired):
+            neigh_output = run(["ip", "-4", "neigh", "show"], check=False, timeout=10).stdout
+        except VmctlError:  # no ip tool, or no answer: the lease files may still know
             neigh_output = ""
     for line in neigh_output.splitlines():
         m = re.match(r"^(\d+\.\d+\.\d+\.\d+)\s.*\blladdr\s+([0-9a-fA-F:]{17})\b(?!.*\bFAILED\b)", line)
@@ -594,7 +600,3 @@ def find_ip_by_mac(mac, neigh_output=None, lease_files=None):
                 if len(parts) >= 3 and parts[1].lower() == mac:
                     return parts[2]
     return None
-
-
-def new_vm_id():
-    return uuid.uuid4().hex[:12]

@@ -9,11 +9,10 @@ import pytest
 
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import websocket
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis.backend import (
-    SEED_INLINE_MAX, PropolisBackend, normalize_mac, parse_arp, parse_zones, zone_name,
+    SEED_INLINE_MAX, IllumosRunner, PropolisBackend, normalize_mac, parse_arp, parse_zones, zone_name,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
 from ansible_collections.vmctl.core.plugins.module_utils.errors import IllumosCommandFailed, PropolisError, ToolMissing
-from ansible_collections.vmctl.core.plugins.module_utils.proc import HostRunner
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis.api import api_error, split_address
 
 
@@ -96,7 +95,7 @@ def test_api_errors_name_the_vm_the_request_and_propolis_error():
 
 
 def test_host_runner_prefixes_commands_and_names_failures():
-    runner = HostRunner(["env", "LC_ALL=C"], error=IllumosCommandFailed)
+    runner = IllumosRunner(["env", "LC_ALL=C"])
     assert runner(["echo", "zoneadm"]).stdout == "zoneadm\n"
     assert runner(["false"], check=False).rc == 1
     with pytest.raises(IllumosCommandFailed) as err:
@@ -104,7 +103,7 @@ def test_host_runner_prefixes_commands_and_names_failures():
     assert err.value.details["rc"] == 3 and "zone not found" in err.value.message
     assert err.value.details["argv"][:2] == ["env", "LC_ALL=C"]
     with pytest.raises(ToolMissing):
-        HostRunner()(["zoneadm-does-not-exist", "list"])
+        IllumosRunner()(["zoneadm-does-not-exist", "list"])
 
 
 def test_router_and_environment_settings(monkeypatch):

@@ -82,7 +82,26 @@ def test_seed_iso_has_cidata_volume_and_files(tmp_path):
     with open(path, "rb") as f:
         f.seek(16 * 2048 + 40)
         assert f.read(6) == b"cidata"
-    assert cloudinit.read_seed_iso(path) == {"user-data": b"#cloud-config\n{}\n", "meta-data": b"instance-id: i-1\n"}
+    assert read_seed_iso(path) == {"user-data": b"#cloud-config\n{}\n", "meta-data": b"instance-id: i-1\n"}
+
+
+def read_seed_iso(path):
+    """{name: bytes} of a seed ISO's files (by Rock Ridge name), read back with pycdlib."""
+    import io
+    import pycdlib
+    iso = pycdlib.PyCdlib()
+    iso.open(path)
+    try:
+        result = {}
+        for child in iso.list_children(rr_path="/"):
+            name = child.rock_ridge.name().decode() if child.rock_ridge else None
+            if child.is_file() and name:
+                out = io.BytesIO()
+                iso.get_file_from_iso_fp(out, rr_path="/" + name)
+                result[name] = out.getvalue()
+        return result
+    finally:
+        iso.close()
 
 
 def test_commas_in_paths_are_escaped(tmp_path):
