@@ -17,7 +17,7 @@ from support.vm_ssh_helpers import new_control_dir, remove_control_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMCTL = os.path.join(ROOT, "bin", "vmctl")
-COMMANDS = ["create", "start", "stop", "destroy", "list", "status", "console", "ssh", "suspend", "resume",
+COMMANDS = ["create", "start", "stop", "destroy", "list", "status", "console", "ssh", "ssh-config", "cp", "suspend", "resume",
             "image", "up", "down", "reload", "provision", "log"]
 
 

@@ -27,6 +27,7 @@ from ansible_collections.vmctl.core.plugins.module_utils import checks, errors, 
 from ansible_collections.vmctl.core.plugins.module_utils.vmfile import reader as vmfile
 from ansible_collections.vmctl.core.plugins.module_utils.errors import UsageError, VmctlError
 from ansible_collections.vmctl.core.plugins.module_utils.model import DEFAULTS
+from ansible_collections.vmctl.core.plugins.plugin_utils.cli import ssh as ssh_cli
 
 COLLECTION_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # plugins/plugin_utils/cli/main.py
 
@@ -747,6 +748,10 @@ def _ssh_args(p):
     p.add_argument("--wait", type=int, default=30, metavar="SECONDS",
                    help="wait this long for the guest to accept SSH and finish cloud-init (default 30; 0: do not wait)")
     return cmd_ssh
+
+
+command("ssh-config", "Print OpenSSH Host stanzas for VMs", ssh_cli.SSH_CONFIG_HELP)(ssh_cli.ssh_config_args)
+command("cp", "Copy files between the host and a VM", ssh_cli.CP_HELP)(ssh_cli.cp_args)
 
 
 _vm_command("suspend", "Suspend (pause) a running VM", """\
