@@ -45,8 +45,7 @@ def check_local_source(local, recursive):
 def upload(session, local, remote, recursive=False):
     """Copy the host's ``local`` to ``remote`` in the VM; ``(files, bytes)``."""
     check_local_source(local, recursive)
-    sftp = session._sftp()
-    try:
+    with session.sftp() as sftp:
         attrs = _remote_stat(session, sftp, remote)
         if attrs is not None and stat.S_ISDIR(attrs.st_mode):
             remote = posixpath.join(remote, os.path.basename(os.path.normpath(local)))
@@ -68,14 +67,11 @@ def upload(session, local, remote, recursive=False):
                     size += session.put(path, posixpath.join(target, name), stat.S_IMODE(os.stat(path).st_mode))
                     files += 1
         return files, size
-    finally:
-        session._release(sftp, True)
 
 
 def download(session, remote, local, recursive=False):
     """Copy ``remote`` in the VM to the host's ``local``; ``(files, bytes)``."""
-    sftp = session._sftp()
-    try:
+    with session.sftp() as sftp:
         attrs = _remote_stat(session, sftp, remote)
         if attrs is None:
             raise SshTransferFailed("VM %s: %s does not exist in the VM" % (session.target.vm, remote),
@@ -88,8 +84,6 @@ def download(session, remote, local, recursive=False):
         if not stat.S_ISDIR(attrs.st_mode):
             return 1, session.get(remote, local, stat.S_IMODE(attrs.st_mode))
         return _download_tree(session, sftp, remote, local, attrs)
-    finally:
-        session._release(sftp, True)
 
 
 def _download_tree(session, sftp, remote, local, attrs):

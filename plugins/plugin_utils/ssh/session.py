@@ -15,6 +15,7 @@ __metaclass__ = type
 
 import base64
 import collections
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -387,6 +388,17 @@ class SshSession:
             channel.close()
 
     # -- files ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def sftp(self):
+        """An SFTP client from the session's pool for the duration (for listings, folders, stat)."""
+        client = self._sftp()
+        healthy = False
+        try:
+            yield client
+            healthy = True
+        finally:
+            self._release(client, healthy)
+
     def _sftp(self):
         paramiko = _require_paramiko()
         with self._sftp_lock:
