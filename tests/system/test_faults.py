@@ -198,7 +198,7 @@ def test_a_disk_that_fills_under_a_running_vm_fails_cleanly_and_converges(test_i
         result = ansible_run.module("vm", module_args)
         assert not result["failed"] and result["changed"], result
         assert vmctl("start", "victim").returncode == 0
-        assert manager.get("victim").memory_mb == 300 and manager.state("victim") == VmState.RUNNING
+        assert manager.get("victim").memory_mb == 300 and manager.live_state("victim") == VmState.RUNNING
         assert alive(bystander.pid) and manager.get("bystander").to_json() == before
         assert vmctl("destroy", "victim").returncode == 0 and vmctl("destroy", "bystander").returncode == 0
     finally:

@@ -88,7 +88,7 @@ def home(shared_home, monkeypatch):
             with contextlib.suppress(Exception):
                 manager.destroy(name)
     assert alive(before.pid), "a fault on another VM killed the bystander"
-    assert manager.state("bystander") == VmState.RUNNING
+    assert manager.live_state("bystander") == VmState.RUNNING
     assert manager.get("bystander").to_json() == before.to_json(), "the bystander's record changed"
     assert qemu_pids(before.work_dir) == [before.pid]
 
@@ -171,7 +171,7 @@ def test_kill_9_at_an_exact_step_then_the_same_command_converges(home, test_imag
     elif operation == "start":  # the record as the re-run left it (manager.state would refresh it)
         victim = manager.get("victim")
         assert victim.state == VmState.RUNNING and qemu_pids(work_dir) == [victim.pid], "an orphaned or second QEMU"
-        assert manager.state("victim") == VmState.RUNNING
+        assert manager.live_state("victim") == VmState.RUNNING
     elif operation == "stop":
         victim = manager.get("victim")
         assert victim.state == VmState.STOPPED and victim.pid is None and qemu_pids(work_dir) == []
