@@ -205,6 +205,7 @@ class ReadinessWait:
         from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import Retryable, SshSession
         target = self.target or self._target()
         pkey = SshSession.credentials(target)
+        self._changed()  # the stall window counts the guest's silence, not our own start-up (paramiko's import)
         while True:
             self.waiting_for = "SSH"
             session = self._login(SshSession, Retryable, target, pkey)
