@@ -6,7 +6,6 @@ import os
 import subprocess
 
 import pytest
-from support.sshd_server import LoopbackSshd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMCTL = os.path.join(ROOT, "bin", "vmctl")
@@ -15,13 +14,6 @@ VMCTL = os.path.join(ROOT, "bin", "vmctl")
 def vmctl(*args):
     return subprocess.run([VMCTL] + [str(a) for a in args], capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL, check=False)
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    server = LoopbackSshd(tmp_path_factory.mktemp("sshd")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -24,13 +24,6 @@ from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.readiness import lo
 PYTHON = "/usr/bin/python3"  # the guest-side interpreter (root's login shell here has a pyenv shim first in PATH)
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    server = LoopbackSshd(tmp_path_factory.mktemp("sshd")).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def loop_vm(sshd, tmp_path, vmctl_data_home, control_dir):
     return sshd.store_vm("loop", tmp_path / "vm-loop")

@@ -308,7 +308,8 @@ def cmd_ssh(args):
     if args.user is not None:
         checks.validate_login_user(args.user)  # it reaches ssh's argv: never an option
     name = args.name or args.name_option or _vm_from_vmfile(args.file)
-    handle = _manager().get(name)
+    manager = _manager()
+    handle = manager.get(name)
     ssh.require_running(handle)
     key = args.key or handle.private_key_path or next(
         (k for k in (os.path.expanduser(p) for p in DEFAULT_KEYS) if os.path.isfile(k)), None)
@@ -317,7 +318,7 @@ def cmd_ssh(args):
     if args.wait > 0:  # the readiness wait of vmctl up: a login, then cloud-init's end; progress on stderr
         from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import readiness
         readiness.ReadinessWait(handle, deadline=args.wait, stall=min(args.wait, readiness.DEFAULT_STALL),
-                                on_progress=_note, target=target, backend=_manager().backend(handle)).run()
+                                on_progress=_note, target=target, backend=manager.backend(handle)).run()
     checking = _host_key_checking(target)
     from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
     argv = [find_tool("ssh"),
