@@ -105,6 +105,7 @@ INVALID = [
     ('a """\n  \\q\n  """', 1, 3, "unknown escape \\q"),
     ('a x=', 1, 5, "has no value after ="),
     ('a r#"x"', 1, 3, "unterminated raw string"),
+    ('a #"""#', 1, 3, 'unterminated """ string'),
     ('a 1 \\ 2', 1, 7, "must end the line"),
 ]
 
@@ -138,7 +139,8 @@ _VALUE = st.one_of(
     st.sampled_from(["#true", "#false", "#null", "0x1f", "0b101", "0o17", "1_000"]),
     _WORD,
     _STRING.map(lambda s: '"%s"' % s.replace("\\", "\\\\").replace('"', '\\"')),
-    _STRING.filter(lambda s: '"#' not in s).map(lambda s: '#"%s"#' % s),
+    # A raw string's text may not hold its closing "# nor start with a quote (#""" opens a multi-line one).
+    _STRING.filter(lambda s: '"#' not in s and not s.startswith('"')).map(lambda s: '#"%s"#' % s),
 )
 
 
