@@ -99,9 +99,9 @@ def test_ssh_user_cannot_become_an_ssh_option(tmp_path, image):
 
 def test_ssh_argv_puts_the_destination_after_double_dash(monkeypatch, tmp_path):
     """Whatever the host or user, ssh sees ``-l USER -- HOST``: neither can be read as an option."""
-    from ansible_collections.vmctl.core.plugins.plugin_utils.cli import main as cli
+    from ansible_collections.vmctl.core.plugins.plugin_utils.cli import main as cli, ssh as ssh_cli
     seen = {}
-    monkeypatch.setattr(cli.os, "execv", lambda path, argv: seen.setdefault("argv", argv))
+    monkeypatch.setattr(os, "execv", lambda path, argv: seen.setdefault("argv", argv))
 
     (tmp_path / "k").write_text("")
     (tmp_path / "kh").write_text("")
@@ -118,8 +118,8 @@ def test_ssh_argv_puts_the_destination_after_double_dash(monkeypatch, tmp_path):
         def get(self, name):
             return types.SimpleNamespace(private_key_path=str(tmp_path / "k"), name=name)
 
-    monkeypatch.setattr(cli, "_manager", FakeManager)
-    monkeypatch.setattr(cli, "_host_key_checking", lambda target: "yes")
+    monkeypatch.setattr(ssh_cli, "vm_manager", FakeManager)
+    monkeypatch.setattr(ssh_cli, "_host_key_checking", lambda target: "yes")
     assert cli.main(["ssh", "x", "--wait", "0", "--", "uname", "-a"]) is not None
     argv = seen["argv"]
     assert argv[argv.index("--") - 2:argv.index("--")] == ["-l", "vm"]

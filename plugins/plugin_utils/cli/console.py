@@ -16,6 +16,9 @@ __metaclass__ = type
 import contextlib
 import os
 import select
+import sys
+
+from ansible_collections.vmctl.core.plugins.plugin_utils.cli.common import EXIT_OK, note, vm_command, vm_manager
 
 
 ESCAPE = b"\x1d"  # Ctrl+]
@@ -72,3 +75,27 @@ def relay(sock, in_fd, out_fd, escape=ESCAPE):
 def _write_all(fd, data):
     while data:
         data = data[os.write(fd, data):]
+
+
+# --- vmctl console ----------------------------------------------------------------------------------
+
+def cmd_console(args):
+    manager = vm_manager()
+    sock = manager.open_console(args.name)
+    note("Connected to the serial console of %s. Press Ctrl+] to detach." % args.name)
+    try:
+        outcome = relay(sock, sys.stdin.fileno(), sys.stdout.fileno())
+    finally:
+        sock.close()
+    # \r: the terminal was in raw mode, the cursor may be anywhere on the line
+    note("\r\n[detached from %s]" % args.name if outcome == DETACHED else "\r\n[console of %s closed: the VM stopped]" % args.name)
+    return EXIT_OK
+
+
+vm_command("console", "Attach to a VM's serial console", """\
+Shows what the guest prints on its serial port and sends what you type. Press Ctrl+] to detach.
+The console log (vmctl log NAME --console) has what was printed before you attached.
+
+examples:
+  vmctl console myvm
+""", cmd_console)

@@ -1,22 +1,114 @@
 # -*- coding: utf-8 -*-
 # Copyright: vmctl.core developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""``vmctl ssh-config`` (OpenSSH ``Host`` stanzas for VMs, host keys pinned) and ``vmctl cp`` (files both ways
-over the engine's pinned paramiko connection). main.py registers both.
+"""``vmctl ssh`` (the system ssh, host key pinned), ``vmctl ssh-config`` (OpenSSH ``Host`` stanzas for VMs, host
+keys pinned) and ``vmctl cp`` (files both ways over the engine's pinned paramiko connection).
 """
 
 from __future__ import annotations
 
 __metaclass__ = type
 
+import argparse
 import ipaddress
 import os
 import re
 import sys
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils import checks
-from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, VmNotFound
+from ansible_collections.vmctl.core.plugins.module_utils import checks, errors
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, UsageError, VmNotFound
+from ansible_collections.vmctl.core.plugins.module_utils.vmfile import reader as vmfile
+from ansible_collections.vmctl.core.plugins.plugin_utils.cli.common import EXIT_FAILED, EXIT_OK, command, note, vm_manager
+
+DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+
+
+def _vm_from_vmfile(path):
+    """The one VM of the VMFile at ``path`` (or ./VMFile.kdl), for commands whose NAME is optional."""
+    found = vmfile.find(path)
+    records = vmfile.load(found)
+    if len(records) != 1:
+        names = ", ".join(r["name"] for r in records)
+        raise UsageError("%s defines %d VMs (%s); say which one" % (found, len(records), names),
+                         hint="Give its name: vmctl ssh NAME (one of %s)" % names)
+    return records[0]["name"]
+
+
+def cmd_ssh(args):
+    from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import target as ssh
+    if args.name and args.name_option and args.name != args.name_option:
+        raise UsageError("two VM names given: %s and --name %s" % (args.name, args.name_option), hint="Give one")
+    if args.user is not None:
+        checks.validate_login_user(args.user)  # it reaches ssh's argv: never an option
+    name = args.name or args.name_option or _vm_from_vmfile(args.file)
+    manager = vm_manager()
+    handle = manager.get(name)
+    ssh.require_running(handle)
+    key = args.key or handle.private_key_path or next(
+        (k for k in (os.path.expanduser(p) for p in DEFAULT_KEYS) if os.path.isfile(k)), None)
+    target = ssh.target_for(handle, user=args.user, private_key_path=key, guest_ip_timeout=args.wait)
+    target.check()
+    if args.wait > 0:  # the readiness wait of vmctl up: a login, then cloud-init's end; progress on stderr
+        from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import readiness
+        readiness.ReadinessWait(handle, deadline=args.wait, stall=min(args.wait, readiness.DEFAULT_STALL),
+                                on_progress=note, target=target, backend=manager.backend(handle)).run()
+    checking = _host_key_checking(target)
+    from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
+    argv = [find_tool("ssh"),
+            "-o", "StrictHostKeyChecking=%s" % checking, "-o", "UserKnownHostsFile=%s" % target.known_hosts,
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+            "-i", target.private_key_path, "-p", str(target.port), "-l", target.user, "--", target.host]
+    argv += args.remote_command  # after the destination, ssh takes everything as the remote command
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+    return EXIT_FAILED  # not reached
+
+
+def _host_key_checking(target):
+    """OpenSSH's StrictHostKeyChecking for ``target``, after pinning the keys its console printed.
+
+    ``yes`` when a key is pinned; ``accept-new`` when the VM opted in and nothing is pinned yet (OpenSSH
+    then pins the first key in the VM's known_hosts and refuses any change after it); else an error.
+    """
+    from ansible_collections.vmctl.core.plugins.module_utils.guest import host_keys
+    target.pin_console_keys()
+    if host_keys.pinned_keys(target.known_hosts):
+        return "yes"
+    if target.learn_host_keys == "accept-new":
+        return "accept-new"
+    raise errors.HostKeyUnknown(
+        "VM %s: no host key pinned in %s yet, and the guest has not printed cloud-init's SSH HOST KEY KEYS "
+        "block on its console since it started" % (target.vm, target.known_hosts),
+        hint="Wait for the guest to finish booting (vmctl ssh --wait SECONDS %s), or, for an image that prints no host "
+             "keys, create the VM with --host-key-checking accept-new" % target.vm,
+        name=target.vm)
+
+
+@command("ssh", "SSH into a VM", """\
+Runs the system ssh with the VM's key, checking the guest's host key against the one vmctl pinned
+when it made the VM (StrictHostKeyChecking=yes). NAME may be left out when the VMFile (./VMFile.kdl
+or --file) defines one VM. Arguments after -- are run as a command.
+
+examples:
+  vmctl ssh
+  vmctl ssh myvm
+  vmctl ssh myvm --user root --key ~/.ssh/special_key
+  vmctl ssh myvm -- uname -a
+""")
+def _ssh_args(p):
+    p.add_argument("name", metavar="NAME", nargs="?", help="VM name (default: the only VM of the VMFile)")
+    p.add_argument("--name", dest="name_option", metavar="NAME", help=argparse.SUPPRESS)
+    p.add_argument("--user", help="SSH user (default: the VM's)")
+    p.add_argument("--key", metavar="PATH", help="private key (default: the VM's, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa)")
+    p.add_argument("--file", metavar="PATH", help="VMFile to find NAME in (default ./VMFile.kdl)")
+    p.add_argument("--wait", type=int, default=30, metavar="SECONDS",
+                   help="wait this long for the guest to accept SSH and finish cloud-init (default 30; 0: do not wait)")
+    return cmd_ssh
+
+
+# --- ssh-config ----------------------------------------------------------------------------------------
 
 # ssh_config expands %-tokens (%% is a literal %) and ${VAR} in paths, and ends a quoted value at '"':
 # a path is quoted, its % doubled, and one with '"', '\', '$' or a control character is refused.
@@ -63,8 +155,7 @@ def _stanza_of(manager, handle):
 
 
 def cmd_ssh_config(args):
-    from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-    manager = VmManager()
+    manager = vm_manager()
     if args.names:
         found = manager.find_all(args.names)
         missing = [name for name, handle in found.items() if handle is None]
@@ -76,7 +167,7 @@ def cmd_ssh_config(args):
         handles = [h for _name, h in sorted(manager.list().items()) if h.ssh_user]
     sys.stdout.write("\n".join(_stanza_of(manager, h) for h in handles))
     sys.stdout.flush()
-    return 0
+    return EXIT_OK
 
 
 SSH_CONFIG_HELP = """\
@@ -91,7 +182,8 @@ examples:
 """
 
 
-def ssh_config_args(p):
+@command("ssh-config", "Print OpenSSH Host stanzas for VMs", SSH_CONFIG_HELP)
+def _ssh_config_args(p):
     p.add_argument("names", metavar="NAME", nargs="*", help="VMs (default: every VM with SSH settings)")
     return cmd_ssh_config
 
@@ -110,7 +202,6 @@ def split_remote(arg):
 
 
 def cmd_cp(args):
-    from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
     from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import copy, readiness, target as ssh
     (src_vm, src), (dst_vm, dst) = split_remote(args.source), split_remote(args.destination)
     if (src_vm is None) == (dst_vm is None):
@@ -121,7 +212,7 @@ def cmd_cp(args):
     name = src_vm or dst_vm
     if src_vm is None:
         copy.check_local_source(src, args.recursive)  # before any connection
-    handle = VmManager().get(name)
+    handle = vm_manager().get(name)
     ssh.require_running(handle)
     target = ssh.target_for(handle, guest_ip_timeout=args.wait)
     session = readiness.login(target, max(1, args.wait))
@@ -134,9 +225,9 @@ def cmd_cp(args):
     finally:
         session.close()
     seconds = time.monotonic() - begin
-    sys.stderr.write("copied %d file%s, %d bytes in %.2f s (%s -> %s)\n"
-                     % (files, "" if files == 1 else "s", size, seconds, args.source, args.destination))
-    return 0
+    note("copied %d file%s, %d bytes in %.2f s (%s -> %s)"
+         % (files, "" if files == 1 else "s", size, seconds, args.source, args.destination))
+    return EXIT_OK
 
 
 CP_HELP = """\
@@ -152,14 +243,11 @@ examples:
 """
 
 
-def cp_args(p):
+@command("cp", "Copy files between the host and a VM", CP_HELP)
+def _cp_args(p):
     p.add_argument("-r", "--recursive", action="store_true", help="copy folders with everything in them")
     p.add_argument("--wait", type=int, default=30, metavar="SECONDS",
                    help="wait this long for the guest to accept SSH (default 30)")
     p.add_argument("source", metavar="SRC", help="local path or NAME:PATH")
     p.add_argument("destination", metavar="DST", help="local path or NAME:PATH")
     return cmd_cp
-
-
-__all__ = ["stanza", "config_path", "split_remote", "cmd_ssh_config", "cmd_cp", "ssh_config_args", "cp_args",
-           "SSH_CONFIG_HELP", "CP_HELP"]

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from ansible_collections.vmctl.core.plugins.module_utils import errors
-from ansible_collections.vmctl.core.plugins.plugin_utils.cli import main as cli
+from ansible_collections.vmctl.core.plugins.plugin_utils.cli import common as cli
 
 PLUGINS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))), "plugins")
