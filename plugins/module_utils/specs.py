@@ -35,12 +35,12 @@ def cloud_init_config(record):
     (its public half), or a key vmctl generates when there is none — never one key injected and
     another used to log in.
     """
-    ci = record.get("cloud_init")
+    ci = block(record, "cloud_init")
     if ci is None:
         return None
     name = record["name"]
     config = CloudInitConfig(hostname=ci.get("hostname"))
-    private_key = (record.get("ssh") or {}).get("private_key")
+    private_key = (block(record, "ssh") or {}).get("private_key")
     source = cloudinit.trusted_key(ci.get("user_data"), ci.get("ssh_key"), private_key)
     if source == "user_data":
         config.user_data = _read(ci["user_data"], "user-data", name)
@@ -56,6 +56,38 @@ def cloud_init_config(record):
     return config
 
 
+def block(record, key, switch=True):
+    """A record's settings block (``cloud_init``, ``ssh``, ``network``) as a dict, or None when it is not given.
+
+    With ``switch``, ``false`` means none and ``true`` the block with its defaults, as an Ansible user writes
+    ``cloud_init: false`` for an image without cloud-init. Anything else is refused with what was given.
+    """
+    value = record.get(key)
+    if value is None or isinstance(value, dict):
+        return value
+    if switch and isinstance(value, bool):
+        return {} if value else None
+    raise InvalidSpec("VM %s: %s must be a dict of its settings%s, got %s"
+                      % (record.get("name"), key, " (or false for none)" if switch else "", checks.short(value)),
+                      hint="See ansible-doc vmctl.core.vm for the suboptions of %s" % key, name=record.get("name"))
+
+
+BLOCKS = {"cloud_init": True, "ssh": True, "network": False}  # the settings blocks; True: false/true switch it
+
+
+def switch_blocks(params):
+    """``params`` with each settings block given as a boolean replaced by what it means (see ``block``)."""
+    params = dict(params)
+    for key, switch in BLOCKS.items():
+        if key in params:
+            value = block(params, key, switch)
+            if value is None:
+                params.pop(key)
+            else:
+                params[key] = value
+    return params
+
+
 def _given(record, key, default):
     """The record's value, or ``default`` only when it is not given: an explicit 0 is checked, never replaced."""
     value = record.get(key)
@@ -64,8 +96,8 @@ def _given(record, key, default):
 
 def spec_from_record(record, image_path, image_format=None):
     """A VmSpec for ``record`` booting ``image_path`` (a local file; URLs go through the image cache first)."""
-    ssh = record.get("ssh")
-    network = record.get("network") or {}
+    ssh = block(record, "ssh")
+    network = block(record, "network", BLOCKS["network"]) or {}
     backend = record.get("backend") or DEFAULTS["backend"]
     return VmSpec(
         name=record["name"], image_path=image_path, image_format=image_format,

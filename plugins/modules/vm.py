@@ -83,7 +83,7 @@ options:
     description:
       - Build a NoCloud seed. Without O(cloud_init.ssh_key) and O(cloud_init.user_data) the guest
         trusts the public half of O(ssh.private_key), or a key generated for this VM.
-      - Omit it for images without cloud-init.
+      - Omit it, or set it to V(false), for images without cloud-init; V(true) is a seed with the defaults.
     type: dict
     suboptions:
       hostname:
@@ -175,6 +175,12 @@ options:
     description: Verify TLS certificates when downloading O(image_url).
     type: bool
     default: true
+  progress_file:
+    description:
+      - Internal, set by the action plugin of this module; leave it unset. A file to which the download of
+        O(image_url) appends a progress line (share, size, rate) about every 5 seconds, for the action plugin to
+        show while the task runs.
+    type: path
 notes:
   - Supports check mode (reports what would change, touches nothing) and diff mode.
   - The VM store is C($XDG_DATA_HOME/vmctl/vms.json); per-VM files live in C($XDG_DATA_HOME/vmctl/vms/<name>/).
@@ -249,7 +255,7 @@ image:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmctl.core.plugins.module_utils import reconcile
+from ansible_collections.vmctl.core.plugins.module_utils import progress, reconcile
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.module import run_module
 from ansible_collections.vmctl.core.plugins.module_utils.specs import record_params, resolve_image, spec_from_record
@@ -301,6 +307,7 @@ def main():
             vmfile=dict(type="path"),
             recreate=dict(type="bool", default=False),
             validate_certs=dict(type="bool", default=True),
+            progress_file=dict(type="path"),
         ),
         mutually_exclusive=[("image", "image_url")] + [("record", key) for key in DESCRIBING],
         required_one_of=[("name", "record")],
@@ -321,8 +328,10 @@ def _run(module):
         outcome = reconcile.ensure_absent(manager, p["name"], check_mode=module.check_mode)
         return _result(outcome, module)
     validate_name(p["name"])
-    image = resolve_image(p["image"], p["image_url"], p["image_checksum"],
-                          validate_certs=p["validate_certs"], check_mode=module.check_mode)
+    with progress.ProgressFile(module.params["progress_file"]) as report:
+        image = resolve_image(p["image"], p["image_url"], p["image_checksum"], validate_certs=p["validate_certs"],
+                              check_mode=module.check_mode,
+                              progress=progress.DownloadProgress("downloading %s" % p["image_url"], report))
     outcome = reconcile.ensure_present(manager, spec_from_record(p, image["path"], image.get("format")),
                                        recreate=p["recreate"], check_mode=module.check_mode)
     return _result(outcome, module, image=image)

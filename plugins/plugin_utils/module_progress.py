@@ -21,6 +21,8 @@ import threading
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
+
 display = Display()
 
 POLL_INTERVAL = 1.0
@@ -29,9 +31,17 @@ POLL_INTERVAL = 1.0
 class ProgressAction(ActionBase):
     """Runs the task's own module; lines it appends to ``progress_file`` are displayed while it runs."""
 
+    def prepare(self, args):
+        """The module's arguments, checked or completed on the controller first (a subclass may refuse them)."""
+        return args
+
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        args = dict(self._task.args)
+        try:
+            args = self.prepare(dict(self._task.args))
+        except VmctlError as err:
+            result.update(failed=True, msg=err.message, hint=err.hint, error=err.to_dict())
+            return result
         if getattr(self._connection, "transport", None) not in ("local", "ansible.builtin.local"):
             args.pop("progress_file", None)
             result.update(self._execute_module(module_args=args, task_vars=task_vars))

@@ -157,3 +157,17 @@ def test_running_waits_for_ssh_on_a_real_guest_and_a_wrong_host_key_is_refused(t
         ssh.connect(handle)
     assert "VM web" in str(err.value)
     assert module("vm", {"name": "web", "state": "absent"})["changed"]
+
+
+def test_settings_blocks_given_as_booleans(tiny_args, vmctl_data_home):
+    """``cloud_init: false`` means no seed (as omitting it), ``true`` a seed with the defaults; a boolean for a block
+    without that meaning (``network``) is a clear error. Bad input: ansible-core's own check failed on all three
+    with "argument of type 'bool' is not iterable" before the module ran."""
+    none = module("vm", dict(tiny_args, cloud_init=False))
+    assert none["changed"] and not none["failed"], none
+    assert none["vm"]["seed_iso_path"] is None, none["vm"]
+    assert module("vm", dict(tiny_args, state="absent"))["changed"]
+    default = module("vm", dict(tiny_args, cloud_init=True))
+    assert default["changed"] and not default["failed"] and os.path.isfile(default["vm"]["seed_iso_path"]), default
+    bad = module("vm", dict(tiny_args, name="other", network=False), check=True)
+    assert bad["failed"] and "network must be a dict of its settings, got False" in bad["msg"], bad
