@@ -17,9 +17,10 @@ import os
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths
-from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
+from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for, default_backend_tag
 from ansible_collections.vmctl.core.plugins.module_utils.guest.cloudinit import cloud_init_digest
-from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState, MonitorNotAnswering, VmctlError, VmExists, VmNotFound
+from ansible_collections.vmctl.core.plugins.module_utils.errors import (
+    BadRecord, InvalidState, MonitorNotAnswering, VmctlError, VmExists, VmNotFound)
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, file_lock
 from ansible_collections.vmctl.core.plugins.module_utils.model import BOOT_SETTINGS, DEFAULTS, VmHandle, VmState, validate_name
 
@@ -232,9 +233,21 @@ class VmManager:
         return self._operate(name, lambda b, h: b.resume(h))
 
     def destroy(self, name):
-        """Stop and remove everything; returns the old handle, or None when there was no such VM."""
+        """Stop and remove everything; returns the old handle, or None when there was no such VM.
+
+        A VM whose record is unusable (BadRecord) is removed too, from what its name alone gives: the backend
+        ends the process that proves to run from the VM's own directory, the directory and the entry go, and
+        the BadRecord is returned instead of a handle. Nothing named in the bad record is touched.
+        """
         with self.vm_lock(name):
-            handle = self.find(name)
+            try:
+                handle = self.find(name)
+            except BadRecord as err:
+                work_dir = self.store.vm_dir(name)
+                self.backend_factory(default_backend_tag()).reap(work_dir)
+                paths.remove_vm_dir(work_dir, name)
+                self.store.remove(name)
+                return err
             if handle is None:
                 paths.remove_vm_dir(self.store.vm_dir(name), name)  # leftovers of a crashed create
                 return None

@@ -17,7 +17,7 @@ import os
 
 from ansible_collections.vmctl.core.plugins.module_utils.checks import check_wait_limits
 from ansible_collections.vmctl.core.plugins.module_utils.guest.cloudinit import cloud_init_digest
-from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, InvalidState
+from ansible_collections.vmctl.core.plugins.module_utils.errors import BadRecord, InvalidSpec, InvalidState
 from ansible_collections.vmctl.core.plugins.module_utils.model import BOOT_SETTINGS, VmState
 
 Outcome = collections.namedtuple("Outcome", "handle changed actions diff")
@@ -108,7 +108,12 @@ def ensure_present(manager, spec, recreate=False, check_mode=False):
 
 
 def ensure_absent(manager, name, check_mode=False):
-    existing = manager.find(name)
+    try:
+        existing = manager.find(name)
+    except BadRecord as err:  # destroyed from its name alone (see VmManager.destroy)
+        if not check_mode:
+            manager.destroy(name)
+        return Outcome(None, True, ["destroy"], {"before": {"name": name, "bad_record": err.message}, "after": {}})
     if existing is None:
         if not check_mode:
             manager.destroy(name)  # sweeps leftovers of an interrupted create

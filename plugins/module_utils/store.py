@@ -108,9 +108,12 @@ _warned = set()
 
 def _field_error(path, name, field, problem):
     shown = name if isinstance(name, str) and checks.NAME_RE.fullmatch(name) else checks.short(name)
+    destroy = " or destroy the VM (vmctl destroy %s ends its QEMU and removes its folder and entry);" % name \
+        if isinstance(name, str) and checks.NAME_RE.fullmatch(name) else ";"
     return BadRecord("VM store %s: VM %s: field %s %s" % (path, shown, field, problem),
-                     hint="Fix or remove that field of the VM's entry in %s (keep a copy first); the other VMs are "
-                          "not affected" % path, path=path, name=name if isinstance(name, str) else None, field=field)
+                     hint="Fix or remove that field of the VM's entry in %s (keep a copy first),%s the other VMs are "
+                          "not affected" % (path, destroy), path=path, name=name if isinstance(name, str) else None,
+                     field=field)
 
 
 def _check_record(path, name, raw):

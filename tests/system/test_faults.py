@@ -234,3 +234,33 @@ def test_sigstop_of_qemu_under_the_modules(test_images, tmp_path, bystander):
     result = ansible_run.module("vm", {"name": "victim", "state": "absent"})
     assert not result["failed"] and result["changed"], result
     assert not alive(handle.pid) and manager.find("victim") is None and not os.path.lexists(handle.work_dir)
+
+
+def test_a_vm_with_a_bad_record_is_destroyed_from_its_name_alone(test_images, tmp_path, bystander):
+    """Bad input: a hand-edited record of a running VM (``vcpus: "lots"``), whose ``pid`` names another process
+    (a decoy ``sleep``). Gets: ``list`` names the bad field and its hint says destroy works; ``vmctl destroy``
+    ends the QEMU that proves to run from the VM's own folder, removes the folder and the entry, and leaves
+    the decoy and the bystander alone."""
+    import json
+    manager = VmManager()
+    victim = _tiny(manager, test_images, tmp_path)
+    decoy = subprocess.Popen(["sleep", "300"])
+    try:
+        store = paths.store_path()
+        with open(store) as f:
+            data = json.load(f)
+        data["victim"].update(vcpus="lots", pid=decoy.pid)
+        with open(store, "w") as f:
+            json.dump(data, f)
+        listed = vmctl("list")
+        assert listed.returncode == 1 and "field vcpus" in listed.stderr, listed.stderr
+        assert "vmctl destroy victim" in vmctl("status", "victim").stderr
+        result = vmctl("destroy", "victim")
+        assert result.returncode == 0 and "from its name alone" in result.stdout, result.stdout + result.stderr
+        wait_until(lambda: not alive(victim.pid), what="the victim's QEMU gone")
+        assert decoy.poll() is None, "destroy signalled the pid the bad record named"
+        assert not os.path.lexists(victim.work_dir) and "victim" not in json.load(open(store))
+        assert vmctl("list").returncode == 0
+    finally:
+        decoy.kill()
+        decoy.wait()

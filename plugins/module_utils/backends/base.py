@@ -74,6 +74,11 @@ class Backend:
     def destroy(self, handle):
         raise NotImplementedError
 
+    def reap(self, work_dir):
+        """End what of this backend still runs for a VM whose record is unusable, found from its work dir alone
+        (never from the record). Returns the pids ended; by default there is nothing this backend can find."""
+        return []
+
     def state(self, handle):
         raise NotImplementedError
 

@@ -93,10 +93,14 @@ def cmd_stop(args):
 
 
 def cmd_destroy(args):
-    manager = vm_manager()
-    if manager.destroy(args.name) is None:
+    old = vm_manager().destroy(args.name)
+    if old is None:
         raise errors.VmNotFound("no VM named %r" % args.name, name=args.name)
-    out("destroyed VM %s" % args.name)
+    if isinstance(old, errors.BadRecord):
+        note("warning: %s" % old.message)
+        out("destroyed VM %s (from its name alone: its record was unusable)" % args.name)
+    else:
+        out("destroyed VM %s" % args.name)
     return EXIT_OK
 
 

@@ -553,6 +553,17 @@ class QemuBackend(Backend):
         if os.path.lexists(handle.work_dir):
             raise IoFailed("VM %s: could not remove %s" % (handle.name, handle.work_dir))
 
+    def reap(self, work_dir):
+        """The QEMU that proves to run from ``work_dir`` (its pidfile, lock and ``-pidfile`` argument), terminated."""
+        proc = QemuProcess(work_dir)
+        pid = proc.pid()
+        if pid is None:
+            return []
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not proc.signal(pid, sig) or proc.wait_gone(pid, SIGNAL_WAIT):
+                return [pid]
+        raise IoFailed("QEMU (pid %s) of %s did not end after SIGKILL" % (pid, work_dir))
+
     # --- network & console -----------------------------------------------------------------------
     def guest_ip(self, handle, timeout=0):
         net = handle.network.type

@@ -196,3 +196,19 @@ def test_one_store_read_per_list(tmp_path, monkeypatch):
     monkeypatch.setattr(store.VmStore, "_read", lambda self: reads.append(1) or original(self))
     assert cli.main(["list"]) == 0
     assert len(reads) == 1
+
+
+def test_vm_state_absent_destroys_a_vm_with_a_bad_record_from_its_name(tmp_path):
+    """Bad input: a record with ``memory_mb: -1`` and a work_dir naming a decoy. Gets: ``vm state=absent`` in check
+    mode plans the destroy and touches nothing; then removes vms/<name> and the entry, never the decoy."""
+    from ansible_collections.vmctl.core.plugins.module_utils import reconcile
+    handle = make_vm(tmp_path, "broken")
+    decoy = decoy_dir(tmp_path)
+    edit_record("broken", memory_mb=-1, work_dir=str(decoy))
+    planned = reconcile.ensure_absent(VmManager(), "broken", check_mode=True)
+    assert planned.changed and planned.actions == ["destroy"] and "memory_mb" in planned.diff["before"]["bad_record"]
+    assert os.path.isdir(handle.work_dir)
+    done = reconcile.ensure_absent(VmManager(), "broken")
+    assert done.changed and not os.path.exists(handle.work_dir) and VmManager().find("broken") is None
+    assert_untouched(decoy)
+    assert not reconcile.ensure_absent(VmManager(), "broken").changed
