@@ -8,7 +8,9 @@ is untouched: same process, still running, its record unchanged."""
 
 import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 from support import ansible_run
@@ -112,13 +114,24 @@ def module_call(operation, spec):
     return "vm_state", {"name": spec.name, "state": "running" if operation == "start" else "stopped", "stop_timeout": 20}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def kill_tmp():
+    """A TMPDIR for the killed processes: a SIGKILLed module cannot remove its AnsiballZ payload folder, so
+    those stay here and go with the module's tests instead of piling up in /tmp."""
+    path = tempfile.mkdtemp(prefix="vmctl-kill-")
+    os.environ["VMCTL_TEST_KILL_TMP"] = path
+    yield path
+    os.environ.pop("VMCTL_TEST_KILL_TMP", None)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def run(front_end, operation, spec, kill_at=None, mark=None, pidfile=None):
     """Run the operation through the CLI or the module; with ``kill_at``, SIGKILLed at that point (or,
     with ``pidfile``, the QEMU it names is). Returns ``(exit code, output)``."""
     env = {}
     if kill_at:
         env = {"PYTHONPATH": HOOK + os.pathsep + os.environ.get("PYTHONPATH", ""), "VMCTL_TEST_KILL_AT": kill_at,
-               "VMCTL_TEST_KILL_WHO": front_end, "VMCTL_TEST_KILL_MARK": mark}
+               "VMCTL_TEST_KILL_WHO": front_end, "VMCTL_TEST_KILL_MARK": mark, "TMPDIR": os.environ["VMCTL_TEST_KILL_TMP"]}
         if pidfile:
             env["VMCTL_TEST_KILL_PIDFILE"] = pidfile
     if front_end == "cli":
