@@ -6,6 +6,7 @@ daemons are its own; sshd's log counts the SSH logins.
 """
 
 import hashlib
+import glob
 import os
 import signal
 import threading
@@ -221,7 +222,8 @@ def test_reset_connection_logs_in_again(sshd, inventory, tmp_path, control_dir):
     tasks, proc = playbook(play, inventory)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sshd.logins() - before == 2
-    assert len(daemons(control_dir)) == 1
+    logs = "".join(open(path).read() for path in glob.glob(os.path.join(control_dir, "*.log")))
+    assert len(daemons(control_dir)) == 1, (os.listdir(control_dir), logs)
 
 
 def test_a_killed_daemon_is_replaced(inventory, control_dir):

@@ -175,7 +175,7 @@ class _Daemon:
         self.paths = ControlPaths(config["control_dir"], config["identity"])
         self.target = SshTarget.from_json(config["target"])
         self.idle_timeout = float(config["idle_timeout"])
-        self.socket_inode = None
+        self.socket_id = None
 
     def log(self, message):
         sys.stderr.write("%s [%d] %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), os.getpid(), message))
@@ -218,16 +218,18 @@ class _Daemon:
             os.umask(old_umask)
         listener.listen(64)
         os.rename(tmp, self.paths.socket)
-        self.socket_inode = os.stat(self.paths.socket).st_ino
+        self.socket_id = _file_id(self.paths.socket)
         listener.settimeout(1.0)
         return listener
 
     def _serve(self, server, listener):
         retired = threading.Event()
+        retiring = threading.Lock()  # the stop request's thread and this loop both retire: once, never twice
 
-        def retire():
-            if not retired.is_set() and self._retire(listener, wait=True):
-                retired.set()
+        def retire(wait=True):
+            with retiring:
+                if not retired.is_set() and self._retire(listener, wait=wait):
+                    retired.set()
 
         server.on_stop = retire
         while not retired.is_set():
@@ -249,8 +251,7 @@ class _Daemon:
             elif server.idle_for() > self.idle_timeout:
                 # give way to a starter holding the lock: it is about to use us
                 reason = "idle for %d s" % self.idle_timeout
-                if self._retire(listener, wait=False):
-                    retired.set()
+                retire(wait=False)
         self.log("exiting: %s" % reason)
         deadline = time.monotonic() + 10
         while server.active > (1 if reason == "stop requested" else 0) and time.monotonic() < deadline:
@@ -272,13 +273,19 @@ class _Daemon:
                     time.sleep(0.05)
             try:
                 with contextlib.suppress(OSError):
-                    if os.stat(self.paths.socket).st_ino == self.socket_inode:
+                    # our own socket only: a successor's may have the inode number ours freed, not its ctime
+                    if _file_id(self.paths.socket) == self.socket_id:
                         os.unlink(self.paths.socket)
                 listener.close()
             finally:
                 with contextlib.suppress(OSError):
                     fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
         return True
+
+
+def _file_id(path):
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
 def _report(fd, data):
