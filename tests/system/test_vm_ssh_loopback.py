@@ -15,7 +15,7 @@ import time
 import pytest
 from support.sshd_server import LoopbackSshd, fingerprint, free_port, keygen
 from support.guests import alive
-from support.vm_ssh_helpers import adhoc, daemons, playbook
+from support.vm_ssh_helpers import adhoc, daemons, playbook, sessions
 
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import client as ssh_mux
 from ansible_collections.vmctl.core.plugins.module_utils.errors import SshWaitTimeout
@@ -191,16 +191,18 @@ def test_one_session_shared_by_runs_and_forks(sshd, inventory, tmp_path, control
     before = sshd.logins()
     hosts, _proc = adhoc(inventory, "ansible.builtin.command", "echo first")
     assert hosts["loop"]["stdout"] == "first"
-    first = daemons(control_dir)
-    assert len(first) == 1 and first[0]["vm"] == "loop"
+    first = sessions(control_dir)
+    assert len(daemons(control_dir)) == 1 and [s["vm"] for s in first] == ["loop"]
     hosts, _proc = adhoc(inventory, "ansible.builtin.command", "echo second")
     assert hosts["loop"]["stdout"] == "second"
     # four inventory hosts that are the same VM, four forks at once
     aliases = ini_inventory(tmp_path, ["alias%d vmctl_vm_name=loop" % i for i in range(4)])  # the old name still works
     hosts, _proc = adhoc(aliases, "ansible.builtin.shell", "sleep 1; echo {{ inventory_hostname }}", extra=["-f", "4"])
     assert sorted(h["stdout"] for h in hosts.values()) == ["alias%d" % i for i in range(4)]
-    second = daemons(control_dir)
-    assert [d["pid"] for d in second] == [first[0]["pid"]]
+    second = sessions(control_dir)
+    assert len(daemons(control_dir)) == 1
+    # the same daemon and the same session (logged in once), which served the later tasks
+    assert [(s["pid"], s["identity"], s["started"]) for s in second] == [(first[0]["pid"], first[0]["identity"], first[0]["started"])]
     assert second[0]["requests"] > first[0]["requests"]
     assert sshd.logins() - before == 1
 
@@ -224,6 +226,8 @@ def test_reset_connection_logs_in_again(sshd, inventory, tmp_path, control_dir):
     assert sshd.logins() - before == 2
     logs = "".join(open(path).read() for path in glob.glob(os.path.join(control_dir, "*.log")))
     assert len(daemons(control_dir)) == 1, (os.listdir(control_dir), logs)
+    assert [s["vm"] for s in sessions(control_dir)] == ["loop"], logs  # the reset one ended, the new one is open
+    assert "VM loop: session closed: stop requested" in logs
 
 
 def test_a_killed_daemon_is_replaced(inventory, control_dir):
@@ -248,8 +252,8 @@ def test_daemon_exits_when_idle(inventory, control_dir):
     while (alive(daemon["pid"]) or os.path.exists(daemon["socket"])) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive(daemon["pid"]) and not os.path.exists(daemon["socket"])
-    log = daemon["socket"][:-len(".sock")] + ".log"
-    assert "exiting: idle for 2 s" in open(log).read()
+    log = open(daemon["socket"][:-len(".sock")] + ".log").read()
+    assert "VM loop: session closed: idle for 2 s" in log and "exiting: idle for 2 s" in log
 
 
 def test_changed_known_hosts_never_reuses_a_session(sshd, inventory, loop_vm, tmp_path, control_dir):

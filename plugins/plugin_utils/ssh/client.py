@@ -1,29 +1,39 @@
 # -*- coding: utf-8 -*-
 # Copyright: vmctl.core developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A per-VM SSH session daemon, so that Ansible tasks do not each pay an SSH handshake.
+"""The SSH session daemon, so that Ansible tasks do not each pay an SSH handshake.
 
 ansible-core makes a new connection object for every task, in a new worker process. The first one
-to need a VM starts a small detached daemon (double fork) that logs in once with ``SshSession``
-and serves requests on a unix socket; every later task connects to that socket instead.
+to need a VM starts a small detached daemon (double fork), **one per control directory** (so one per
+controller user by default), that holds every VM's SSH session and serves requests on a unix socket;
+every later task, for any VM, connects to that socket instead. One process with many paramiko
+transports costs a fraction of a process per VM (``benchmarks/session_memory.py``).
 
-* One daemon per *trust identity*: VM name, address, user, key file and known_hosts file **and**
-  the digests of both files. A changed key or pinned host key never reuses an old session.
-* Socket ``<control dir>/<id>.sock`` (0600) in a 0700 directory; ``<id>.lock`` serializes
-  starting and stopping; ``<id>.log`` is the daemon's log; ``<id>.failed`` keeps a start error
-  for the tasks that were waiting for the same start.
-* One request per unix connection, and one SSH channel per request, so forks work in parallel.
-  Frames are ``type (1 byte) | length (4 bytes, big endian) | payload``. The client sends a
+* One session per *trust identity* inside the daemon: VM name, address, user, key file and
+  known_hosts file **and** the digests of both files. Each request names its session (identity and
+  target); a changed key or pinned host key never reuses an old session. The host key is checked
+  against the VM's own pins at each login.
+* Files ``<control dir>/sessions.sock`` (0600) in a 0700 directory; ``sessions.lock`` serializes
+  starting and stopping the daemon; ``sessions.log`` is its log.
+* One request per unix connection, one thread per request and one SSH channel per request, so forks
+  work in parallel and one VM's hung login or command never holds up another VM's requests. Logins
+  to one VM are one at a time (a request that waited for a login that failed gets that error at
+  once). Frames are ``type (1 byte) | length (4 bytes, big endian) | payload``. The client sends a
   REQUEST (JSON); the daemon answers ACCEPTED before it acts, so a client that sees no ACCEPTED
-  knows nothing ran and may retry on a fresh daemon.
+  knows nothing ran and may retry.
 
+  - ``open``: log in to the target unless its session is open (PROGRESS lines of a readiness wait,
+    then DONE ``{waited}``). Any other request for a target without an open session gets ERROR
+    with ``login: true``; the client then opens it (after its ``before_login`` check) and asks again.
   - ``exec``: client STDIN*/STDIN_EOF; daemon STDOUT*/STDERR* then EXIT ``{status, signal}``.
   - ``put`` / ``get``: the daemon (same user, same host) reads or writes the local file itself
     and streams it over pipelined SFTP; answers DONE ``{bytes}``.
-  - ``ping`` (DONE with pid and counters), ``stop`` (DONE, then the daemon exits).
-  - Any failure: ERROR ``{class, code, message, hint, retry}``.
-* The daemon exits after ``idle_timeout`` seconds without requests, when its SSH transport dies
-  (keepalives every 15 s), or on ``stop`` (the connection plugin's ``reset``).
+  - ``ping`` (DONE with pid and counters), ``stop`` (DONE; the session ends). Without a session:
+    the daemon's own ping (every session's counters) and stop (the daemon exits).
+  - Any failure: ERROR ``{class, code, message, hint, retry, login}``.
+* A session ends after its ``idle_timeout`` seconds without requests, when its SSH transport dies
+  (keepalives every 15 s; the next request logs in again), or on ``stop`` (the connection plugin's
+  ``reset``). The daemon exits once it has held no session for its idle timeout, or on its ``stop``.
 
 ``MuxClient(persistent=False)`` runs the same server in-process over a socketpair: no daemon,
 one handshake per connection object.
@@ -46,8 +56,9 @@ import time
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import SessionDaemonFailed
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.protocol import (
-    ACCEPT_TIMEOUT, ACCEPTED, DEFAULT_CONTROL_DIR, DONE, ERROR, EXIT, IO_CHUNK, REQUEST, SOCKET_PATH_MAX, STDERR, STDIN,
-    STDIN_EOF, STDOUT, ControlPaths, FrameReader, ensure_control_dir, error_from_payload, frame, json_frame, read_frame)
+    ACCEPT_TIMEOUT, ACCEPTED, DEFAULT_CONTROL_DIR, DONE, ERROR, EXIT, IO_CHUNK, PROGRESS, REQUEST, SOCKET_PATH_MAX, STDERR,
+    STDIN, STDIN_EOF, STDOUT, ControlPaths, FrameReader, ensure_control_dir, error_from_payload, frame, json_frame,
+    read_frame)
 
 
 # --- client ------------------------------------------------------------------------------------
@@ -127,7 +138,7 @@ class ExecStream:
 class MuxClient:
     """Requests to the session of one SshTarget: ``exec``, ``put``, ``get``, ``ping``, ``stop``, ``close``.
 
-    ``persistent`` (default) uses the shared daemon, started when missing or stale. Otherwise an
+    ``persistent`` (default) uses the control directory's daemon, started when missing or stale. Otherwise an
     in-process server over a socketpair, with the session closed by ``close()``.
     """
 
@@ -136,11 +147,9 @@ class MuxClient:
         self.target = target
         self.control_dir = os.path.abspath(os.path.expanduser(control_dir))
         self.identity = target.identity()
-        self.paths = ControlPaths(self.control_dir, self.identity)
+        self.paths = ControlPaths(self.control_dir)
         self.idle_timeout = idle_timeout
         self.wait_timeout = wait_timeout
-        self._readiness = None  # set by wait_ready for the daemon it starts
-        self._on_progress = None
         self.waited = None
         self.attempt_timeout = attempt_timeout
         self.persistent = persistent
@@ -150,6 +159,9 @@ class MuxClient:
         if persistent and len(self.paths.socket.encode("utf-8")) > SOCKET_PATH_MAX:
             raise SessionDaemonFailed("control socket path %s is longer than %d bytes" % (self.paths.socket, SOCKET_PATH_MAX),
                                       hint="Set the connection option control_path_dir to a shorter directory")
+
+    def _named(self, request):
+        return dict(request, session={"identity": self.identity, "target": self.target.to_json()})
 
     # -- requests -------------------------------------------------------------------------------
     def exec_command(self, command, pty=False, term=None):
@@ -179,21 +191,15 @@ class MuxClient:
         self.waited = None
         if not self.persistent:
             from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.readiness import ready_session
-            from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.server import MuxServer
             self.close()
             session, self.waited = ready_session(self.target, deadline, stall, on_progress, store_path)
-            self._local_server = MuxServer(session, self.log)
+            self._local(session)
             return self.waited
-        self._readiness = {"deadline": deadline, "stall": stall, "store": store_path, "progress": self.paths.progress}
-        self._on_progress = on_progress
-        try:
-            self.ping()
-        finally:
-            self._readiness = self._on_progress = None
+        self._open({"deadline": deadline, "stall": stall, "store": store_path}, on_progress)
         return self.waited or 0.0
 
     def stop(self):
-        """End the session (the daemon exits); the next request opens a new one."""
+        """End this VM's session (the daemon and the other VMs' sessions go on); the next request logs in again."""
         if not self.persistent:
             self.close()
             return
@@ -203,7 +209,7 @@ class MuxClient:
             return
         try:
             sock.settimeout(ACCEPT_TIMEOUT)
-            sock.sendall(json_frame(REQUEST, {"op": "stop"}))
+            sock.sendall(json_frame(REQUEST, self._named({"op": "stop"})))
             while read_frame(sock)[0] not in (DONE, ERROR):
                 pass
         except (OSError, EOFError):
@@ -213,22 +219,8 @@ class MuxClient:
 
     def close(self):
         if self._local_server is not None:
-            self._local_server.session.close()
+            self._local_server.close_all("connection closed")
             self._local_server = None
-
-    def ping_existing(self):
-        """Ping without starting a daemon (OSError when none runs)."""
-        sock = self._open_socket()
-        try:
-            sock.settimeout(ACCEPT_TIMEOUT)
-            sock.sendall(json_frame(REQUEST, {"op": "ping"}))
-            kind, payload = read_frame(sock)
-            if kind != ACCEPTED:
-                raise EOFError("no answer")
-            kind, payload = read_frame(sock)
-            return json.loads(payload.decode("utf-8"))
-        finally:
-            sock.close()
 
     def _simple(self, request):
         sock = self._request(request)
@@ -245,11 +237,13 @@ class MuxClient:
         return json.loads(payload.decode("utf-8"))
 
     def _request(self, request):
-        """A socket on which ``request`` was ACCEPTED (retried once on a fresh daemon if it was not)."""
-        data = json_frame(REQUEST, request)
+        """A socket on which ``request`` was ACCEPTED: the session is opened first when the daemon holds none
+        (once), and a daemon that went away before it accepted is replaced (once)."""
+        data = json_frame(REQUEST, self._named(request))
         last = None
-        for attempt in (1, 2):
-            sock = self._connect(fresh=attempt == 2)
+        opened = replaced = False
+        while True:
+            sock = self._connect()
             try:
                 sock.settimeout(ACCEPT_TIMEOUT)
                 sock.sendall(data)
@@ -257,43 +251,81 @@ class MuxClient:
             except (OSError, EOFError) as err:
                 sock.close()
                 last = "%s" % (err,)
+                if replaced:
+                    break
+                replaced = True  # a daemon on its way out: the next connect finds (or starts) its successor
                 continue
             if kind == ACCEPTED:
                 sock.settimeout(None)
                 return sock
             sock.close()
-            if kind == ERROR:
-                err = error_from_payload(payload)
-                if json.loads(payload.decode("utf-8")).get("retry") and attempt == 1:
-                    last = err.message
-                    continue
-                raise err
-            last = "unexpected answer %d" % kind
+            if kind != ERROR:
+                last = "unexpected answer %d" % kind
+                break
+            answer = json.loads(payload.decode("utf-8"))
+            if answer.get("login") and not opened:
+                opened = True
+                self._open()
+                continue
+            if answer.get("retry") and not replaced:
+                replaced = True
+                continue
+            raise error_from_payload(payload)
         raise SessionDaemonFailed("VM %s: the session daemon did not take the request (%s)" % (self.target.vm, last),
                                   hint="See %s" % self.paths.log, name=self.target.vm)
 
-    # -- reaching a server ----------------------------------------------------------------------
-    def _connect(self, fresh=False):
-        if not self.persistent:
-            return self._local_pair(fresh)
-        if not fresh:
+    def _open(self, readiness=None, on_progress=None):
+        """Have the daemon log in to the target (it does nothing if the session is open): sets ``waited``."""
+        if self.before_login:
+            self.before_login()
+        login = {"wait_timeout": self.wait_timeout, "attempt_timeout": self.attempt_timeout,
+                 "idle_timeout": self.idle_timeout, "readiness": readiness}
+        # the login ends itself at its deadline; this bounds a daemon that never answers
+        timeout = ((readiness.get("deadline") or 900) if readiness else self.wait_timeout) + 60
+        for attempt in (1, 2):
+            sock = self._connect()
             try:
-                return self._open_socket()
-            except OSError:
-                pass
+                sock.settimeout(ACCEPT_TIMEOUT)
+                sock.sendall(json_frame(REQUEST, self._named({"op": "open", "login": login})))
+                kind, payload = read_frame(sock)
+                if kind == ACCEPTED:
+                    sock.settimeout(timeout)
+                    kind, payload = read_frame(sock)
+                    while kind == PROGRESS:
+                        if on_progress is not None:
+                            on_progress(payload.decode("utf-8", "replace"))
+                        kind, payload = read_frame(sock)
+            except (OSError, EOFError) as err:
+                if attempt == 1:
+                    continue
+                raise SessionDaemonFailed("VM %s: the session daemon went away while it logged in (%s); its log %s ends "
+                                          "with: %s" % (self.target.vm, err, self.paths.log, _tail(self.paths.log)),
+                                          name=self.target.vm)
+            finally:
+                sock.close()
+            if kind == ERROR:
+                if json.loads(payload.decode("utf-8")).get("retry") and attempt == 1:
+                    continue
+                raise error_from_payload(payload)
+            self.waited = json.loads(payload.decode("utf-8")).get("waited")
+            return
+
+    # -- reaching a server ----------------------------------------------------------------------
+    def _connect(self):
+        if not self.persistent:
+            return self._local_pair()
+        try:
+            return self._open_socket()
+        except OSError:
+            pass
         ensure_control_dir(self.control_dir)
-        waited_since = time.time()
         with open(self.paths.lock, "a") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
-                if not fresh:
-                    try:
-                        return self._open_socket()
-                    except OSError:
-                        pass
-                    self._raise_recent_failure(waited_since)
-                if self.before_login:
-                    self.before_login()
+                try:
+                    return self._open_socket()  # another starter was first
+                except OSError:
+                    pass
                 self._start_daemon()
                 return self._open_socket()
             finally:
@@ -308,63 +340,44 @@ class MuxClient:
             raise
         return sock
 
-    def _local_pair(self, fresh):
-        if fresh or self._local_server is None or not self._local_server.session.is_active():
+    def _local(self, session):
+        from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.server import MuxServer
+        self._local_server = MuxServer(self.log)
+        self._local_server.adopt(self.target, session)
+
+    def _local_pair(self):
+        usable = self._local_server is not None and all(s.usable() for s in self._local_server.sessions())
+        if not usable:
             from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.readiness import login
-            from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.server import MuxServer
             self.close()
             if self.before_login:
                 self.before_login()
-            session = login(self.target, self.wait_timeout, self.attempt_timeout)
-            self._local_server = MuxServer(session, self.log)
+            self._local(login(self.target, self.wait_timeout, self.attempt_timeout))
         ours, theirs = socket.socketpair()
         threading.Thread(target=self._local_server.handle, args=(theirs,), daemon=True).start()
         return ours
 
-    def _raise_recent_failure(self, since):
-        """Another task failed to start this session while we waited for the lock: the same error, at once."""
-        try:
-            if os.stat(self.paths.failed).st_mtime < since:
-                return
-            with open(self.paths.failed, "rb") as f:
-                payload = f.read()
-        except OSError:
-            return
-        raise error_from_payload(payload)
-
     def _start_daemon(self):
-        """Spawn a daemon (under the lock) and wait until it reports the SSH login's outcome."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.paths.failed)
-        config = {"control_dir": self.control_dir, "identity": self.identity, "target": self.target.to_json(),
-                  "idle_timeout": self.idle_timeout, "wait_timeout": self.wait_timeout,
-                  "attempt_timeout": self.attempt_timeout, "readiness": self._readiness}
-        status_timeout = self.wait_timeout + 60
-        progress = None
-        if self._readiness:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.paths.progress)
-            status_timeout = (self._readiness["deadline"] or 900) + 60  # the wait ends itself at its deadline
-            progress = _ProgressTail(self.paths.progress, self._on_progress)
+        """Spawn the daemon (under the lock) and wait until it listens."""
+        config = {"control_dir": self.control_dir, "idle_timeout": self.idle_timeout}
         read_fd, write_fd = os.pipe()
         config["status_fd"] = write_fd
         root = _collections_root()
         boot = ("import sys; sys.path.insert(0, %r); "
                 "from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import server; server.daemon_main()" % root)
-        self.log("starting session daemon for VM %s (%s)" % (self.target.vm, self.paths.socket))
+        self.log("starting the session daemon (%s)" % self.paths.socket)
         try:
             log_fd = os.open(self.paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 proc = subprocess.Popen([sys.executable, "-c", boot], stdin=subprocess.PIPE, stdout=log_fd, stderr=log_fd,
-                                        pass_fds=(write_fd,), close_fds=True, cwd="/", start_new_session=True)
+                                        pass_fds=(write_fd,), close_fds=True, cwd="/", start_new_session=True,
+                                        env=dict(os.environ, MALLOC_ARENA_MAX="2"))
             finally:
                 os.close(log_fd)
             os.close(write_fd)
             write_fd = None
             proc.communicate(json.dumps(config).encode("utf-8"), timeout=60)
-            line = self._read_status(read_fd, status_timeout, progress)
-            if progress is not None:
-                progress.show()
+            line = self._read_status(read_fd, 60)
         finally:
             if write_fd is not None:
                 os.close(write_fd)
@@ -375,54 +388,24 @@ class MuxClient:
                                       name=self.target.vm)
         status = json.loads(line)
         if not status.get("ok"):
-            payload = json.dumps(status["error"]).encode("utf-8")
-            with contextlib.suppress(OSError):
-                fd = os.open(self.paths.failed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(payload)
-            raise error_from_payload(payload)
-        self.waited = status.get("waited")
+            raise error_from_payload(json.dumps(status["error"]).encode("utf-8"))
         self.log("session daemon pid %s ready" % status.get("pid"))
 
     @staticmethod
-    def _read_status(fd, timeout, progress=None):
+    def _read_status(fd, timeout):
         deadline = time.monotonic() + timeout
         data = b""
         while b"\n" not in data:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            readable = select.select([fd], [], [], min(left, 1.0))[0]
-            if progress is not None:
-                progress.show()
-            if not readable:
+            if not select.select([fd], [], [], min(left, 1.0))[0]:
                 continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 break
             data += chunk
         return data.split(b"\n", 1)[0].decode("utf-8") if b"\n" in data else None
-
-
-class _ProgressTail:
-    """Shows the lines that the daemon appends to its progress file, as they come."""
-
-    def __init__(self, path, on_progress):
-        self.path, self.on_progress, self.offset = path, on_progress, 0
-
-    def show(self):
-        if self.on_progress is None:
-            return
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except OSError:
-            return
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        for line in data[:end].decode("utf-8", "replace").splitlines():
-            self.on_progress(line)
 
 
 def _collections_root():

@@ -4,7 +4,7 @@
 """The session daemon's wire protocol, shared by its client and its server (see ``client`` for the design).
 
 Frames are ``type (1 byte) | length (4 bytes, big endian) | payload``; errors travel as JSON payloads
-that name the engine's error class. ``ControlPaths`` names a daemon's files in the control directory.
+that name the engine's error class. ``ControlPaths`` names the daemon's files in the control directory.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import struct
 from ansible_collections.vmctl.core.plugins.module_utils import errors as vmctl_errors
 from ansible_collections.vmctl.core.plugins.module_utils.errors import SessionDaemonFailed, SshError, VmctlError
 
-PROTOCOL = 1
-REQUEST, ACCEPTED, STDIN, STDIN_EOF, STDOUT, STDERR, EXIT, ERROR, DONE = range(1, 10)
+PROTOCOL = 2  # 2: one daemon per control directory, every request names its session (target)
+REQUEST, ACCEPTED, STDIN, STDIN_EOF, STDOUT, STDERR, EXIT, ERROR, DONE, PROGRESS = range(1, 11)
 _HEADER = struct.Struct("!BI")
 MAX_FRAME = 4 * 1024 * 1024
 IO_CHUNK = 256 * 1024
@@ -28,6 +28,7 @@ ACCEPT_TIMEOUT = 30.0
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes on Linux, with its NUL
 
 DEFAULT_CONTROL_DIR = "~/.ansible/vmctl-cp"
+DAEMON_NAME = "sessions"  # the one daemon of a control directory: sessions.sock, .lock, .log
 
 
 # --- frames ----------------------------------------------------------------------------------------
@@ -79,13 +80,14 @@ class FrameReader:
         return frames
 
 
-def error_payload(err, retry=False):
+def error_payload(err, retry=False, login=False):
     if isinstance(err, VmctlError):
         data = err.to_dict()
         data["class"] = type(err).__name__
     else:
         data = {"class": "SshError", "code": SshError.code, "message": "%s: %s" % (type(err).__name__, err), "hint": ""}
     data["retry"] = retry
+    data["login"] = login  # the daemon holds no session for the target: log in ("open"), then ask again
     return json.dumps(data, default=str).encode("utf-8")
 
 
@@ -97,19 +99,19 @@ def error_from_payload(payload):
     if data.get("code") != cls.code:  # a class this side does not know (or a newer daemon's): the code still tells
         cls = next((c for c in vmctl_errors.error_classes()
                     if c.code == data.get("code") and c.__init__ is VmctlError.__init__), SshError)
-    details = {k: v for k, v in data.items() if k not in ("message", "hint", "code", "retry")}
+    details = {k: v for k, v in data.items() if k not in ("message", "hint", "code", "retry", "login")}
     return cls(data.get("message", "unknown error"), hint=data.get("hint"), **details)
 
 
 class ControlPaths:
-    def __init__(self, directory, identity):
-        base = os.path.join(directory, identity[:24])
+    """The session daemon's files in a control directory: socket (0600), start/stop lock, log."""
+
+    def __init__(self, directory, name=DAEMON_NAME):
+        base = os.path.join(directory, name)
         self.directory = directory
         self.socket = base + ".sock"
         self.lock = base + ".lock"
         self.log = base + ".log"
-        self.failed = base + ".failed"
-        self.progress = base + ".progress"  # the readiness wait's progress lines, while the daemon logs in
 
 
 def ensure_control_dir(path):

@@ -1,10 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: vmctl.core developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The serving side of the SSH session daemon (see ``ssh_mux`` for the design and the protocol).
+"""The serving side of the SSH session daemon (see ``client`` for the design and the protocol).
 
-``MuxServer`` runs requests over one ``SshSession``; ``daemon_main`` is the detached process that
-holds the session, listens on the unix socket and exits when idle, stopped or disconnected.
+``MuxServer`` holds one ``SshSession`` per VM target (keyed by the target's trust identity) and runs each
+request to its end in a thread of its own; ``daemon_main`` is the detached process of a control directory
+that listens on its unix socket and exits when idle (no session left) or stopped.
 """
 
 from __future__ import annotations
@@ -22,29 +23,105 @@ import sys
 import threading
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils.errors import SshDisconnected, SshError
+from ansible_collections.vmctl.core.plugins.module_utils.errors import SessionDaemonFailed, SshDisconnected, SshError
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.target import SshTarget
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.protocol import (
-    ACCEPTED, DONE, ERROR, EXIT, IO_CHUNK, PROTOCOL, REQUEST, STDERR, STDIN, STDIN_EOF, STDOUT, ControlPaths,
+    ACCEPTED, DONE, ERROR, EXIT, IO_CHUNK, PROGRESS, PROTOCOL, REQUEST, STDERR, STDIN, STDIN_EOF, STDOUT, ControlPaths,
     error_payload, frame, read_frame)
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.readiness import login, ready_session
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import SshSession
 
+DEFAULT_IDLE_TIMEOUT = 60
+
+
+class _Slot:
+    """One VM target's place in the daemon: its session (None until logged in), the lock that lets one login
+    at a time happen for it, the last login's failure, and its own counters and idle clock."""
+
+    def __init__(self, identity, target, idle_timeout):
+        self.identity = identity
+        self.target = target
+        self.idle_timeout = float(idle_timeout)
+        self.session = None
+        self.login_lock = threading.Lock()
+        self.failed = None  # (monotonic time, error payload) of the last failed login
+        self.stopped = False
+        self.started = None
+        self.requests = 0
+        self.active = 0
+        self.last_activity = time.monotonic()
+
+    def usable(self):
+        return self.session is not None and self.session.is_active()
+
+    def status(self):
+        return {"vm": self.target.vm, "address": self.target.address, "identity": self.identity, "started": self.started,
+                "requests": self.requests, "active": self.active, "open": self.usable()}
+
 
 class MuxServer:
-    """Serves requests over one SshSession; ``handle(conn)`` runs one request to its end."""
+    """Serves requests for every session it holds; ``handle(conn)`` runs one request to its end.
 
-    def __init__(self, session, log=None):
-        self.session = session
+    A request names its session (``{"session": {"identity", "target"}}``): ``open`` logs in (one login at a
+    time per target, others wait for it and share its outcome), ``exec``/``put``/``get``/``ping`` use the
+    session, ``stop`` ends it. ``ping``/``stop`` without a session are about the daemon itself.
+    """
+
+    def __init__(self, log=None, idle_timeout=DEFAULT_IDLE_TIMEOUT):
         self.log = log or (lambda message: None)
         self.started = time.time()
+        self.idle_timeout = float(idle_timeout)  # of the daemon once it holds no session
         self.requests = 0
         self.active = 0
         self.last_activity = time.monotonic()
         self.stopping = threading.Event()
         self.on_stop = None  # the daemon takes its socket off the path here, before it answers "stop"
         self._lock = threading.Lock()
+        self._slots = {}
 
+    # -- sessions ---------------------------------------------------------------------------------
+    def adopt(self, target, session, idle_timeout=DEFAULT_IDLE_TIMEOUT):
+        """Hold ``session`` (logged in elsewhere) as ``target``'s."""
+        slot = self._slot(target.identity(), target, idle_timeout)
+        slot.session, slot.started = session, time.time()
+        return slot
+
+    def _slot(self, identity, target=None, idle_timeout=None):
+        with self._lock:
+            slot = self._slots.get(identity)
+            if slot is None and target is not None:
+                slot = self._slots[identity] = _Slot(identity, target, idle_timeout or self.idle_timeout)
+            return slot
+
+    def _drop(self, slot, reason):
+        with self._lock:
+            if self._slots.get(slot.identity) is slot:
+                del self._slots[slot.identity]
+        slot.stopped = True
+        if slot.session is not None:
+            slot.session.close()
+            self.log("VM %s: session closed: %s" % (slot.target.vm, reason))
+
+    def sessions(self):
+        with self._lock:
+            return list(self._slots.values())
+
+    def reap(self):
+        """Close the sessions whose transport died or that were idle for their idle timeout."""
+        now = time.monotonic()
+        for slot in self.sessions():
+            if slot.active or slot.login_lock.locked():
+                continue
+            if slot.session is not None and not slot.session.is_active():
+                self._drop(slot, "SSH transport closed")
+            elif now - slot.last_activity > slot.idle_timeout:
+                self._drop(slot, "idle for %d s" % slot.idle_timeout)
+
+    def close_all(self, reason):
+        for slot in self.sessions():
+            self._drop(slot, reason)
+
+    # -- requests -------------------------------------------------------------------------------
     def _begin(self):
         with self._lock:
             self.requests += 1
@@ -57,11 +134,14 @@ class MuxServer:
             self.last_activity = time.monotonic()
 
     def idle_for(self):
+        """Seconds since the daemon last served anything, 0 while it holds a session or serves a request."""
         with self._lock:
-            return 0.0 if self.active else time.monotonic() - self.last_activity
+            return 0.0 if self.active or self._slots else time.monotonic() - self.last_activity
 
     def handle(self, conn):
+        received = time.monotonic()
         self._begin()
+        slot = None
         try:
             if not _same_user(conn):
                 return
@@ -70,56 +150,142 @@ class MuxServer:
                 if kind != REQUEST:
                     return
                 request = json.loads(payload.decode("utf-8"))
-            except (EOFError, OSError, ValueError):
+                named = request.get("session")
+                if named is not None:
+                    target = SshTarget.from_json(named["target"])
+                    identity = str(named["identity"])
+            except (EOFError, OSError, ValueError, KeyError, TypeError):
                 return
-            if not self.session.is_active():
-                self.log("request %s refused: SSH transport is gone" % request.get("op"))
-                closed = SshDisconnected("VM %s: the SSH session is closed" % self.session.target.vm)
-                self._send(conn, ERROR, error_payload(closed, retry=True))
-                self.stopping.set()
-                return
-            self._send(conn, ACCEPTED, json.dumps({"pid": os.getpid(), "protocol": PROTOCOL}).encode("utf-8"))
             op = request.get("op")
-            try:
-                if op == "exec":
-                    self._exec(conn, request)
-                elif op == "put":
-                    sent = self.session.put(request["local"], request["remote"], request.get("mode"))
-                    self._send(conn, DONE, json.dumps({"bytes": sent}).encode("utf-8"))
-                elif op == "get":
-                    umask = int(request.get("umask", 0o022))
-                    got = self.session.get(request["remote"], request["local"], 0o666 & ~umask)
-                    self._send(conn, DONE, json.dumps({"bytes": got}).encode("utf-8"))
-                elif op == "ping":
-                    self._send(conn, DONE, json.dumps(self.status()).encode("utf-8"))
-                elif op == "stop":
-                    self.stopping.set()
-                    if self.on_stop:
-                        self.on_stop()
+            if named is None:
+                self._daemon_request(conn, op)
+                return
+            if op == "open":
+                slot = self._slot(identity, target, (request.get("login") or {}).get("idle_timeout"))
+            else:
+                slot = self._slot(identity)
+                if op == "stop":
+                    self._send(conn, ACCEPTED, self._accepted())
+                    if slot is not None:
+                        self._drop(slot, "stop requested")
                     self._send(conn, DONE, b"{}")
-                else:
-                    raise SshError("unknown request %r" % op)
-            except (OSError, EOFError):
-                pass  # the client went away
-            except Exception as err:
-                self._send(conn, ERROR, error_payload(err))
+                    return
+                if slot is None or not slot.usable():
+                    if slot is not None and slot.session is not None:
+                        self.log("VM %s: request %s refused: SSH transport is gone" % (slot.target.vm, op))
+                        self._drop(slot, "SSH transport closed")
+                    closed = SessionDaemonFailed("VM %s: no SSH session open" % target.vm, name=target.vm)
+                    self._send(conn, ERROR, error_payload(closed, login=True))
+                    return
+            with self._lock:
+                slot.requests += 1
+                slot.active += 1
+            try:
+                self._send(conn, ACCEPTED, self._accepted())
+                self._session_request(conn, op, request, slot, received)
+            finally:
+                with self._lock:
+                    slot.active -= 1
+                    slot.last_activity = time.monotonic()
         finally:
             self._end()
             with contextlib.suppress(OSError):
                 conn.close()
 
-    def status(self):
-        return {"pid": os.getpid(), "vm": self.session.target.vm, "address": self.session.target.address,
-                "started": self.started, "requests": self.requests, "active": self.active - 1}
+    def _accepted(self):
+        return json.dumps({"pid": os.getpid(), "protocol": PROTOCOL}).encode("utf-8")
 
-    @staticmethod
-    def _send(conn, kind, payload=b""):
+    def _daemon_request(self, conn, op):
+        self._send(conn, ACCEPTED, self._accepted())
+        if op == "ping":
+            self._send(conn, DONE, json.dumps(self.status()).encode("utf-8"))
+        elif op == "stop":
+            self.stopping.set()
+            if self.on_stop:
+                self.on_stop()
+            self._send(conn, DONE, b"{}")
+        else:
+            self._send(conn, ERROR, error_payload(SshError("unknown request %r" % op)))
+
+    def _session_request(self, conn, op, request, slot, received):
+        try:
+            if op == "open":
+                waited = self._open(conn, slot, request.get("login") or {}, received)
+                self._send(conn, DONE, json.dumps({"waited": waited}).encode("utf-8"))
+            elif op == "exec":
+                self._exec(conn, request, slot.session)
+            elif op == "put":
+                sent = slot.session.put(request["local"], request["remote"], request.get("mode"))
+                self._send(conn, DONE, json.dumps({"bytes": sent}).encode("utf-8"))
+            elif op == "get":
+                umask = int(request.get("umask", 0o022))
+                got = slot.session.get(request["remote"], request["local"], 0o666 & ~umask)
+                self._send(conn, DONE, json.dumps({"bytes": got}).encode("utf-8"))
+            elif op == "ping":
+                answer = dict(slot.status(), pid=os.getpid(), active=slot.active - 1)  # not counting this ping
+                self._send(conn, DONE, json.dumps(answer).encode("utf-8"))
+            else:
+                raise SshError("unknown request %r" % op)
+        except (OSError, EOFError):
+            pass  # the client went away
+        except _Failed as err:
+            self._send(conn, ERROR, err.payload)
+        except Exception as err:
+            self._send(conn, ERROR, error_payload(err))
+
+    def _open(self, conn, slot, options, received):
+        """Log in to the slot's target unless its session is open: the seconds a readiness wait took, or None.
+
+        Logins to one target are one at a time; a request that waited for a login that failed meanwhile gets
+        its error at once rather than a second wait (the failure is the same for all of them)."""
+        with slot.login_lock:
+            if slot.usable():
+                return None
+            if slot.failed is not None and slot.failed[0] >= received:
+                raise _Failed(slot.failed[1])
+            target = slot.target
+            readiness = options.get("readiness")
+            waited = None
+
+            def progress(line):
+                self._send(conn, PROGRESS, line.encode("utf-8", "replace"))
+
+            try:
+                if slot.session is not None:
+                    slot.session.close()
+                    slot.session = None
+                if readiness:  # a task waits for a booting VM: the wait's login is the session kept
+                    session, waited = ready_session(target, readiness.get("deadline"), readiness.get("stall"), progress,
+                                                    readiness.get("store"))
+                else:
+                    session = login(target, options.get("wait_timeout", 120), options.get("attempt_timeout", 10),
+                                    self.log)
+            except BaseException as err:
+                self.log("VM %s: cannot open the session: %s" % (target.vm, err))
+                slot.failed = (time.monotonic(), error_payload(err))
+                raise
+            if slot.stopped:  # stopped while it logged in: not kept
+                session.close()
+                raise _Failed(error_payload(SessionDaemonFailed("VM %s: the session was stopped while it logged in"
+                                                                % target.vm, name=target.vm), retry=True))
+            slot.session, slot.started, slot.failed = session, time.time(), None
+            if options.get("idle_timeout"):
+                slot.idle_timeout = float(options["idle_timeout"])
+                self.idle_timeout = slot.idle_timeout
+            self.log("VM %s: SSH session at %s as %s open" % (target.vm, target.address, target.user))
+            return waited
+
+    def status(self):
+        return {"pid": os.getpid(), "protocol": PROTOCOL, "started": self.started, "requests": self.requests,
+                "active": self.active - 1, "sessions": [slot.status() for slot in self.sessions()]}
+
+    def _send(self, conn, kind, payload=b""):
         with contextlib.suppress(OSError):
             conn.sendall(frame(kind, payload))
 
-    def _exec(self, conn, request):
+    def _exec(self, conn, request, session):
         command = request["command"].encode("utf-8", "surrogateescape")
-        channel = self.session.open_command(command, pty=bool(request.get("pty")), term=request.get("term") or "xterm")
+        channel = session.open_command(command, pty=bool(request.get("pty")), term=request.get("term") or "xterm")
 
         def pump_stdin():
             # frames from the client go to the command; the client closing the socket ends the command
@@ -151,12 +317,20 @@ class MuxServer:
                     break
                 select.select([channel], [], [], 5.0)
             status, signal = SshSession.exit_of(channel)
-            if status == -1 and signal is None and not self.session.is_active():
-                raise SshDisconnected("VM %s: the SSH connection was lost while a command ran" % self.session.target.vm,
-                                      name=self.session.target.vm)
+            if status == -1 and signal is None and not session.is_active():
+                raise SshDisconnected("VM %s: the SSH connection was lost while a command ran" % session.target.vm,
+                                      name=session.target.vm)
             conn.sendall(frame(EXIT, json.dumps({"status": status, "signal": signal}).encode("utf-8")))
         finally:
             channel.close()
+
+
+class _Failed(Exception):
+    """A failure already in its wire form (a login that failed for another request)."""
+
+    def __init__(self, payload):
+        super().__init__("login failed")
+        self.payload = payload
 
 
 def _same_user(conn):
@@ -168,13 +342,11 @@ def _same_user(conn):
 
 
 class _Daemon:
-    """The detached process: one SshSession, a listening socket, an idle clock."""
+    """The detached process of a control directory: every VM's session, one listening socket, an idle clock."""
 
     def __init__(self, config):
         self.config = config
-        self.paths = ControlPaths(config["control_dir"], config["identity"])
-        self.target = SshTarget.from_json(config["target"])
-        self.idle_timeout = float(config["idle_timeout"])
+        self.paths = ControlPaths(config["control_dir"])
         self.socket_id = None
 
     def log(self, message):
@@ -182,26 +354,19 @@ class _Daemon:
         sys.stderr.flush()
 
     def run(self, status_fd):
-        waited = None
+        server = MuxServer(self.log, self.config.get("idle_timeout", DEFAULT_IDLE_TIMEOUT))
         try:
-            readiness = self.config.get("readiness")
-            if readiness:  # a task waits for a booting VM: the wait's login is the session kept
-                session, waited = ready_session(self.target, readiness.get("deadline"), readiness.get("stall"),
-                                                _progress_writer(readiness["progress"]), readiness.get("store"))
-            else:
-                session = login(self.target, self.config["wait_timeout"], self.config["attempt_timeout"], self.log)
+            listener = self._listen()
         except BaseException as err:
-            self.log("cannot open the session: %s" % err)
+            self.log("cannot listen on %s: %s" % (self.paths.socket, err))
             _report(status_fd, {"ok": False, "error": json.loads(error_payload(err).decode("utf-8"))})
             return 1
-        self.log("SSH session to VM %s at %s as %s open" % (self.target.vm, self.target.address, self.target.user))
-        server = MuxServer(session, self.log)
-        listener = self._listen()
-        _report(status_fd, {"ok": True, "pid": os.getpid(), "socket": self.paths.socket, "waited": waited})
+        self.log("session daemon listening on %s" % self.paths.socket)
+        _report(status_fd, {"ok": True, "pid": os.getpid(), "socket": self.paths.socket})
         try:
             self._serve(server, listener)
         finally:
-            session.close()
+            server.close_all("the daemon exits")
             self.log("exit after %d requests" % server.requests)
         return 0
 
@@ -216,7 +381,7 @@ class _Daemon:
             listener.bind(tmp)
         finally:
             os.umask(old_umask)
-        listener.listen(64)
+        listener.listen(128)
         os.rename(tmp, self.paths.socket)
         self.socket_id = _file_id(self.paths.socket)
         listener.settimeout(1.0)
@@ -232,6 +397,7 @@ class _Daemon:
                     retired.set()
 
         server.on_stop = retire
+        reason = None
         while not retired.is_set():
             try:
                 conn = listener.accept()[0]
@@ -242,20 +408,19 @@ class _Daemon:
             except OSError:
                 if not server.stopping.is_set():
                     raise
+            server.reap()
             if server.stopping.is_set():
                 reason = "stop requested"
                 retire()
-            elif not server.session.is_active():
-                reason = "SSH transport closed"
-                retire()
-            elif server.idle_for() > self.idle_timeout:
+            elif server.idle_for() > server.idle_timeout:
                 # give way to a starter holding the lock: it is about to use us
-                reason = "idle for %d s" % self.idle_timeout
+                reason = "idle for %d s" % server.idle_timeout
                 retire(wait=False)
         self.log("exiting: %s" % reason)
         deadline = time.monotonic() + 10
         while server.active > (1 if reason == "stop requested" else 0) and time.monotonic() < deadline:
             time.sleep(0.02)  # let requests already accepted finish
+        return reason
 
     def _retire(self, listener, wait):
         """Take our socket off the path (under the start lock, so no starter sees a half-gone daemon)."""

@@ -48,7 +48,8 @@ def playbook(path, inventory, extra=(), env=None, timeout=600):
 
 
 def daemons(control_dir):
-    """``[ping answer]`` of every session daemon that answers in ``control_dir``."""
+    """``[ping answer]`` of every session daemon that answers in ``control_dir`` (there is one per directory: a
+    list, so that a second one would show); each answer's ``sessions`` lists the VM sessions it holds."""
     found = []
     for path in sorted(glob.glob(os.path.join(str(control_dir), "*.sock"))):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -66,6 +67,11 @@ def daemons(control_dir):
         finally:
             sock.close()
     return found
+
+
+def sessions(control_dir):
+    """``[session]`` (vm, address, identity, started, requests, ...) of every daemon in ``control_dir``, with its ``pid``."""
+    return [dict(session, pid=daemon["pid"]) for daemon in daemons(control_dir) for session in daemon["sessions"]]
 
 
 def stop_daemons(control_dir):
