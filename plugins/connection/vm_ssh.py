@@ -29,17 +29,19 @@ description:
     vmctl writes when it creates the VM. Unknown keys are never added; a mismatch fails the host naming
     the VM and both fingerprints.
   - One SSH session per VM (and user, key and known_hosts) is kept by a small daemon on the controller,
-    started by the first task that needs it and shared by every later task and fork; it listens on a
-    unix socket (mode 0600) in O(control_path_dir) and exits after O(idle_timeout) seconds without
-    requests or when the VM goes away. Set O(persistent=false) to log in once per task instead.
+    one daemon per O(control_path_dir) holding every VM's session, started by the first task that needs
+    it and shared by every later task and fork; it listens on a unix socket (mode 0600) in
+    O(control_path_dir). A VM's session ends after O(idle_timeout) seconds without requests or when the
+    VM goes away (the next task logs in again); the daemon exits once it holds no session. Set
+    O(persistent=false) to log in once per task instead.
   - Pipelining is supported and on by default; files move over SFTP, streamed and pipelined.
 requirements:
   - paramiko >= 3.2 on the controller
 notes:
-  - The session daemon's log is C(<control_path_dir>/<id>.log).
-  - O(idle_timeout), O(wait_timeout) and O(timeout) apply to a daemon when it starts; a daemon that already runs keeps its own.
+  - The session daemon's log is C(<control_path_dir>/sessions.log).
+  - O(idle_timeout), O(wait_timeout) and O(timeout) apply to a VM's session when it logs in; a session that is already open keeps its own.
   - A change of the VM's key or known_hosts file starts a new session; the old one idles out.
-  - "C(meta: reset_connection) ends the session; the next task logs in again."
+  - "C(meta: reset_connection) ends the VM's session (the other VMs' sessions go on); the next task logs in again."
 options:
   vmctl_vm_name:
     description:
@@ -158,7 +160,7 @@ options:
         key: persistent
   idle_timeout:
     description:
-      - Seconds without requests after which the session daemon logs out and exits.
+      - Seconds without requests after which the session daemon logs out of the VM (and exits when it holds no other session).
     type: integer
     default: 60
     vars:
@@ -170,7 +172,7 @@ options:
         key: idle_timeout
   control_path_dir:
     description:
-      - Directory (created with mode 0700) for the session daemons' sockets, locks and logs.
+      - Directory (created with mode 0700) for the session daemon's socket, lock and log (one daemon per directory).
     type: path
     default: ~/.ansible/vmctl-cp
     vars:
