@@ -38,7 +38,7 @@ description:
 requirements:
   - paramiko >= 3.2 on the controller
 notes:
-  - The session daemon's log is C(<control_path_dir>/sessions.log).
+  - The session daemon's log is C(<control_path_dir>/sessions-v2.log).
   - O(idle_timeout), O(wait_timeout) and O(timeout) apply to a VM's session when it logs in; a session that is already open keeps its own.
   - A change of the VM's key or known_hosts file starts a new session; the old one idles out.
   - "C(meta: reset_connection) ends the VM's session (the other VMs' sessions go on); the next task logs in again."

@@ -19,6 +19,7 @@ from support.vm_ssh_helpers import adhoc, daemons, sessions
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import SshError, SshWaitTimeout, VmctlError
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.client import MuxClient
+from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.protocol import ControlPaths
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.target import resolve_target
 
 pytestmark = pytest.mark.slow
@@ -202,6 +203,6 @@ def test_concurrent_starters_start_one_daemon(sshd, vmctl_data_home, control_dir
     (daemon,) = daemons(control_dir)
     assert sorted(s["vm"] for s in daemon["sessions"]) == names
     assert sshd.logins() - before == len(names)
-    with open(os.path.join(control_dir, "sessions.log")) as f:
+    with open(ControlPaths(control_dir).log) as f:
         assert f.read().count("session daemon listening") == 1
     assert alive(daemon["pid"])

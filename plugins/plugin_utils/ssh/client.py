@@ -13,8 +13,8 @@ transports costs a fraction of a process per VM (``benchmarks/session_memory.py`
   known_hosts file **and** the digests of both files. Each request names its session (identity and
   target); a changed key or pinned host key never reuses an old session. The host key is checked
   against the VM's own pins at each login.
-* Files ``<control dir>/sessions.sock`` (0600) in a 0700 directory; ``sessions.lock`` serializes
-  starting and stopping the daemon; ``sessions.log`` is its log.
+* Files ``<control dir>/sessions-v2.sock`` (0600) in a 0700 directory; ``sessions-v2.lock`` serializes
+  starting and stopping the daemon; ``sessions-v2.log`` is its log.
 * One request per unix connection, one thread per request and one SSH channel per request, so forks
   work in parallel and one VM's hung login or command never holds up another VM's requests. Logins
   to one VM are one at a time (a request that waited for a login that failed gets that error at

@@ -28,7 +28,9 @@ ACCEPT_TIMEOUT = 30.0
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes on Linux, with its NUL
 
 DEFAULT_CONTROL_DIR = "~/.ansible/vmctl-cp"
-DAEMON_NAME = "sessions"  # the one daemon of a control directory: sessions.sock, .lock, .log
+# the one daemon of a control directory: sessions-v2.sock, .lock, .log (another protocol, another daemon: a
+# collection of another version on the same controller never talks to this one)
+DAEMON_NAME = "sessions-v%d" % PROTOCOL
 
 
 # --- frames ----------------------------------------------------------------------------------------
