@@ -93,14 +93,27 @@ class MuxServer:
                 slot = self._slots[identity] = _Slot(identity, target, idle_timeout or self.idle_timeout)
             return slot
 
-    def _drop(self, slot, reason):
+    def _drop(self, slot, reason, grace=0.0):
+        """Forget the slot at once (the next request logs in anew); close its session once the requests it is
+        running have ended, or after ``grace`` seconds."""
         with self._lock:
             if self._slots.get(slot.identity) is slot:
                 del self._slots[slot.identity]
         slot.stopped = True
-        if slot.session is not None:
+        if slot.session is None:
+            return
+
+        def close():
+            deadline = time.monotonic() + grace
+            while slot.active and time.monotonic() < deadline:
+                time.sleep(0.05)
             slot.session.close()
             self.log("VM %s: session closed: %s" % (slot.target.vm, reason))
+
+        if grace and slot.active:
+            threading.Thread(target=close, name="close", daemon=True).start()
+        else:
+            close()
 
     def sessions(self):
         with self._lock:
@@ -166,8 +179,8 @@ class MuxServer:
                 slot = self._slot(identity)
                 if op == "stop":
                     self._send(conn, ACCEPTED, self._accepted())
-                    if slot is not None:
-                        self._drop(slot, "stop requested")
+                    if slot is not None:  # the commands it runs for other forks may end first (10 s at most)
+                        self._drop(slot, "stop requested", grace=10.0)
                     self._send(conn, DONE, b"{}")
                     return
                 if slot is None or not slot.usable():
