@@ -31,6 +31,15 @@ def tag(index):
     return "vmctl:%d" % index
 
 
+def check_guest_path(guest):
+    """Where a share is mounted in the guest: an absolute folder path that an fstab field holds as it is."""
+    if not isinstance(guest, str) or not _GUEST_PATH.fullmatch(guest) or os.path.normpath(guest) == "/" \
+            or "/../" in guest + "/":
+        raise InvalidSpec("share guest path must be an absolute folder path in the guest, got %s" % short(guest),
+                          hint='Write e.g. guest="/mnt/src" (letters, digits, . _ - @ +; no blanks or commas; not /)')
+    return guest
+
+
 def check_share(value, must_exist=True):
     """One share with its defaults (read-write); ``source`` must be an existing host directory (``must_exist``; a
     stored record's share is checked for its shape only: its folder is checked again at each start)."""
@@ -48,9 +57,7 @@ def check_share(value, must_exist=True):
         what = "does not exist" if not os.path.lexists(source) else "is not a folder"
         raise InvalidSpec("share source %s %s" % (source, what), hint="Give an existing host folder (create it first)",
                           path=source)
-    if not isinstance(guest, str) or not _GUEST_PATH.fullmatch(guest) or guest == "/" or "/../" in guest + "/":
-        raise InvalidSpec("share guest path must be an absolute folder path in the guest, got %s" % short(guest),
-                          hint='Write e.g. guest="/mnt/src" (letters, digits, . _ - @ +; no blanks or commas; not /)')
+    guest = check_guest_path(guest)
     if not isinstance(readonly, bool):
         raise InvalidSpec("share readonly must be true or false, got %s" % short(readonly), hint="Write readonly=true")
     return {"source": source, "guest": os.path.normpath(guest), "readonly": readonly}

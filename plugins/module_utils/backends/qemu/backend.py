@@ -44,9 +44,7 @@ SSH_PORT_RANGE = (10022, 10122)
 QEMU_BINARY = "qemu-system-x86_64"
 
 
-def qemu_escape(value):
-    """QEMU option values: a comma is written as two."""
-    return str(value).replace(",", ",,")
+qemu_escape = devices.qemu_escape  # QEMU option values: a comma is written as two
 
 
 POWER_BUTTON_REPEAT = 5  # seconds between ACPI power button presses during a graceful stop

@@ -36,8 +36,8 @@ _SPECIAL = {"secure-boot", "enrolled-keys", "requires-smm", "amd-sev", "amd-sev-
 
 
 def qemu_escape(value):
-    from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import qemu_escape as escape  # no import cycle
-    return escape(value)
+    """QEMU option values: a comma is written as two (the backend's argv uses it too)."""
+    return str(value).replace(",", ",,")
 
 
 # --- port forwards ------------------------------------------------------------------------------------
