@@ -84,6 +84,9 @@ def _record(view, hypervisor):
         "vmctl_vmfile": handle.vmfile,
         "vmctl_console_log": handle.console_log,
         "vmctl_id": handle.id,
+        "vmctl_port_forwards": handle.port_forwards,  # issue 14
+        "vmctl_shares": handle.shares,
+        "vmctl_firmware": handle.firmware,
     }
     if host:
         hostvars["ansible_host"] = host
