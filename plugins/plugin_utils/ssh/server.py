@@ -122,13 +122,20 @@ class MuxServer:
     def reap(self):
         """Close the sessions whose transport died or that were idle for their idle timeout."""
         now = time.monotonic()
-        for slot in self.sessions():
-            if slot.active or slot.login_lock.locked():
-                continue
-            if slot.session is not None and not slot.session.is_active():
-                self._drop(slot, "SSH transport closed")
-            elif now - slot.last_activity > slot.idle_timeout:
-                self._drop(slot, "idle for %d s" % slot.idle_timeout)
+        gone = []
+        with self._lock:  # a request takes its slot under this lock too: none starts on a slot reaped here
+            for slot in list(self._slots.values()):
+                if slot.active or slot.login_lock.locked():
+                    continue
+                if slot.session is not None and not slot.session.is_active():
+                    gone.append((slot, "SSH transport closed"))
+                elif now - slot.last_activity > slot.idle_timeout:
+                    gone.append((slot, "idle for %d s" % slot.idle_timeout))
+                else:
+                    continue
+                del self._slots[slot.identity]
+        for slot, reason in gone:
+            self._drop(slot, reason)
 
     def close_all(self, reason):
         for slot in self.sessions():
@@ -173,26 +180,31 @@ class MuxServer:
             if named is None:
                 self._daemon_request(conn, op)
                 return
-            if op == "open":
-                slot = self._slot(identity, target, (request.get("login") or {}).get("idle_timeout"))
-            else:
+            if op == "stop":
                 slot = self._slot(identity)
-                if op == "stop":
-                    self._send(conn, ACCEPTED, self._accepted())
-                    if slot is not None:  # the commands it runs for other forks may end first (10 s at most)
-                        self._drop(slot, "stop requested", grace=10.0)
-                    self._send(conn, DONE, b"{}")
-                    return
-                if slot is None or not slot.usable():
-                    if slot is not None and slot.session is not None:
-                        self.log("VM %s: request %s refused: SSH transport is gone" % (slot.target.vm, op))
-                        self._drop(slot, "SSH transport closed")
-                    closed = SessionDaemonFailed("VM %s: no SSH session open" % target.vm, name=target.vm)
-                    self._send(conn, ERROR, error_payload(closed, login=True))
-                    return
-            with self._lock:
-                slot.requests += 1
-                slot.active += 1
+                self._send(conn, ACCEPTED, self._accepted())
+                if slot is not None:  # the commands it runs for other forks may end first (10 s at most)
+                    self._drop(slot, "stop requested", grace=10.0)
+                self._send(conn, DONE, b"{}")
+                return
+            with self._lock:  # the slot is taken (counted active) in the same step as it is found: reap spares it
+                slot = self._slots.get(identity)
+                if op == "open" and slot is None:
+                    idle = (request.get("login") or {}).get("idle_timeout") or self.idle_timeout
+                    slot = self._slots[identity] = _Slot(identity, target, idle)
+                if slot is not None and (op == "open" or slot.usable()):
+                    slot.requests += 1
+                    slot.active += 1
+                    taken = True
+                else:
+                    taken = False
+            if not taken:
+                if slot is not None and slot.session is not None and not slot.login_lock.locked():
+                    self.log("VM %s: request %s refused: SSH transport is gone" % (slot.target.vm, op))
+                    self._drop(slot, "SSH transport closed")
+                closed = SessionDaemonFailed("VM %s: no SSH session open" % target.vm, name=target.vm)
+                self._send(conn, ERROR, error_payload(closed, login=True))
+                return
             try:
                 self._send(conn, ACCEPTED, self._accepted())
                 self._session_request(conn, op, request, slot, received)
