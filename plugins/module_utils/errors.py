@@ -113,6 +113,12 @@ class InvalidAccel(VmctlError):
     default_hint = "Use auto, kvm or tcg"
 
 
+class SwitchFailed(VmctlError):
+    """A private network's vde_switch could not be started or proven."""
+    code = "vmctl.qemu.switch_failed"
+    default_hint = "Check that vde2 is installed (apt install vde2) and see the switch folder under the data dir"
+
+
 class StopFailed(VmctlError):
     code = "vmctl.qemu.stop_failed"
     default_hint = "Check the process state with ps; it may be stuck in the kernel"

@@ -16,7 +16,7 @@ import contextlib
 import os
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils import paths
+from ansible_collections.vmctl.core.plugins.module_utils import paths, private_network
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for, default_backend_tag
 from ansible_collections.vmctl.core.plugins.module_utils.guest.cloudinit import cloud_init_digest
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
@@ -194,6 +194,7 @@ class VmManager:
             private_key_path=spec.ssh.private_key_path if spec.ssh else None,
             host_key_checking=spec.ssh.host_key_checking if spec.ssh else DEFAULTS["host_key_checking"],
             vmfile=os.path.abspath(spec.vmfile) if spec.vmfile else None, created_at=time.time(),
+            private_networks=private_network.attach(spec.name, spec.vmfile, spec.private_networks),
             **{key: getattr(spec, key) for key in BOOT_SETTINGS})
 
     def _save(self, handle):

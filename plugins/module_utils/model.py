@@ -16,7 +16,7 @@ __metaclass__ = type
 import dataclasses
 import os
 
-from ansible_collections.vmctl.core.plugins.module_utils import checks
+from ansible_collections.vmctl.core.plugins.module_utils import checks, private_network
 from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_name
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec
 
@@ -167,6 +167,7 @@ class VmSpec:
     kernel: str | None = None
     initrd: str | None = None
     kernel_append: str | None = None
+    private_networks: list = dataclasses.field(default_factory=list)  # [{"name", "address"}] (private_network.py)
 
     def __post_init__(self):
         validate_name(self.name)
@@ -185,6 +186,8 @@ class VmSpec:
             raise InvalidSpec("VM %s: unknown accel %s" % (self.name, checks.short(self.accel)), hint="Use one of: %s" % ", ".join(ACCELS))
         if self.backend not in BACKENDS:
             raise InvalidSpec("VM %s: unknown backend %s" % (self.name, checks.short(self.backend)), hint="Use one of: %s" % ", ".join(BACKENDS))
+        self.private_networks = self._check(private_network.normalize, self.private_networks)
+        self._check(private_network.check_spec, self.private_networks, self.backend, self.cloud_init is not None)
         ci = self.cloud_init
         if ci is not None and ci.hostname is not None:
             self._check(checks.validate_hostname, ci.hostname)
@@ -251,6 +254,7 @@ class VmHandle:
     kernel_append: str | None = None
     # The provision plan as last run by up/provision: {"digest": "sha256:…", "completed": bool}, or None.
     provision: dict | None = None
+    private_networks: list = dataclasses.field(default_factory=list)  # [{"name", "address", "switch", "mac"}]
     extra: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self):

@@ -75,6 +75,12 @@ vms:
     network:
       description: Network type and its bridge or VNIC.
       type: dict
+    private_networks:
+      description: >-
+        The VM's NICs on private switches, each with C(name) (the switch), C(address) (or null), C(mac) and
+        C(switch) (the switch's id, its folder under C($XDG_DATA_HOME/vmctl/switches/)).
+      type: list
+      elements: dict
     ssh:
       description: C(host), C(port), C(user), C(private_key) and C(known_hosts) to log in (null without SSH settings).
       type: dict

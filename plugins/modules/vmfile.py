@@ -99,6 +99,10 @@ vms:
     cloud_init:
       description: C(hostname), C(ssh_key), C(user_data), C(generate_key); null without a cloud-init block.
       type: dict
+    private_networks:
+      description: The VM's C(private-network) nodes, each C(name) (the switch) and C(address) (or null).
+      type: list
+      elements: dict
     ssh:
       description: >-
         C(user), C(private_key), C(boot_timeout) and C(stall_timeout) (the readiness wait's deadline and stall

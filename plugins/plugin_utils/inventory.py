@@ -78,6 +78,9 @@ def _record(manager, name, handle, state, state_error, data_dir):
         "vmctl_vmfile": handle.vmfile,
         "vmctl_console_log": handle.console_log,
         "vmctl_id": handle.id,
+        "vmctl_private_networks": [dict(nic) for nic in handle.private_networks or ()],
+        "vmctl_private_addresses": {nic["name"]: nic["address"].split("/")[0]
+                                    for nic in handle.private_networks or () if nic.get("address")},
     }
     if host:
         hostvars["ansible_host"] = host
@@ -92,6 +95,7 @@ def _record(manager, name, handle, state, state_error, data_dir):
     if state_error:
         hostvars["vmctl_state_error"] = state_error
     groups = [group_name("state", state), group_name("backend", handle.backend), group_name("network", handle.network.type)]
+    groups += [group_name("private_network", nic["name"]) for nic in handle.private_networks or ()]
     return {"name": name, "hostvars": hostvars, "groups": groups}
 
 

@@ -121,7 +121,7 @@ def connect_unix(path, vm):
     return sock
 
 
-def prepare_cloud_init(spec, handle, files):
+def prepare_cloud_init(spec, handle, files, network_config=None):
     """Write the NoCloud seed ISO (and the keys it needs) for ``spec``; returns the handle changes.
 
     ``files`` names the paths: ``seed``, ``user_key``, ``host_key``, ``known_hosts``. Without the
@@ -146,7 +146,7 @@ def prepare_cloud_init(spec, handle, files):
         changes["known_hosts"] = files["known_hosts"]
         write_known_hosts(handle, files["known_hosts"], host_key.public_openssh)
     meta_data = cloudinit.build_meta_data(handle.id, hostname)
-    cloudinit.write_seed_iso(files["seed"], user_data, meta_data)
+    cloudinit.write_seed_iso(files["seed"], user_data, meta_data, network_config)
     return changes
 
 

@@ -16,7 +16,7 @@ import difflib
 import os
 import re
 
-from ansible_collections.vmctl.core.plugins.module_utils import checks
+from ansible_collections.vmctl.core.plugins.module_utils import checks, private_network
 from ansible_collections.vmctl.core.plugins.module_utils.vmfile import kdl
 from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, keys
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, KeygenFailed, UnknownVm, VmctlError, VmfileNotFound
@@ -91,6 +91,7 @@ CLOUD_INIT_NODES = {"hostname": Field("str", check=checks.validate_hostname), "s
 SSH_NODES = {"user": Field("str"), "private-key": Field("path", must_exist=True),
              "boot-timeout": Field("int", 1, 86400, example=900), "stall-timeout": Field("int", 1, 86400, example=300),
              "host-key-checking": Field("choice", choices=("yes", "accept-new"))}
+PRIVATE_NETWORK_NODES = {"address": Field("str", check=private_network.check_address)}
 PROVISION_NODES = {"inline": Field("str"), "script": Field("path", must_exist=True),
                    "source": Field("path", must_exist=True), "destination": Field("str")}
 VM_NODES = {
@@ -108,6 +109,8 @@ VM_NODES = {
     "accel": Field("choice", choices=ACCELS),
     "cpu": Field("str", check=checks.check_word),
     "machine": Field("str", check=checks.check_word),
+    "private-network": Field("block", multi=True, arg=Field("str", check=private_network.check_name),
+                             children=PRIVATE_NETWORK_NODES, props=PRIVATE_NETWORK_NODES),
 }
 UNITS = {"vcpus": "", "memory": " MB", "disk": " GB"}
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([MGT])i?B?\s*", re.IGNORECASE)
@@ -143,6 +146,7 @@ class _Checker:
         self.base_dir = os.path.dirname(os.path.abspath(path))
         self.lines = text.splitlines()
         self.problems = []
+        self.addresses = []  # (vm, private network, address, where) of every VM, see check_addresses
 
     def problem(self, where, message, hint=None, node_path=None):
         line, col = (where.line, where.col) if where is not None else (None, None)
@@ -315,6 +319,8 @@ class _Checker:
                     fields[child.name] = value
             elif child.name == "provision":
                 provisions.append(self.provision(child, len(provisions) + 1, cpath))
+            elif field.multi:
+                fields.setdefault(child.name, []).append(getattr(self, child.name.replace("-", "_"))(child, field, cpath))
             else:
                 fields[child.name] = getattr(self, child.name.replace("-", "_"))(child, field, cpath)
         record = self.vm_record(node, name, npath, fields, seen, provisions)
@@ -352,6 +358,7 @@ class _Checker:
             "disk": fields.get("disk"),
             "network": network, "cloud_init": cloud_init, "ssh": ssh,
             "accel": fields.get("accel", DEFAULTS["accel"]), "cpu": fields.get("cpu"), "machine": fields.get("machine"),
+            "private_networks": self.check_private_networks(name, npath, fields.get("private-network", []), cloud_init),
             "provisions": [dict(p, description=describe(p)) for p in provisions if p is not None],
             "provision_digest": plan_digest([p for p in provisions if p is not None]),
         }
@@ -424,6 +431,54 @@ class _Checker:
             self.problem(node, "vnic networking needs the VNIC's name", 'Write network "vnic" { name "vnic0" }', npath)
         return {"type": kind or "user", "bridge": (bridge[0] or TAP_DEFAULT_BRIDGE) if kind == "tap" else None,
                 "name": vnic[0] if kind == "vnic" else None}
+
+    def private_network(self, node, field, npath):
+        """``private-network "lab" address="192.168.77.11/24"`` (or ``{ address "…" }``): ``(record, name value, address value)``."""
+        values = self.block(node, field.children, npath, props=field.props, allow_args=1)
+        if not node.args:
+            self.problem(_At(node.line, node.col + len(node.name)), "private-network needs the switch's name",
+                         'Write private-network "lab" address="192.168.77.11/24"', npath)
+            return None
+        name = self.check_value(field.arg, node.args[0], "private network name", npath)
+        address, where = values.get("address", (None, None))
+        if name is None or ("address" in values and address is None):
+            return None  # already reported
+        return {"name": name, "address": address}, node.args[0], where
+
+    def check_private_networks(self, vm, npath, given, cloud_init):
+        """The VM's private networks (each switch once; an address needs cloud-init); addresses are kept with
+        their positions for the check across VMs (``parse_text``)."""
+        result, seen = [], {}
+        for entry in given:
+            if entry is None:
+                continue
+            net, name_at, address_at = entry
+            if net["name"] in seen:
+                self.problem(name_at, "private network %s is given twice in vm %s" % (net["name"], _show(vm)),
+                             "Join each switch once (the first is on line %d)" % seen[net["name"]], npath)
+                continue
+            seen[net["name"]] = name_at.line
+            if net["address"] and cloud_init is None:
+                self.problem(address_at, "the address on private network %s is set by cloud-init, and vm %s has no "
+                             "cloud-init" % (net["name"], _show(vm)),
+                             "Add a cloud-init { } block, or leave the address out and configure the NIC in the guest", npath)
+                continue
+            if net["address"]:
+                self.addresses.append((vm, net["name"], net["address"], address_at))
+            result.append(net)
+        return result
+
+    def check_addresses(self):
+        """Two VMs of one VMFile with one address on the same switch: the second is the problem."""
+        first = {}
+        for vm, name, address, where in self.addresses:
+            key = (name, private_network.host_of(address))
+            if key in first:
+                other, line = first[key]
+                self.problem(where, "address %s on private network %s is taken by vm %s (line %d)" % (address, name, _show(other), line),
+                             "Give each VM on %s its own address" % name, 'vm "%s"' % vm)
+            else:
+                first[key] = (vm, where.line)
 
     def cloud_init(self, node, field, npath):
         values = self.settings["cloud-init"] = self.block(node, field.children, npath)
@@ -561,6 +616,7 @@ def parse_text(text, path=DEFAULT_NAME):
             continue
         first[record["name"]] = node.line
         records.append(record)
+    checker.check_addresses()
     if not nodes:
         checker.problem(_At(1, 1), "the VMFile defines no VM", 'Add a vm "name" { image … } block')
     if checker.problems:

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils import errors, paths
+from ansible_collections.vmctl.core.plugins.module_utils import errors, paths, private_network
 from ansible_collections.vmctl.core.plugins.module_utils.model import DEFAULTS
 from ansible_collections.vmctl.core.plugins.plugin_utils.cli.common import (
     EXIT_FAILED, EXIT_OK, Progress, command, dash, name_arg, note, out, print_json, vm_command, vm_manager)
@@ -25,6 +25,7 @@ def cmd_create(args):
         "ssh": {"user": args.user, "private_key": _private_half(args.ssh_key), "host_key_checking": args.host_key_checking},
         "kernel": _abspath(args.kernel), "initrd": _abspath(args.initrd), "kernel_append": args.kernel_append,
         "vnc": not args.no_vnc, "vnc_tcp": args.vnc_tcp,
+        "private_networks": [private_network.parse_option(text) for text in args.private_network or ()],
     }
     if args.cloud_init:
         record["cloud_init"] = {"user_data": args.cloud_init}
@@ -134,7 +135,8 @@ def cmd_list(args):
     for r in records:
         active = r["state"] in ("running", "suspended")
         ssh_port = r["ssh_host_port"] if r["network"]["type"] == "User" else None
-        out(LIST_FORMAT % (r["name"], r["backend"], r["vcpus"], r["memory_mb"], r["network"]["type"].lower(),
+        network = ",".join([r["network"]["type"].lower()] + [nic["name"] for nic in r.get("private_networks") or ()])
+        out(LIST_FORMAT % (r["name"], r["backend"], r["vcpus"], r["memory_mb"], network,
                            dash(r["pid"] if active else None), dash(ssh_port), _state_text(r)))
     for name in sorted(manager.store.bad):
         out(LIST_FORMAT % (name, "-", "-", "-", "-", "-", "-", "bad record (see the error above)"))
@@ -162,7 +164,8 @@ def cmd_status(args):
         ("Hint", r["problem"]["hint"] if r.get("problem") else None),
         ("vCPUs", r["vcpus"]), ("Memory", "%s MiB" % r["memory_mb"]),
         ("Disk", "%s GiB" % r["disk_gb"] if r["disk_gb"] else "image size"),
-        ("Network", network), ("Work dir", r["work_dir"]), ("Overlay", r["overlay_path"]),
+        ("Network", network), ("Private networks", _private_text(r.get("private_networks"))),
+        ("Work dir", r["work_dir"]), ("Overlay", r["overlay_path"]),
         ("Seed ISO", r["seed_iso_path"]), ("PID", r["pid"] if active else None),
         ("VNC", "%s%s" % (r["vnc_addr"], " (password in %s)" % os.path.join(r["work_dir"], "vnc.password") if r.get("vnc_tcp") else "")
          if active and r["vnc"] and r["vnc_addr"] else None),
@@ -178,6 +181,12 @@ def cmd_status(args):
     for label, value in rows:
         out("%-*s %s" % (width, label + ":", dash(value)))
     return EXIT_OK
+
+
+def _private_text(nics):
+    """``lab 192.168.77.11/24 (MAC 52:56:…)`` for each private NIC, or None."""
+    return "; ".join("%s %s (MAC %s)" % (nic["name"], nic.get("address") or "no address", nic.get("mac"))
+                     for nic in nics) if nics else None
 
 
 def _provisioned(record):
@@ -261,6 +270,7 @@ examples:
   vmctl create --name myvm --image-url https://example.com/image.img \\
       --vcpus 4 --memory 4096 --disk 40 --ssh-key ~/.ssh/id_ed25519.pub --start
   vmctl create --name myvm --image ./ubuntu.qcow2 --bridge br0
+  vmctl create --name db --image ./debian.qcow2 --private-network lab:192.168.77.12/24
 """)
 def _create_args(p):
     p.add_argument("--name", required=True, help="VM name (letters, digits, . _ -; at most 63)")
@@ -272,6 +282,9 @@ def _create_args(p):
     p.add_argument("--memory", type=int, default=DEFAULTS["memory"], metavar="MiB", help="memory in MiB (default %(default)s)")
     p.add_argument("--disk", type=int, metavar="GiB", help="disk size in GiB (the overlay is grown to it)")
     p.add_argument("--bridge", metavar="BRIDGE", help="TAP networking on this bridge (default: user networking)")
+    p.add_argument("--private-network", action="append", metavar="NAME[:ADDR/PREFIX]",
+                   help="an extra NIC on the private switch NAME (shared by the VMs made without a VMFile), with a "
+                        "static address set by cloud-init, e.g. lab:192.168.77.11/24; repeatable")
     ci = p.add_mutually_exclusive_group()
     ci.add_argument("--cloud-init", metavar="PATH", help="your own cloud-init user-data file")
     ci.add_argument("--ssh-key", metavar="PATH", help="SSH public key to install for the user")

@@ -26,7 +26,9 @@ import stat
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths
-from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import net
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import net, switch
+from ansible_collections.vmctl.core.plugins.module_utils import private_network
+from ansible_collections.vmctl.core.plugins.module_utils.guest import network_config
 from ansible_collections.vmctl.core.plugins.module_utils.guest import host_keys
 from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
@@ -236,6 +238,7 @@ class QemuBackend(Backend):
             changes["mac_addr"] = random_mac({raw.get("mac_addr") for raw in others})
         if spec.network.type == "user" and not handle.ssh_host_port:
             changes["ssh_host_port"] = pick_ssh_port(spec.name, {raw.get("ssh_host_port") for raw in others})
+        private_network.check_taken(spec.name, handle.private_networks, [(r.get("name"), r.get("private_networks")) for r in others])
         return handle.replace(**changes) if changes else handle
 
     def prepare(self, spec, handle):
@@ -263,7 +266,8 @@ class QemuBackend(Backend):
         )
         ci = spec.cloud_init
         if ci is not None:
-            changes.update(prepare_cloud_init(spec, handle, files))
+            changes.update(prepare_cloud_init(spec, handle, files, network_config.build(
+                handle.mac_addr, spec.network.type in ("user", "tap"), private_network.nics_of(handle))))
         # No key generated (user-data, no cloud-init): pinned from the console, so `vmctl ssh --user --key` works too.
         changes.setdefault("known_hosts", files["known_hosts"])
         return handle.replace(**changes)
@@ -327,6 +331,7 @@ class QemuBackend(Backend):
         if handle.seed_iso_path:
             argv += ["-drive", "file=%s,if=virtio,format=raw,readonly=on" % qemu_escape(handle.seed_iso_path)]
         argv += self._network_args(handle)
+        argv += switch.qemu_args(handle)
         if handle.vnc and handle.vnc_tcp:
             argv += ["-vnc", "127.0.0.1:0,to=99,password=on"]  # the password is set over QMP once started
         elif handle.vnc:
@@ -375,17 +380,18 @@ class QemuBackend(Backend):
             raise PortInUse("VM %s: SSH forward port 127.0.0.1:%d is in use by another program" % (handle.name, handle.ssh_host_port),
                             hint="Free the port, or destroy and recreate the VM to get another one")
         argv = self.command_line(handle)
-        result = run(argv, error=SpawnFailed, what="VM %s: starting QEMU" % handle.name, check=False, timeout=120)
-        if result.rc != 0:
-            hint = None
-            if handle.network.type == "tap" and "acl file" in result.stderr:
-                hint = "qemu-bridge-helper refused bridge %s: add the line `allow %s` to %s" % (
-                    handle.network.bridge, handle.network.bridge, net.DEFAULT_ACL_FILE)
-            raise SpawnFailed("VM %s: QEMU failed to start (exit %d): %s" % (handle.name, result.rc, result.stderr.strip()),
-                              hint=hint, argv=argv)
-        pid = self._process(handle).pid()
-        if pid is None:
-            raise SpawnFailed("VM %s: QEMU exited right after starting; see %s" % (handle.name, f["console_log"]))
+        with switch.attached(handle):  # the private networks' switches run (and stay) while QEMU joins them
+            result = run(argv, error=SpawnFailed, what="VM %s: starting QEMU" % handle.name, check=False, timeout=120)
+            if result.rc != 0:
+                hint = None
+                if handle.network.type == "tap" and "acl file" in result.stderr:
+                    hint = "qemu-bridge-helper refused bridge %s: add the line `allow %s` to %s" % (
+                        handle.network.bridge, handle.network.bridge, net.DEFAULT_ACL_FILE)
+                raise SpawnFailed("VM %s: QEMU failed to start (exit %d): %s" % (handle.name, result.rc, result.stderr.strip()),
+                                  hint=hint, argv=argv)
+            pid = self._process(handle).pid()
+            if pid is None:
+                raise SpawnFailed("VM %s: QEMU exited right after starting; see %s" % (handle.name, f["console_log"]))
         self._make_private(f)
         vnc_addr = None
         with self._qmp(handle) as qmp:
@@ -509,6 +515,7 @@ class QemuBackend(Backend):
         pid = proc.pid()
         self._pin_console_keys(handle)
         if pid is None:
+            switch.release(handle)  # a crashed or killed QEMU: its switches may have no user left
             return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None)
         method = "acpi"
         gone = False
@@ -535,6 +542,7 @@ class QemuBackend(Backend):
                 proc.signal(pid, signal.SIGKILL)
                 if not proc.wait_gone(pid, SIGNAL_WAIT):
                     raise StopFailed("VM %s: QEMU process %s survived SIGKILL" % (handle.name, pid))
+        switch.release(handle)
         return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None, extra=dict(handle.extra, last_stop=method))
 
     def destroy(self, handle):
@@ -549,6 +557,7 @@ class QemuBackend(Backend):
                 pass
             if not proc.wait_gone(pid, SIGNAL_WAIT):
                 self.stop(handle, timeout=0)
+        switch.release(handle)
         paths.remove_vm_dir(handle.work_dir, handle.name)
         if os.path.lexists(handle.work_dir):
             raise IoFailed("VM %s: could not remove %s" % (handle.name, handle.work_dir))
@@ -558,9 +567,11 @@ class QemuBackend(Backend):
         proc = QemuProcess(work_dir)
         pid = proc.pid()
         if pid is None:
+            switch.release_work_dir(work_dir, os.path.basename(work_dir))
             return []
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not proc.signal(pid, sig) or proc.wait_gone(pid, SIGNAL_WAIT):
+                switch.release_work_dir(work_dir, os.path.basename(work_dir))
                 return [pid]
         raise IoFailed("QEMU (pid %s) of %s did not end after SIGKILL" % (pid, work_dir))
 

@@ -1,0 +1,300 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmctl.core developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The private networks' switches: one rootless ``vde_switch`` (Debian's vde2) per switch id.
+
+A switch lives in ``<data_dir>/switches/<id>/`` (0700; the id is a digest of the VMFile's path and the
+network's name, see private_network.switch_id): ``ctl/`` is vde's control directory (QEMU joins with
+``-netdev vde,sock=<ctl>``; sockets 0600), ``switch.pid`` its pidfile, ``switch.lock`` a lock file whose
+flock the switch holds for its whole life (the descriptor is inherited at spawn), ``op.lock`` serializes
+start, attach and release, and ``users/<vm>`` marks each VM attached. No tap, no host interface, no route:
+only the VMs' NICs are ports of the switch.
+
+The switch's pid is believed (and signalled) only when the process named by its pidfile is a live
+``vde_switch`` whose command line gives this very control directory and which holds ``switch.lock`` open
+(checked in /proc/<pid>/fd by device and inode): a stale pidfile never hits an unrelated process.
+
+Lifecycle: a VM's start attaches it (under ``op.lock``: the switch is started when it is not running,
+a dead one is restarted, then QEMU is spawned and the marker written); its stop, destroy or a failed
+start releases it: the marker goes, then markers of VMs whose QEMU no longer runs (crashed, killed) are
+swept, and a switch without users is stopped. A crash at any point leaves at worst a stale marker or a
+switch without users, which the next attach or release of that switch corrects.
+"""
+
+from __future__ import annotations
+
+__metaclass__ = type
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+
+from ansible_collections.vmctl.core.plugins.module_utils import paths, private_network
+from ansible_collections.vmctl.core.plugins.module_utils.errors import StopFailed, SwitchFailed
+from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
+from ansible_collections.vmctl.core.plugins.module_utils.store import file_lock
+
+BINARY = "vde_switch"
+START_TIMEOUT = 10.0
+SIGNAL_WAIT = 5.0
+
+
+def data_dir_of(work_dir):
+    """The data dir a VM's work dir ``<data_dir>/vms/<name>`` belongs to."""
+    return os.path.dirname(os.path.dirname(work_dir))
+
+
+class SwitchProcess:
+    """The vde_switch of one switch folder, proven as described above."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.ctl = os.path.join(folder, "ctl")
+        self.pidfile = os.path.join(folder, "switch.pid")
+        self.holder = os.path.join(folder, "switch.lock")
+
+    def pid(self):
+        try:
+            with open(self.pidfile, "rb") as f:
+                content = f.read(64).decode("ascii", "replace").strip()
+        except OSError:
+            return None
+        return int(content) if content.isdigit() and self.is_ours(int(content)) else None
+
+    def is_ours(self, pid):
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+            with open("/proc/%d/stat" % pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            holder = os.stat(self.holder)
+        except (OSError, IndexError):
+            return False
+        if state == "Z" or os.path.basename(argv[0]) != BINARY.encode() or \
+                not any(a == b"-s" and b == self.ctl.encode() for a, b in zip(argv, argv[1:])):
+            return False
+        fd_dir = "/proc/%d/fd" % pid
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            return False
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                st = os.stat(os.path.join(fd_dir, fd))
+                if (st.st_dev, st.st_ino) == (holder.st_dev, holder.st_ino):
+                    return True
+        return False
+
+    def signal(self, pid, sig):
+        """Send ``sig`` through a pidfd taken before the proof is re-checked; False when it is gone."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        try:
+            if not self.is_ours(pid):
+                return False
+            signal.pidfd_send_signal(pidfd, sig)
+            return True
+        except ProcessLookupError:
+            return False
+        finally:
+            os.close(pidfd)
+
+    def wait_gone(self, pid, timeout):
+        deadline = time.monotonic() + timeout
+        while self.is_ours(pid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
+class Switch:
+    """One switch folder under ``<data_dir>/switches``; ``name`` is only for messages."""
+
+    def __init__(self, data_dir, switch_id, name=None):
+        self.id, self.name = switch_id, name or switch_id
+        self.root = os.path.join(data_dir, "switches")
+        self.folder = os.path.join(self.root, switch_id)
+        self.vms_dir = os.path.join(data_dir, "vms")
+        self.process = SwitchProcess(self.folder)
+        self.ctl = self.process.ctl
+        self.users_dir = os.path.join(self.folder, "users")
+
+    @contextlib.contextmanager
+    def locked(self):
+        paths.ensure_private_dir(self.root)
+        paths.ensure_private_dir(self.folder)
+        with file_lock(os.path.join(self.folder, "op.lock")):
+            yield self
+
+    def pid(self):
+        return self.process.pid()
+
+    def users(self):
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(os.listdir(self.users_dir))
+        return []
+
+    def live_users(self):
+        """Attached VMs whose QEMU runs (its pidfile proof); markers of the others are removed."""
+        from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import QemuProcess
+        live = []
+        for vm in self.users():
+            if QemuProcess(os.path.join(self.vms_dir, vm)).pid() is not None:
+                live.append(vm)
+            else:
+                self.mark(vm, False)
+        return live
+
+    def mark(self, vm, attached=True):
+        path = os.path.join(self.users_dir, vm)
+        if attached:
+            paths.ensure_private_dir(self.users_dir)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    # --- the process (call with the switch locked) ------------------------------------------------------
+    def ensure_running(self):
+        """The switch's pid, starting it when it does not run (a dead or killed switch is started again)."""
+        pid = self.pid()
+        if pid is not None:
+            return pid
+        binary = find_tool(BINARY, hint="Install it (Debian/Ubuntu: apt install vde2)")
+        self._clear()
+        fd = os.open(self.process.holder, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SwitchFailed("private network %s: %s is held by a process that is not its switch (its pidfile %s "
+                                   "does not name it)" % (self.name, self.process.holder, self.process.pidfile),
+                                   hint="Find it with fuser -v %s and end it; then start the VM again" % self.process.holder,
+                                   network=self.name)
+            rcfile = os.path.join(self.folder, "switch.rc")  # empty: no ~/.vderc or /etc/vde2/vde_switch.rc is read
+            with open(rcfile, "w"):
+                pass
+            argv = [binary, "-s", self.ctl, "-p", self.process.pidfile, "-f", rcfile, "-d",
+                    "-m", "0600", "--dirmode", "0700"]
+            try:
+                result = subprocess.run(argv, pass_fds=(fd,), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                        timeout=START_TIMEOUT, check=False)
+            except subprocess.TimeoutExpired:
+                raise SwitchFailed("private network %s: vde_switch did not daemonize within %ss" % (self.name, START_TIMEOUT),
+                                   network=self.name, argv=argv)
+        finally:
+            os.close(fd)  # the switch keeps the lock through its own copy of the descriptor
+        if result.returncode != 0:
+            raise SwitchFailed("private network %s: vde_switch failed (exit %d): %s"
+                               % (self.name, result.returncode, (result.stderr or result.stdout).strip()),
+                               hint="Run the command by hand to see why: %s" % " ".join(argv), network=self.name, argv=argv)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            pid = self.pid()
+            if pid is not None and os.path.exists(os.path.join(self.ctl, "ctl")):
+                return pid
+            if time.monotonic() >= deadline:
+                raise SwitchFailed("private network %s: vde_switch started but its pidfile or control socket did not "
+                                   "appear in %s" % (self.name, self.folder), network=self.name, argv=argv)
+            time.sleep(0.05)
+
+    def stop(self):
+        """End the switch (SIGTERM, then SIGKILL) and remove its sockets; returns the pid ended or None."""
+        pid = self.pid()
+        if pid is not None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                if not self.process.signal(pid, sig) or self.process.wait_gone(pid, SIGNAL_WAIT):
+                    break
+            else:
+                raise StopFailed("private network %s: vde_switch (pid %s) survived SIGKILL" % (self.name, pid))
+        self._clear()
+        return pid
+
+    def _clear(self):
+        """Remove what a switch that no longer runs left behind (its control directory and pidfile)."""
+        if os.path.islink(self.ctl):
+            os.unlink(self.ctl)
+        elif os.path.isdir(self.ctl):
+            shutil.rmtree(self.ctl, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.process.pidfile)
+
+
+# --- what the QEMU backend calls --------------------------------------------------------------------------
+
+def _switches(handle):
+    data_dir = data_dir_of(handle.work_dir)
+    seen = {}
+    for nic in private_network.nics_of(handle):
+        seen.setdefault(nic["switch"], Switch(data_dir, nic["switch"], nic.get("name")))
+    return [seen[key] for key in sorted(seen)]  # locked in one order: no deadlock between two starts
+
+
+@contextlib.contextmanager
+def attached(handle):
+    """Hold the VM's switches locked and running while QEMU is spawned in the block; on success the VM is
+    marked as a user of each, on failure released (a switch it started alone is stopped again)."""
+    with contextlib.ExitStack() as stack:
+        switches = [stack.enter_context(s.locked()) for s in _switches(handle)]
+        for s in switches:
+            s.ensure_running()
+        try:
+            yield switches
+        except BaseException:
+            for s in switches:
+                s.mark(handle.name, False)
+                if not s.live_users():
+                    s.stop()
+            raise
+        for s in switches:
+            s.mark(handle.name)
+
+
+def release(handle):
+    """After the VM's QEMU has gone: unmark it; stop each of its switches that has no live user left."""
+    stopped = []
+    for s in _switches(handle):
+        with s.locked():
+            s.mark(handle.name, False)
+            if not s.live_users() and s.stop() is not None:
+                stopped.append(s.name)
+    return stopped
+
+
+def release_work_dir(work_dir, name):
+    """For a VM whose record is unusable: unmark ``name`` on every switch, stopping those left without users."""
+    root = os.path.join(data_dir_of(work_dir), "switches")
+    with contextlib.suppress(FileNotFoundError):
+        for switch_id in sorted(os.listdir(root)):
+            s = Switch(data_dir_of(work_dir), switch_id)
+            if stat.S_ISDIR(os.lstat(s.folder).st_mode) and name in s.users():
+                with s.locked():
+                    s.mark(name, False)
+                    if not s.live_users():
+                        s.stop()
+
+
+def status(handle):
+    """``{switch id: pid or None}`` of the VM's switches (for status and tests)."""
+    return {s.id: s.pid() for s in _switches(handle)}
+
+
+def qemu_args(handle):
+    """QEMU's arguments for the VM's private NICs: one vde netdev on its switch's control directory and a
+    virtio NIC with the VM's stable MAC for each."""
+    from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import qemu_escape
+    data_dir = data_dir_of(handle.work_dir)
+    argv = []
+    for index, nic in enumerate(private_network.nics_of(handle)):
+        ctl = Switch(data_dir, nic["switch"]).ctl
+        argv += ["-netdev", "vde,id=priv%d,sock=%s" % (index, qemu_escape(ctl)),
+                 "-device", "virtio-net-pci,netdev=priv%d,mac=%s" % (index, nic["mac"])]
+    return argv
