@@ -217,6 +217,11 @@ class QemuProcess:
         return not self.is_ours(pid)
 
 
+def _qemu_alive(work_dir):
+    """Whether the QEMU of the VM in ``work_dir`` runs (its pidfile proof): a user of a private switch."""
+    return QemuProcess(work_dir).pid() is not None
+
+
 class QemuBackend(Backend):
     tag = "qemu"
 
@@ -331,7 +336,9 @@ class QemuBackend(Backend):
         if handle.seed_iso_path:
             argv += ["-drive", "file=%s,if=virtio,format=raw,readonly=on" % qemu_escape(handle.seed_iso_path)]
         argv += self._network_args(handle)
-        argv += switch.qemu_args(handle)
+        for index, (ctl, mac) in enumerate(switch.ports(handle)):  # the private networks' NICs
+            argv += ["-netdev", "vde,id=priv%d,sock=%s" % (index, qemu_escape(ctl)),
+                     "-device", "virtio-net-pci,netdev=priv%d,mac=%s" % (index, mac)]
         if handle.vnc and handle.vnc_tcp:
             argv += ["-vnc", "127.0.0.1:0,to=99,password=on"]  # the password is set over QMP once started
         elif handle.vnc:
@@ -380,7 +387,7 @@ class QemuBackend(Backend):
             raise PortInUse("VM %s: SSH forward port 127.0.0.1:%d is in use by another program" % (handle.name, handle.ssh_host_port),
                             hint="Free the port, or destroy and recreate the VM to get another one")
         argv = self.command_line(handle)
-        with switch.attached(handle):  # the private networks' switches run (and stay) while QEMU joins them
+        with switch.attached(handle, _qemu_alive):  # the private networks' switches run (and stay) while QEMU joins them
             result = run(argv, error=SpawnFailed, what="VM %s: starting QEMU" % handle.name, check=False, timeout=120)
             if result.rc != 0:
                 hint = None
@@ -515,7 +522,7 @@ class QemuBackend(Backend):
         pid = proc.pid()
         self._pin_console_keys(handle)
         if pid is None:
-            switch.release(handle)  # a crashed or killed QEMU: its switches may have no user left
+            switch.release(handle, _qemu_alive)  # a crashed or killed QEMU: its switches may have no user left
             return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None)
         method = "acpi"
         gone = False
@@ -542,7 +549,7 @@ class QemuBackend(Backend):
                 proc.signal(pid, signal.SIGKILL)
                 if not proc.wait_gone(pid, SIGNAL_WAIT):
                     raise StopFailed("VM %s: QEMU process %s survived SIGKILL" % (handle.name, pid))
-        switch.release(handle)
+        switch.release(handle, _qemu_alive)
         return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None, extra=dict(handle.extra, last_stop=method))
 
     def destroy(self, handle):
@@ -557,7 +564,7 @@ class QemuBackend(Backend):
                 pass
             if not proc.wait_gone(pid, SIGNAL_WAIT):
                 self.stop(handle, timeout=0)
-        switch.release(handle)
+        switch.release(handle, _qemu_alive)
         paths.remove_vm_dir(handle.work_dir, handle.name)
         if os.path.lexists(handle.work_dir):
             raise IoFailed("VM %s: could not remove %s" % (handle.name, handle.work_dir))
@@ -567,11 +574,11 @@ class QemuBackend(Backend):
         proc = QemuProcess(work_dir)
         pid = proc.pid()
         if pid is None:
-            switch.release_work_dir(work_dir, os.path.basename(work_dir))
+            switch.release_work_dir(work_dir, os.path.basename(work_dir), _qemu_alive)
             return []
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not proc.signal(pid, sig) or proc.wait_gone(pid, SIGNAL_WAIT):
-                switch.release_work_dir(work_dir, os.path.basename(work_dir))
+                switch.release_work_dir(work_dir, os.path.basename(work_dir), _qemu_alive)
                 return [pid]
         raise IoFailed("QEMU (pid %s) of %s did not end after SIGKILL" % (pid, work_dir))
 

@@ -116,10 +116,12 @@ class SwitchProcess:
 
 
 class Switch:
-    """One switch folder under ``<data_dir>/switches``; ``name`` is only for messages."""
+    """One switch folder under ``<data_dir>/switches``; ``name`` is only for messages. ``alive(work_dir)`` says
+    whether the QEMU of the VM in ``work_dir`` runs (the backend's proof; without it no VM counts as live)."""
 
-    def __init__(self, data_dir, switch_id, name=None):
+    def __init__(self, data_dir, switch_id, name=None, alive=None):
         self.id, self.name = switch_id, name or switch_id
+        self.alive = alive or (lambda work_dir: False)
         self.root = os.path.join(data_dir, "switches")
         self.folder = os.path.join(self.root, switch_id)
         self.vms_dir = os.path.join(data_dir, "vms")
@@ -143,11 +145,10 @@ class Switch:
         return []
 
     def live_users(self):
-        """Attached VMs whose QEMU runs (its pidfile proof); markers of the others are removed."""
-        from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import QemuProcess
+        """Attached VMs whose QEMU runs (``alive``); markers of the others are removed."""
         live = []
         for vm in self.users():
-            if QemuProcess(os.path.join(self.vms_dir, vm)).pid() is not None:
+            if self.alive(os.path.join(self.vms_dir, vm)):
                 live.append(vm)
             else:
                 self.mark(vm, False)
@@ -230,20 +231,20 @@ class Switch:
 
 # --- what the QEMU backend calls --------------------------------------------------------------------------
 
-def _switches(handle):
+def _switches(handle, alive=None):
     data_dir = data_dir_of(handle.work_dir)
     seen = {}
     for nic in private_network.nics_of(handle):
-        seen.setdefault(nic["switch"], Switch(data_dir, nic["switch"], nic.get("name")))
+        seen.setdefault(nic["switch"], Switch(data_dir, nic["switch"], nic.get("name"), alive))
     return [seen[key] for key in sorted(seen)]  # locked in one order: no deadlock between two starts
 
 
 @contextlib.contextmanager
-def attached(handle):
+def attached(handle, alive):
     """Hold the VM's switches locked and running while QEMU is spawned in the block; on success the VM is
     marked as a user of each, on failure released (a switch it started alone is stopped again)."""
     with contextlib.ExitStack() as stack:
-        switches = [stack.enter_context(s.locked()) for s in _switches(handle)]
+        switches = [stack.enter_context(s.locked()) for s in _switches(handle, alive)]
         for s in switches:
             s.ensure_running()
         try:
@@ -258,10 +259,10 @@ def attached(handle):
             s.mark(handle.name)
 
 
-def release(handle):
+def release(handle, alive):
     """After the VM's QEMU has gone: unmark it; stop each of its switches that has no live user left."""
     stopped = []
-    for s in _switches(handle):
+    for s in _switches(handle, alive):
         with s.locked():
             s.mark(handle.name, False)
             if not s.live_users() and s.stop() is not None:
@@ -269,12 +270,12 @@ def release(handle):
     return stopped
 
 
-def release_work_dir(work_dir, name):
+def release_work_dir(work_dir, name, alive):
     """For a VM whose record is unusable: unmark ``name`` on every switch, stopping those left without users."""
     root = os.path.join(data_dir_of(work_dir), "switches")
     with contextlib.suppress(FileNotFoundError):
         for switch_id in sorted(os.listdir(root)):
-            s = Switch(data_dir_of(work_dir), switch_id)
+            s = Switch(data_dir_of(work_dir), switch_id, alive=alive)
             if stat.S_ISDIR(os.lstat(s.folder).st_mode) and name in s.users():
                 with s.locked():
                     s.mark(name, False)
@@ -287,14 +288,7 @@ def status(handle):
     return {s.id: s.pid() for s in _switches(handle)}
 
 
-def qemu_args(handle):
-    """QEMU's arguments for the VM's private NICs: one vde netdev on its switch's control directory and a
-    virtio NIC with the VM's stable MAC for each."""
-    from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import qemu_escape
+def ports(handle):
+    """``[(control directory, MAC)]``: where each private NIC of the VM joins its switch, in the VM's order."""
     data_dir = data_dir_of(handle.work_dir)
-    argv = []
-    for index, nic in enumerate(private_network.nics_of(handle)):
-        ctl = Switch(data_dir, nic["switch"]).ctl
-        argv += ["-netdev", "vde,id=priv%d,sock=%s" % (index, qemu_escape(ctl)),
-                 "-device", "virtio-net-pci,netdev=priv%d,mac=%s" % (index, nic["mac"])]
-    return argv
+    return [(Switch(data_dir, nic["switch"]).ctl, nic["mac"]) for nic in private_network.nics_of(handle)]

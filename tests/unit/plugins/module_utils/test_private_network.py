@@ -1,0 +1,288 @@
+"""Private networks without a guest: the VMFile node (v1 and v2 spellings) and its mistakes (file:line:col and a
+hint, one problem each), the checks every front-end shares, the cloud-init network-config, QEMU's argv, the
+module's idempotence and check mode (noop backend), and the vde_switch's proof and lifecycle (a real vde_switch,
+no QEMU)."""
+
+import os
+import signal
+import subprocess
+import textwrap
+import time
+
+import pytest
+import yaml
+
+from ansible_collections.vmctl.core.plugins.module_utils import private_network, reconcile
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import switch as switches
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import QemuBackend
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec
+from ansible_collections.vmctl.core.plugins.module_utils.guest import network_config
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
+from ansible_collections.vmctl.core.plugins.module_utils.model import CloudInitConfig, VmHandle, VmSpec
+from ansible_collections.vmctl.core.plugins.module_utils.specs import spec_from_record
+from ansible_collections.vmctl.core.plugins.module_utils.vmfile import reader as vmfile
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "disk.qcow2").write_bytes(b"")
+    return tmp_path
+
+
+def write(project, text):
+    path = project / "VMFile.kdl"
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_v1_and_v2_spellings_give_the_same_records(project):
+    v1 = vmfile.load(write(project, '''
+        vm "web" {
+            image "disk.qcow2"
+            cloud-init
+            private-network "lab" address="192.168.77.11/24"
+            private-network "back" { address "fd00:77::11/64"; }
+            private-network "open"
+        }
+    '''))
+    v2 = vmfile.load(write(project, '''
+        vm web {
+            image disk.qcow2
+            cloud-init
+            private-network lab address="192.168.77.11/24"
+            private-network back { address "fd00:77::11/64" }
+            private-network open
+        }
+    '''))
+    assert v1 == v2
+    assert v1[0]["private_networks"] == [{"name": "lab", "address": "192.168.77.11/24"},
+                                         {"name": "back", "address": "fd00:77::11/64"}, {"name": "open", "address": None}]
+
+
+# (VMFile text, line, col, a fragment of the message, a fragment of the hint): each is exactly one problem.
+BAD = [
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init\n  private-network "lab" address="192.168.77.300/24"\n}', 4, 33,
+     "invalid private network address", "prefix length"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init\n  private-network "lab" address="192.168.77.11"\n}', 4, 33,
+     "has no prefix length", 'address="192.168.77.11/24"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init\n  private-network "lab" address="192.168.77.255/24"\n}', 4, 33,
+     "is the broadcast address", "host address inside 192.168.77.0/24"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init\n  private-network "lab" address="127.0.0.2/8"\n}', 4, 33,
+     "not a host address on a LAN", "private range"),
+    ('vm "a" {\n  image "disk.qcow2"\n  cloud-init\n  private-network "lab" address=5\n}', 4, 33,
+     "address must be a string", 'address "5"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  private-network "l/b"\n}', 3, 19, "invalid private network name", "1 to 32 letters"),
+    ('vm "a" {\n  image "disk.qcow2"\n  private-network\n}', 3, 18, "private-network needs the switch's name",
+     'private-network "lab"'),
+    ('vm "a" {\n  image "disk.qcow2"\n  private-network "lab" adress="192.168.77.11/24"\n}', 3, 25,
+     "unknown property adress=", "did you mean `address`?"),
+    ('vm "a" {\n  image "disk.qcow2"\n  private-network "lab"\n  private-network "lab"\n}', 4, 19,
+     "private network lab is given twice", "first is on line 3"),
+    ('vm "a" {\n  image "disk.qcow2"\n  private-network "lab" address="192.168.77.11/24"\n}', 3, 25,
+     "set by cloud-init, and vm \"a\" has no cloud-init", "Add a cloud-init { } block"),
+    ('vm "a" {\n  image "disk.qcow2"\n  private-netwrk "lab"\n}', 3, 3, "unknown node private-netwrk",
+     "did you mean `private-network`?"),
+    # two VMs of one VMFile with one address on one switch: the second is reported, naming the first
+    ('vm "web" {\n  image "disk.qcow2"\n  cloud-init\n  private-network "lab" address="192.168.77.11/24"\n}\n'
+     'vm "db" {\n  image "disk.qcow2"\n  cloud-init\n  private-network "lab" address="192.168.77.11/16"\n}', 9, 25,
+     'address 192.168.77.11/16 on private network lab is taken by vm "web" (line 4)', "its own address"),
+]
+
+
+@pytest.mark.parametrize("text,line,col,message,hint", BAD, ids=[b[3][:40] for b in BAD])
+def test_each_mistake_names_line_col_and_hint(project, text, line, col, message, hint):
+    path = write(project, text)
+    with pytest.raises(vmfile.VmfileError) as err:
+        vmfile.load(path)
+    problems = err.value.problems
+    assert len(problems) == 1 and message in problems[0].message, "\n".join(p.render() for p in problems)
+    assert (problems[0].line, problems[0].col) == (line, col), problems[0].render()
+    assert hint in problems[0].hint
+    assert problems[0].render().startswith("%s:%d:%d: error: " % (path, line, col))
+
+
+def test_the_same_address_on_two_switches_is_fine(project):
+    records = vmfile.load(write(project, '''
+        vm "web" { image "disk.qcow2"; cloud-init; private-network "lab" address="192.168.77.11/24"; }
+        vm "db" { image "disk.qcow2"; cloud-init; private-network "other" address="192.168.77.11/24"; }
+    '''))
+    assert [r["private_networks"][0]["name"] for r in records] == ["lab", "other"]
+
+
+@pytest.mark.parametrize("given,message", [
+    ([{"name": "lab", "address": "10.0.0.1/8"}, {"name": "lab"}], "given twice"),
+    ([{"name": "lab", "address": "10.0.0.1/8", "gateway": "10.0.0.254"}], "must be {name, address}"),
+    ([{"name": "n%d" % i} for i in range(9)], "at most 8"),
+    ("lab", "must be a list"),
+    ([{"name": ""}], "invalid private network name"),
+])
+def test_module_and_cli_values_get_the_same_checks(given, message):
+    """Bad input to the vm module (or the CLI) is refused by the one normalize(), naming what is wrong."""
+    with pytest.raises(InvalidSpec, match=message):
+        private_network.normalize(given)
+
+
+def test_cli_option_and_ipv6():
+    assert private_network.parse_option("lab:192.168.77.11/24") == {"name": "lab", "address": "192.168.77.11/24"}
+    assert private_network.parse_option("lab:fd00::11/64") == {"name": "lab", "address": "fd00::11/64"}
+    assert private_network.parse_option("lab") == {"name": "lab", "address": None}
+
+
+def test_address_without_cloud_init_and_other_backends_are_refused():
+    with pytest.raises(InvalidSpec, match="VM a: the address on private network lab is set by cloud-init"):
+        VmSpec(name="a", image_path="x", private_networks=[{"name": "lab", "address": "10.1.0.2/24"}])
+    with pytest.raises(InvalidSpec, match="need the qemu backend"):
+        VmSpec(name="a", image_path="x", backend="propolis", private_networks=[{"name": "lab"}])
+    VmSpec(name="a", image_path="x", private_networks=[{"name": "lab"}])  # no address: the guest configures it
+
+
+def test_switch_ids_are_scoped_by_vmfile_and_macs_are_stable():
+    one, two = private_network.switch_id("/p/one/VMFile.kdl", "lab"), private_network.switch_id("/p/two/VMFile.kdl", "lab")
+    assert one != two and len(one) == 16 and one == private_network.switch_id("/p/one/VMFile.kdl", "lab")
+    assert private_network.switch_id(None, "lab") == private_network.switch_id("", "lab")  # no VMFile: one shared scope
+    mac = private_network.mac_for("web", one)
+    assert mac == private_network.mac_for("web", one) and mac.startswith("52:56:") and len(mac) == 17
+    assert mac != private_network.mac_for("db", one) != private_network.mac_for("web", two)
+
+
+def test_network_config_matches_each_nic_by_mac_with_no_route():
+    nics = private_network.attach("web", "/p/VMFile.kdl", [{"name": "lab", "address": "192.168.77.11/24"},
+                                                          {"name": "raw", "address": None}])
+    config = yaml.safe_load(network_config.build("52:54:00:aa:bb:cc", True, nics))
+    assert config == {"version": 2, "ethernets": {
+        "primary": {"match": {"macaddress": "52:54:00:aa:bb:cc"}, "dhcp4": True},  # the fallback config it replaces
+        "private-lab": {"match": {"macaddress": nics[0]["mac"]}, "addresses": ["192.168.77.11/24"],
+                        "dhcp4": False, "dhcp6": False}}}  # no gateway, no routes, no nameservers
+    assert network_config.build("52:54:00:aa:bb:cc", True, nics[1:]) is None  # no address: cloud-init's fallback stays
+    assert "primary" not in yaml.safe_load(network_config.build(None, False, nics))["ethernets"]  # network none
+
+
+def test_qemu_argv_joins_the_switch_with_the_stable_mac(tmp_path):
+    work = str(tmp_path / "data" / "vms" / "web")
+    nics = private_network.attach("web", "/p/VMFile.kdl", [{"name": "lab", "address": "192.168.77.11/24"}])
+    handle = VmHandle(id="1", name="web", work_dir=work, ssh_host_port=10022, mac_addr="52:54:00:00:00:01",
+                      accel="tcg", vmfile="/p/VMFile.kdl", private_networks=nics)
+    argv = QemuBackend().command_line(handle)
+    ctl = str(tmp_path / "data" / "switches" / nics[0]["switch"] / "ctl")
+    assert argv[argv.index("-netdev", argv.index("-netdev") + 1):][:4] == [
+        "-netdev", "vde,id=priv0,sock=%s" % ctl, "-device", "virtio-net-pci,netdev=priv0,mac=%s" % nics[0]["mac"]]
+    assert "hostfwd=tcp:127.0.0.1:10022-:22" in argv[argv.index("-netdev") + 1]  # the primary network stays
+    # a switch id or MAC written into vms.json is not used: both are derived again from name, VMFile and network
+    forged = handle.replace(private_networks=[dict(nics[0], switch="../../../etc", mac="52:56:00:00:00:00,x=y")])
+    assert QemuBackend().command_line(forged) == argv
+
+
+def test_vm_module_options_are_idempotent_and_check_mode_touches_nothing(tmp_path, monkeypatch):
+    from ansible_collections.vmctl.core.plugins.module_utils.backends.noop import NoopBackend
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+    class Recording(NoopBackend):  # noop, recording the image as QEMU's prepare does
+        def prepare(self, spec, handle):
+            return NoopBackend.prepare(self, spec, handle).replace(image_path=os.path.abspath(spec.image_path))
+    manager = VmManager(backend_factory=lambda tag: Recording())
+    record = {"name": "web", "backend": "noop", "cloud_init": {"hostname": "web"},
+              "private_networks": [{"name": "lab", "address": "192.168.77.11/24"}]}
+    spec = spec_from_record(record, str(tmp_path / "disk"))
+    assert reconcile.ensure_present(manager, spec, check_mode=True).changed and manager.find("web") is None
+    first = reconcile.ensure_present(manager, spec)
+    assert first.changed and first.handle.private_networks[0]["address"] == "192.168.77.11/24"
+    assert not reconcile.ensure_present(manager, spec_from_record(record, str(tmp_path / "disk"))).changed
+    moved = dict(record, private_networks=[{"name": "lab", "address": "192.168.77.12/24"}])
+    with pytest.raises(InvalidSpec, match="private_networks") as err:
+        reconcile.ensure_present(manager, spec_from_record(moved, str(tmp_path / "disk")))
+    assert "recreate: true" in err.value.hint
+    outcome = reconcile.ensure_present(manager, spec_from_record(moved, str(tmp_path / "disk")), recreate=True, check_mode=True)
+    assert outcome.changed and outcome.actions == ["destroy", "create"]
+    assert manager.get("web").private_networks[0]["address"] == "192.168.77.11/24"  # check mode changed nothing
+
+
+def test_two_vms_on_one_switch_cannot_share_an_address(tmp_path, monkeypatch):
+    """Across the store (VMs made one by one, e.g. by vmctl create): the second create is refused, naming the first."""
+    from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+    def qemu_allocating(tag):  # the QEMU backend's allocate (under the store lock), with noop's prepare
+        backend = backend_for("noop")
+        backend.allocate = QemuBackend().allocate
+        return backend
+    manager = VmManager(backend_factory=qemu_allocating)
+    nets = [{"name": "lab", "address": "192.168.77.11/24"}]
+    ci = CloudInitConfig(hostname="x")
+    manager.create(VmSpec(name="web", image_path="d", backend="noop", cloud_init=ci, private_networks=nets))
+    with pytest.raises(InvalidSpec, match="address 192.168.77.11/24 on private network lab is taken by VM web"):
+        manager.create(VmSpec(name="db", image_path="d", backend="noop", cloud_init=ci, private_networks=nets))
+    assert manager.find("db") is None  # nothing half-made is left
+    manager.create(VmSpec(name="db", image_path="d", backend="noop", cloud_init=ci, vmfile="/p/VMFile.kdl",
+                          private_networks=nets))  # another scope: another switch
+
+
+# --- the switch process, without QEMU ---------------------------------------------------------------------
+
+@pytest.fixture
+def lab(tmp_path):
+    s = switches.Switch(str(tmp_path / "data"), "0123456789abcdef", "lab")
+    yield s
+    with s.locked():
+        s.stop()
+
+
+def test_switch_starts_once_is_proven_and_stops(lab):
+    with lab.locked():
+        pid = lab.ensure_running()
+        assert lab.ensure_running() == pid  # running: not started twice
+    assert os.path.exists(os.path.join(lab.ctl, "ctl"))
+    assert oct(os.stat(lab.ctl).st_mode & 0o777) == "0o700" and oct(os.stat(lab.folder).st_mode & 0o777) == "0o700"
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        argv = f.read().split(b"\0")
+    assert b"-t" not in argv and b"--tap" not in argv  # no host interface
+    with lab.locked():
+        assert lab.stop() == pid
+    assert lab.pid() is None and not os.path.exists(lab.ctl)
+
+
+def test_a_killed_switch_is_started_again(lab):
+    """SIGKILL leaves the pidfile and sockets behind: the next start clears them and starts a new switch."""
+    with lab.locked():
+        pid = lab.ensure_running()
+    os.kill(pid, signal.SIGKILL)
+    switches.SwitchProcess(lab.folder).wait_gone(pid, 5)
+    assert lab.pid() is None and os.path.exists(lab.process.pidfile)
+    with lab.locked():
+        again = lab.ensure_running()
+    assert again != pid and lab.pid() == again
+
+
+def test_a_stale_pidfile_never_signals_another_process(lab):
+    """The pidfile names an unrelated process (a sleep): it is not believed, not signalled, and a switch starts."""
+    bystander = subprocess.Popen(["sleep", "300"])
+    try:
+        os.makedirs(lab.folder, exist_ok=True)
+        with open(lab.process.pidfile, "w") as f:
+            f.write("%d\n" % bystander.pid)
+        assert lab.pid() is None
+        with lab.locked():
+            assert lab.stop() is None
+            pid = lab.ensure_running()
+        assert pid != bystander.pid and bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_switch_copy_without_the_lock_is_not_ours(lab, tmp_path):
+    """A vde_switch on the same control dir that does not hold switch.lock (started by hand) is not believed."""
+    os.makedirs(lab.folder, exist_ok=True)
+    rc = tmp_path / "rc"
+    rc.write_text("")
+    subprocess.run(["vde_switch", "-s", lab.ctl, "-p", lab.process.pidfile, "-f", str(rc), "-d"], check=True)
+    for _ in range(100):  # the daemon writes its pidfile after its parent has exited
+        if os.path.exists(lab.process.pidfile) and open(lab.process.pidfile).read().strip():
+            break
+        time.sleep(0.05)
+    with open(lab.process.pidfile) as f:
+        stranger = int(f.read())
+    try:
+        assert lab.pid() is None
+    finally:
+        os.kill(stranger, signal.SIGTERM)
