@@ -100,7 +100,7 @@ def scope_of(vmfile):
 
 def switch_id(vmfile, name):
     """The switch's id (its folder under the data dir): a digest of the VMFile's path and the name."""
-    return hashlib.sha256(("%s\0%s" % (scope_of(vmfile), name)).encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(("%s\0%s" % (scope_of(vmfile), name)).encode("utf-8")).hexdigest()[:12]
 
 
 def mac_for(vm, switch):

@@ -40,6 +40,9 @@ from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
 from ansible_collections.vmctl.core.plugins.module_utils.store import file_lock
 
 BINARY = "vde_switch"
+# A unix socket's path has at most 107 bytes; the longest under the control directory is a client's
+# ``.<pid>-<n>`` (libvdeplug binds it there), up to 16 bytes with a 7-digit pid.
+MAX_CTL = 107 - 16
 START_TIMEOUT = 10.0
 SIGNAL_WAIT = 5.0
 
@@ -170,6 +173,10 @@ class Switch:
         if pid is not None:
             return pid
         binary = find_tool(BINARY, hint="Install it (Debian/Ubuntu: apt install vde2)")
+        if len(self.ctl.encode()) > MAX_CTL:
+            raise SwitchFailed("private network %s: the switch's control directory %s is %d bytes long; its sockets "
+                               "need it at most %d" % (self.name, self.ctl, len(self.ctl.encode()), MAX_CTL),
+                               hint="Use a shorter data directory (XDG_DATA_HOME)", network=self.name)
         self._clear()
         fd = os.open(self.process.holder, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:

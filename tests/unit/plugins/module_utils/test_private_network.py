@@ -4,8 +4,10 @@ module's idempotence and check mode (noop backend), and the vde_switch's proof a
 no QEMU)."""
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import textwrap
 import time
 
@@ -139,7 +141,7 @@ def test_address_without_cloud_init_and_other_backends_are_refused():
 
 def test_switch_ids_are_scoped_by_vmfile_and_macs_are_stable():
     one, two = private_network.switch_id("/p/one/VMFile.kdl", "lab"), private_network.switch_id("/p/two/VMFile.kdl", "lab")
-    assert one != two and len(one) == 16 and one == private_network.switch_id("/p/one/VMFile.kdl", "lab")
+    assert one != two and len(one) == 12 and one == private_network.switch_id("/p/one/VMFile.kdl", "lab")
     assert private_network.switch_id(None, "lab") == private_network.switch_id("", "lab")  # no VMFile: one shared scope
     mac = private_network.mac_for("web", one)
     assert mac == private_network.mac_for("web", one) and mac.startswith("52:56:") and len(mac) == 17
@@ -220,11 +222,14 @@ def test_two_vms_on_one_switch_cannot_share_an_address(tmp_path, monkeypatch):
 # --- the switch process, without QEMU ---------------------------------------------------------------------
 
 @pytest.fixture
-def lab(tmp_path):
-    s = switches.Switch(str(tmp_path / "data"), "0123456789abcdef", "lab")
+def lab():
+    """A switch in a data dir with a short path (pytest's tmp_path leaves too little room for a socket path)."""
+    data = tempfile.mkdtemp(prefix="vl")
+    s = switches.Switch(data, "0123456789ab", "lab")
     yield s
     with s.locked():
         s.stop()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 def test_switch_starts_once_is_proven_and_stops(lab):
@@ -286,3 +291,13 @@ def test_a_switch_copy_without_the_lock_is_not_ours(lab, tmp_path):
         assert lab.pid() is None
     finally:
         os.kill(stranger, signal.SIGTERM)
+
+
+def test_a_data_dir_too_long_for_the_sockets_is_a_clear_error(tmp_path):
+    """Bad input: a data dir whose switch sockets would not fit a unix socket path gets an error naming it and the
+    way out, before any vde_switch runs."""
+    from ansible_collections.vmctl.core.plugins.module_utils.errors import SwitchFailed
+    s = switches.Switch(str(tmp_path / ("d" * 80)), "0123456789ab", "lab")
+    with pytest.raises(SwitchFailed, match="control directory .* bytes long") as err, s.locked():
+        s.ensure_running()
+    assert "XDG_DATA_HOME" in err.value.hint
