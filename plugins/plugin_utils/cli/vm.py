@@ -37,6 +37,7 @@ def cmd_create(args):
         record["ssh"] = None  # nothing to log in with: no SSH settings at all
     from ansible_collections.vmctl.core.plugins.module_utils.model import validate_name
     validate_name(args.name)  # before a download, not after
+    private_network.normalize(record["private_networks"])
     progress = Progress(args.image_url)
     try:
         image = resolve_image(args.image, args.image_url, args.checksum, progress=progress)

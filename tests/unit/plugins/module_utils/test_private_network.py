@@ -301,3 +301,23 @@ def test_a_data_dir_too_long_for_the_sockets_is_a_clear_error(tmp_path):
     with pytest.raises(SwitchFailed, match="control directory .* bytes long") as err, s.locked():
         s.ensure_running()
     assert "XDG_DATA_HOME" in err.value.hint
+
+
+def test_vmctl_create_private_network_option(tmp_path, monkeypatch):
+    """`vmctl create --private-network lab:ADDR/24` records the NIC (no boot); a bad value is refused before
+    anything is made, with the hint (bad input: a name with a space)."""
+    from ansible_collections.vmctl.core.plugins.plugin_utils.cli import main as cli
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    disk = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
+
+    def create(*extra):
+        args = cli.build_parser().parse_args(["create", "--name", "db", "--image", str(disk)] + list(extra))
+        return args.handler(args)
+    with pytest.raises(InvalidSpec, match="invalid private network name 'l b'") as err:
+        create("--private-network", "l b:192.168.77.12/24")
+    assert "1 to 32 letters" in err.value.hint and VmManager().find("db") is None
+    assert create("--private-network", "lab:192.168.77.12/24", "--private-network", "raw") == 0
+    nics = VmManager().get("db").private_networks
+    assert [(n["name"], n["address"]) for n in nics] == [("lab", "192.168.77.12/24"), ("raw", None)]
+    assert nics[0]["switch"] == private_network.switch_id(None, "lab")
