@@ -38,7 +38,7 @@ from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     InvalidAccel, InvalidSpec, InvalidState, IoFailed, IpDiscoveryTimeout, MonitorNotAnswering, PortInUse, QmpError,
     QmpTimeout, SpawnFailed, StopFailed, VmctlError,
 )
-from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool, run
+from ansible_collections.vmctl.core.plugins.module_utils.proc import ProvenProcess, cmdline_and_state, find_tool, run
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.qmp import QmpClient
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 
@@ -128,7 +128,7 @@ def random_mac(taken):
             return mac
 
 
-class QemuProcess:
+class QemuProcess(ProvenProcess):
     """The QEMU process of one VM, proven through the VM's own pidfile ``<work_dir>/qemu.pid``.
 
     A PID is believed (and signalled) only when that process holds the POSIX lock QEMU takes on
@@ -175,46 +175,12 @@ class QemuProcess:
 
     def is_ours(self, pid):
         """``pid`` is alive (not a zombie) and was started with ``-pidfile`` naming this pidfile."""
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-            with open("/proc/%d/stat" % pid) as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
+        seen = cmdline_and_state(pid)
+        if seen is None:
             return False
+        argv, state = seen
         wanted = self.pidfile.encode()
         return state != "Z" and any(a == b"-pidfile" and b == wanted for a, b in zip(argv, argv[1:]))
-
-    def signal(self, pid, sig):
-        """Send ``sig`` to ``pid`` if it still proves to be this VM's QEMU; False when it is gone."""
-        pidfd = None
-        if hasattr(os, "pidfd_open"):
-            try:
-                pidfd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                return False
-        try:
-            if not self.is_ours(pid):
-                return False
-            try:
-                if pidfd is not None:
-                    signal.pidfd_send_signal(pidfd, sig)
-                else:
-                    os.kill(pid, sig)
-            except ProcessLookupError:
-                return False
-            return True
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-
-    def wait_gone(self, pid, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.is_ours(pid):
-                return True
-            time.sleep(0.1)
-        return not self.is_ours(pid)
 
 
 def _qemu_alive(work_dir):

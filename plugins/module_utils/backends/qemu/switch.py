@@ -36,7 +36,7 @@ import time
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths, private_network
 from ansible_collections.vmctl.core.plugins.module_utils.errors import StopFailed, SwitchFailed
-from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
+from ansible_collections.vmctl.core.plugins.module_utils.proc import ProvenProcess, cmdline_and_state, find_tool
 from ansible_collections.vmctl.core.plugins.module_utils.store import file_lock
 
 BINARY = "vde_switch"
@@ -52,7 +52,7 @@ def data_dir_of(work_dir):
     return os.path.dirname(os.path.dirname(work_dir))
 
 
-class SwitchProcess:
+class SwitchProcess(ProvenProcess):
     """The vde_switch of one switch folder, proven as described above."""
 
     def __init__(self, folder):
@@ -70,14 +70,14 @@ class SwitchProcess:
         return int(content) if content.isdigit() and self.is_ours(int(content)) else None
 
     def is_ours(self, pid):
+        seen = cmdline_and_state(pid)
         try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-            with open("/proc/%d/stat" % pid) as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
             holder = os.stat(self.holder)
-        except (OSError, IndexError):
+        except OSError:
             return False
+        if seen is None:
+            return False
+        argv, state = seen
         if state == "Z" or os.path.basename(argv[0]) != BINARY.encode() or \
                 not any(a == b"-s" and b == self.ctl.encode() for a, b in zip(argv, argv[1:])):
             return False
@@ -93,29 +93,6 @@ class SwitchProcess:
                     return True
         return False
 
-    def signal(self, pid, sig):
-        """Send ``sig`` through a pidfd taken before the proof is re-checked; False when it is gone."""
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return False
-        try:
-            if not self.is_ours(pid):
-                return False
-            signal.pidfd_send_signal(pidfd, sig)
-            return True
-        except ProcessLookupError:
-            return False
-        finally:
-            os.close(pidfd)
-
-    def wait_gone(self, pid, timeout):
-        deadline = time.monotonic() + timeout
-        while self.is_ours(pid):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
-        return True
 
 
 class Switch:
