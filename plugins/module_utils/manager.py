@@ -125,6 +125,8 @@ class VmManager:
         info["problem"] = {"message": problem.message, "hint": problem.hint} if problem else None
         info["ssh"] = self.ssh_endpoint(handle)
         info["provision_log"] = handle.provision_log
+        links = self.backend(handle).private_links(handle) if state in VmState.ACTIVE and handle.private_networks else {}
+        info["private_networks"] = [dict(nic, link=links.get(nic.get("name"))) for nic in handle.private_networks or ()]
         return info
 
     # --- lifecycle -------------------------------------------------------------------------------

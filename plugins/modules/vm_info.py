@@ -77,8 +77,10 @@ vms:
       type: dict
     private_networks:
       description: >-
-        The VM's NICs on private switches, each with C(name) (the switch), C(address) (or null), C(mac) and
-        C(switch) (the switch's id, its folder under C($XDG_DATA_HOME/vmctl/switches/)).
+        The VM's NICs on private switches, each with C(name) (the switch), C(address) (or null), C(mac),
+        C(switch) (the switch's id, its folder under C($XDG_DATA_HOME/vmctl/switches/)) and, for a running VM,
+        C(link) - V(up), V(down) (its switch was killed) or V(cut off) (the switch was started again since the VM
+        joined; the VM rejoins at its next start) - else null.
       type: list
       elements: dict
     ssh:

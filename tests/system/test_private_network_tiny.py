@@ -42,6 +42,11 @@ def switch_of(handle):
     return switches.Switch(switches.data_dir_of(handle.work_dir), private_network.nics_of(handle)[0]["switch"])
 
 
+def link(manager, name):
+    """What status says of the VM's first private NIC's link."""
+    return manager.describe(name)["private_networks"][0]["link"]
+
+
 def running_switches(data_dir):
     """Pids of the switches under ``data_dir`` that prove to run."""
     root = os.path.join(data_dir, "switches")
@@ -92,12 +97,14 @@ def test_killed_switch_and_crashed_qemu_converge(test_images, tmp_path):
     a = manager.start("a")[0]
     lab = switch_of(a)
     first = lab.pid()
+    assert link(manager, "a") == "up"
     os.kill(first, signal.SIGKILL)
     wait_dead(first)
-    assert lab.pid() is None
+    assert lab.pid() is None and link(manager, "a") == "down"  # status shows it
     b = manager.start("b")[0]
     second = lab.pid()
     assert second not in (None, first) and lab.users() == ["a", "b"]
+    assert (link(manager, "a"), link(manager, "b")) == ("cut off", "up")  # a rejoins at its next start
 
     for vm in (a, b):
         os.kill(vm.pid, signal.SIGKILL)

@@ -93,6 +93,10 @@ class Backend:
     def guest_ip(self, handle, timeout=0):
         raise NotImplementedError
 
+    def private_links(self, handle):
+        """``{private network name: "up" | "down" | "cut off"}`` of a running VM (none by default)."""
+        return {}
+
     def console_endpoint(self, handle):
         return ConsoleEndpoint("none", None)
 

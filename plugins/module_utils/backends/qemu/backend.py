@@ -569,6 +569,9 @@ class QemuBackend(Backend):
     def console_endpoint(self, handle):
         return ConsoleEndpoint("unix", paths.vm_files(handle.work_dir)["console"])
 
+    def private_links(self, handle):
+        return switch.links(handle) if handle.private_networks else {}
+
 
 _LEASE_DIRS = ("/var/lib/misc", "/var/lib/dnsmasq")
 

@@ -134,11 +134,30 @@ class Switch:
                 self.mark(vm, False)
         return live
 
+    def generation(self):
+        """``"<pid>:<start time>"`` of the running switch (a restarted switch has another), or None."""
+        pid = self.pid()
+        if pid is None:
+            return None
+        with contextlib.suppress(OSError, IndexError):
+            with open("/proc/%d/stat" % pid) as f:
+                return "%d:%s" % (pid, f.read().rsplit(")", 1)[1].split()[19])
+        return None
+
+    def joined(self, vm):
+        """The generation of the switch VM ``vm`` joined (its marker's content), or None."""
+        with contextlib.suppress(OSError):
+            with open(os.path.join(self.users_dir, vm)) as f:
+                return f.read(64).strip() or None
+        return None
+
     def mark(self, vm, attached=True):
         path = os.path.join(self.users_dir, vm)
         if attached:
             paths.ensure_private_dir(self.users_dir)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.generation() or "")
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -267,9 +286,16 @@ def release_work_dir(work_dir, name, alive):
                         s.stop()
 
 
-def status(handle):
-    """``{switch id: pid or None}`` of the VM's switches (for status and tests)."""
-    return {s.id: s.pid() for s in _switches(handle)}
+def links(handle):
+    """``{network name: state}`` of a running VM's private NICs: ``up``; ``down`` (its switch does not run: it
+    was killed); ``cut off`` (the switch was started again since the VM joined: QEMU does not rejoin, so the
+    VM is on the switch again only after its next start)."""
+    result = {}
+    for nic in private_network.nics_of(handle):
+        s = Switch(data_dir_of(handle.work_dir), nic["switch"], nic["name"])
+        generation = s.generation()
+        result[nic["name"]] = "down" if generation is None else "up" if s.joined(handle.name) == generation else "cut off"
+    return result
 
 
 def ports(handle):
