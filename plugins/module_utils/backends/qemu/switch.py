@@ -244,12 +244,15 @@ def _switches(handle, alive=None):
 
 @contextlib.contextmanager
 def attached(handle, alive):
-    """Hold the VM's switches locked and running while QEMU is spawned in the block; on success the VM is
-    marked as a user of each, on failure released (a switch it started alone is stopped again)."""
+    """Hold the VM's switches locked and running, the VM marked as a user of each, while QEMU is spawned in the
+    block; on failure the VM is released (a switch it started alone is stopped again). The marker is written
+    before QEMU starts: killed in between, it is a marker of a VM whose QEMU may or may not run, which the
+    next release of the switch judges by the QEMU's own proof."""
     with contextlib.ExitStack() as stack:
         switches = [stack.enter_context(s.locked()) for s in _switches(handle, alive)]
         for s in switches:
             s.ensure_running()
+            s.mark(handle.name)
         try:
             yield switches
         except BaseException:
@@ -258,8 +261,6 @@ def attached(handle, alive):
                 if not s.live_users():
                     s.stop()
             raise
-        for s in switches:
-            s.mark(handle.name)
 
 
 def release(handle, alive):
