@@ -6,6 +6,7 @@ once its stop (or another VM's) has run; a failed QEMU start does not leave a sw
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 
@@ -131,3 +132,33 @@ def test_a_failed_qemu_start_leaves_no_switch(test_images, tmp_path):
     lab = switch_of(handle)
     assert lab.pid() is None and lab.users() == []
     manager.destroy("x")
+
+
+VMCTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bin", "vmctl")
+HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support", "kill_hook")
+
+
+@pytest.mark.parametrize("kill_at", [
+    "backends/qemu/switch.py:Switch.ensure_running:return:1",  # switch started, not marked, no QEMU yet
+    "backends/qemu/backend.py:QemuBackend._make_private:call:1",  # QEMU on the switch, record not written
+])
+def test_vmctl_start_killed_mid_way_converges(test_images, tmp_path, kill_at):
+    """Fault: `vmctl start` SIGKILLed after the switch started (before QEMU), or with QEMU up but the record not
+    written. Gets: `vmctl start` again runs one QEMU on one switch; `vmctl stop` then ends the switch too."""
+    manager = VmManager()
+    manager.create(tiny_spec(test_images, tmp_path, name="a", private_networks=[{"name": "lab"}]))
+    lab = switch_of(manager.get("a"))
+    mark = str(tmp_path / "killed")
+    env = dict(os.environ, PYTHONPATH=HOOK + os.pathsep + os.environ.get("PYTHONPATH", ""), VMCTL_TEST_KILL_AT=kill_at,
+               VMCTL_TEST_KILL_WHO="cli", VMCTL_TEST_KILL_MARK=mark)
+    killed = subprocess.run([VMCTL, "start", "a"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert os.path.exists(mark) and killed.returncode != 0, killed.stdout + killed.stderr
+    first = lab.pid()
+    assert first is not None and lab.users() in ([], ["a"])  # a switch left without users, or marked for a
+    again = subprocess.run([VMCTL, "start", "a"], capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert lab.pid() == first and link(manager, "a") == "up"
+    stopped = subprocess.run([VMCTL, "stop", "a", "--timeout", "0"], capture_output=True, text=True, timeout=120, check=False)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert lab.pid() is None and not alive(first) and lab.users() == []
+    manager.destroy("a")
