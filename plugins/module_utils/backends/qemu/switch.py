@@ -35,7 +35,7 @@ import subprocess
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils import paths, private_network
-from ansible_collections.vmctl.core.plugins.module_utils.errors import StopFailed, SwitchFailed
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, StopFailed, SwitchFailed
 from ansible_collections.vmctl.core.plugins.module_utils.proc import ProvenProcess, cmdline_and_state, find_tool
 from ansible_collections.vmctl.core.plugins.module_utils.store import file_lock
 
@@ -264,9 +264,15 @@ def attached(handle, alive):
 
 
 def release(handle, alive):
-    """After the VM's QEMU has gone: unmark it; stop each of its switches that has no live user left."""
+    """After the VM's QEMU has gone: unmark it; stop each of its switches that has no live user left. A record
+    whose private networks do not check (an edited vms.json) is released from the VM's name alone."""
+    try:
+        mine = _switches(handle, alive)
+    except InvalidSpec:
+        release_work_dir(handle.work_dir, handle.name, alive)
+        return []
     stopped = []
-    for s in _switches(handle, alive):
+    for s in mine:
         with s.locked():
             s.mark(handle.name, False)
             if not s.live_users() and s.stop() is not None:

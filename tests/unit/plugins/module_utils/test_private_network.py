@@ -279,3 +279,15 @@ def test_vmctl_create_private_network_option(tmp_path, monkeypatch):
     nics = VmManager().get("db").private_networks
     assert [(n["name"], n["address"]) for n in nics] == [("lab", "192.168.77.12/24"), ("raw", None)]
     assert nics[0]["switch"] == private_network.switch_id(None, "lab")
+
+
+def test_a_record_with_garbage_private_networks_is_still_released(lab):
+    """Bad input: vms.json edited so the VM's private networks do not check. Its stop/destroy still releases it
+    (from its name alone: its marker goes, and the switch left without users stops)."""
+    with lab.locked():
+        lab.ensure_running()
+        lab.mark("web")
+    handle = VmHandle(id="1", name="web", work_dir=os.path.join(os.path.dirname(lab.root), "vms", "web"),
+                      private_networks=[{"name": "../../x", "address": "nonsense"}])
+    assert switches.release(handle, lambda work_dir: False) == []
+    assert lab.users() == [] and lab.pid() is None
