@@ -52,10 +52,10 @@ def check_address(address):
         raise InvalidSpec("private network address %s is not a host address on a LAN" % address,
                           hint="Use a private range, e.g. 192.168.77.11/24 or fd00:77::11/64")
     if ip.version == 4 and net.prefixlen < 31 and ip in (net.network_address, net.broadcast_address):
-        raise InvalidSpec("private network address %s is the %s address of %s" % (
-            address, "network" if ip == net.network_address else "broadcast", net),
-            hint="Pick a host address inside %s, e.g. %s/%d" % (net, net.network_address + 11 if net.num_addresses > 12
-                                                              else net.network_address + 1, net.prefixlen))
+        example = net.network_address + (11 if net.num_addresses > 12 else 1)
+        raise InvalidSpec("private network address %s is the %s address of %s"
+                          % (address, "network" if ip == net.network_address else "broadcast", net),
+                          hint="Pick a host address inside %s, e.g. %s/%d" % (net, example, net.prefixlen))
     return str(iface)
 
 

@@ -186,9 +186,10 @@ def cmd_status(args):
 
 def _private_text(nics):
     """``lab 192.168.77.11/24 (MAC 52:56:…)`` for each private NIC, or None."""
+    if not nics:
+        return None
     return "; ".join("%s %s (MAC %s%s)" % (nic["name"], nic.get("address") or "no address", nic.get("mac"),
-                                            ", switch %s" % nic["link"] if nic.get("link") else "")
-                     for nic in nics) if nics else None
+                                           ", switch %s" % nic["link"] if nic.get("link") else "") for nic in nics)
 
 
 def _provisioned(record):

@@ -94,7 +94,6 @@ class SwitchProcess(ProvenProcess):
         return False
 
 
-
 class Switch:
     """One switch folder under ``<data_dir>/switches``; ``name`` is only for messages. ``alive(work_dir)`` says
     whether the QEMU of the VM in ``work_dir`` runs (the backend's proof; without it no VM counts as live)."""

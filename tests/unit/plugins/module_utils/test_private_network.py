@@ -107,8 +107,8 @@ def test_switch_ids_are_scoped_by_vmfile_and_macs_are_stable():
 
 
 def test_network_config_matches_each_nic_by_mac_with_no_route():
-    nics = private_network.attach("web", "/p/VMFile.kdl", [{"name": "lab", "address": "192.168.77.11/24"},
-                                                          {"name": "raw", "address": None}])
+    nets = [{"name": "lab", "address": "192.168.77.11/24"}, {"name": "raw", "address": None}]
+    nics = private_network.attach("web", "/p/VMFile.kdl", nets)
     config = yaml.safe_load(network_config.build("52:54:00:aa:bb:cc", True, nics))
     assert config == {"version": 2, "ethernets": {
         "primary": {"match": {"macaddress": "52:54:00:aa:bb:cc"}, "dhcp4": True},  # the fallback config it replaces
