@@ -239,7 +239,7 @@ def test_a_switch_copy_without_the_lock_is_not_ours(lab, tmp_path):
     rc = tmp_path / "rc"
     rc.write_text("")
     subprocess.run(["vde_switch", "-s", lab.ctl, "-p", lab.process.pidfile, "-f", str(rc), "-d"], check=True)
-    for _ in range(100):  # the daemon writes its pidfile after its parent has exited
+    for _attempt in range(100):  # the daemon writes its pidfile after its parent has exited
         if os.path.exists(lab.process.pidfile) and open(lab.process.pidfile).read().strip():
             break
         time.sleep(0.05)
