@@ -211,6 +211,8 @@ def _private_text(nics):
         return None
     return "; ".join("%s %s (MAC %s%s)" % (nic["name"], nic.get("address") or "no address", nic.get("mac"),
                                            ", switch %s" % nic["link"] if nic.get("link") else "") for nic in nics)
+
+
 def _shares_text(record):
     from ansible_collections.vmctl.core.plugins.module_utils.guest import shares
     return ", ".join(shares.describe(s) for s in record.get("shares") or ()) or None
