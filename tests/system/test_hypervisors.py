@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 import yaml
@@ -251,3 +252,61 @@ def test_ansible_runs_copies_and_fetches_on_a_vm_through_its_hypervisor(hypervis
     assert "USER=%s" % hv2.user in proc.stdout
     assert (tmp_path / "back.txt").read_text() == "through the hypervisor\n"
     assert open(remote_vm["log"]).read().count("Accepted publickey") > vm_logins
+
+
+def test_one_vmfile_places_vms_on_two_hypervisors_up_and_down(hypervisors, placed, test_images, tmp_path):
+    """hypervisor "hv1"/"hv2" in one VMFile: up creates and starts each VM on its hypervisor (the image, vm and
+    vm_state tasks delegated there over Ansible's ssh connection); a second up leaves both alone; the inventory
+    lists them with their hypervisors; down -e destroy=true removes them from both. A VM with provision steps on
+    another hypervisor is refused with a clear error (not supported yet), before anything is created."""
+    hv1, hv2 = hypervisors
+    shared = tempfile.mkdtemp(prefix="vmctl-hvdisk-")  # readable by the hypervisors' users (pytest's tmp is not)
+    try:
+        os.chmod(shared, 0o755)
+        disk = os.path.join(shared, "tiny.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
+        os.chmod(disk, 0o644)
+        tiny = test_images["tiny"]
+        vm = ('vm "%s" {\n  image "%s"\n  memory 256\n  hypervisor "%s"\n  kernel "%s" {\n    initrd "%s"\n'
+              '    append "console=ttyS0"\n  }\n}\n')
+        vmfile = tmp_path / "VMFile.kdl"
+        vmfile.write_text("".join(vm % (name, disk, hv, tiny["kernel"], tiny["initrd"])
+                                  for name, hv in (("t1", "hv1"), ("t2", "hv2"))))
+        hosts = tmp_path / "hosts.yml"
+        hosts.write_text(yaml.safe_dump(ansible_inventory(hypervisors)))
+
+        def playbook(name, *extra):
+            return subprocess.run(["ansible-playbook", "-i", str(hosts), "vmctl.core.%s" % name, "-e", "vmfile=%s" % vmfile]
+                                  + list(extra), capture_output=True, text=True, timeout=600, check=False,
+                                  env=_env({"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default"}))
+
+        up = playbook("up")
+        assert up.returncode == 0, up.stdout[-5000:] + up.stderr[-2000:]
+        for name, hv in (("t1", hv1), ("t2", hv2)):
+            assert hv.run(["pgrep", "-f", "-u", hv.user, "qemu-system-x86_64 -name %s" % name]).returncode == 0, name
+        again = playbook("up")
+        assert again.returncode == 0, again.stdout[-3000:]
+        recap = [line for line in again.stdout.split("PLAY RECAP")[-1].splitlines() if line.startswith(("t1 ", "t2 "))]
+        assert len(recap) == 2 and all(" changed=0 " in line for line in recap), again.stdout.split("PLAY RECAP")[-1]
+        source = inventory_source(tmp_path / "fleet.vmctl.yml", [hv1.mapping(), hv2.mapping()], states=["running"])
+        proc, data = listing(source)
+        assert proc.returncode == 0, proc.stderr
+        assert data["_meta"]["hostvars"]["t1"]["vmctl_hypervisor"] == "hv1"
+        assert data["_meta"]["hostvars"]["t2"]["vmctl_hypervisor"] == "hv2"
+
+        down = playbook("down", "-e", "destroy=true")
+        assert down.returncode == 0, down.stdout[-5000:] + down.stderr[-2000:]
+        for name, hv in (("t1", hv1), ("t2", hv2)):
+            assert hv.run(["pgrep", "-f", "-u", hv.user, "qemu-system-x86_64 -name %s" % name]).returncode != 0, name
+            assert not os.path.exists(os.path.join(hv.data_dir, "vms", name))
+        proc, data = listing(source)
+        assert not {"t1", "t2"} & set(data["_meta"]["hostvars"])
+
+        vmfile.write_text(vm % ("t3", disk, "hv1", tiny["kernel"], tiny["initrd"])
+                          + 'vm "t3b" {\n  image "%s"\n  hypervisor "hv1"\n  provision "shell" { inline "true" }\n}\n' % disk)
+        refused = playbook("up")
+        assert refused.returncode != 0
+        assert "t3b: it is placed on hypervisor hv1 and has provision steps" in refused.stdout, refused.stdout[-3000:]
+        assert not os.path.exists(os.path.join(hv1.data_dir, "vms", "t3"))
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

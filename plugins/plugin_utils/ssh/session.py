@@ -263,9 +263,8 @@ class _Hop:
 
     @classmethod
     def connect(cls, target, timeout):
-        from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.target import SshTarget
         jump = target.jump
-        hop = SshTarget(jump["name"], jump["host"], jump.get("port") or 22, jump["user"], jump["private_key_file"],
+        hop = type(target)(jump["name"], jump["host"], jump.get("port") or 22, jump["user"], jump["private_key_file"],
                         jump["known_hosts_file"])
         try:
             session = SshSession.attempt(hop, _load_private_key(hop), timeout)
