@@ -116,6 +116,25 @@ class VmManager:
         return {"host": host, "port": port, "user": handle.ssh_user,
                 "private_key": handle.private_key_path, "known_hosts": handle.known_hosts}
 
+    def views(self, live_state=True):
+        """Every VM as plain data, from one read of the store: ``{"vms": [{name, record, state, state_error, host,
+        port}], "bad": {name: message}, "store": path}``. What the inventory shows, here or on a hypervisor
+        (where ``hypervisor_view`` prints it); a reader re-checks each record, as it does any store."""
+        vms = []
+        for name, handle in sorted(self.list().items()):
+            state, state_error = handle.state, None
+            if live_state:
+                try:
+                    state, problem = self.observe(handle)
+                    state_error = str(problem) if problem else None
+                except VmctlError as err:
+                    state_error = str(err)
+            host, port = self.endpoint(handle)
+            vms.append({"name": name, "record": handle.to_json(), "state": state, "state_error": state_error,
+                        "host": host, "port": port})
+        return {"vms": vms, "bad": {name: str(err) for name, err in sorted(self.store.bad.items())},
+                "store": self.store.path}
+
     def describe(self, name, handle=None):
         """Everything ``vmctl status`` shows, with the live state and how to log in (``handle``: already read)."""
         handle = self.get(name) if handle is None else handle
