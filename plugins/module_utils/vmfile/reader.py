@@ -426,8 +426,8 @@ class _Checker:
             return None  # a wrong setting, already reported
         resolved = self.resolve_path(source)
         if not os.path.isdir(resolved):
-            self.problem(node.args[0], "share %s %s (looked for %s)" % (source, "is not a folder" if os.path.lexists(resolved)
-                                                                         else "does not exist", resolved),
+            what = "is not a folder" if os.path.lexists(resolved) else "does not exist"
+            self.problem(node.args[0], "share %s %s (looked for %s)" % (source, what, resolved),
                          "Paths are relative to the VMFile's directory (%s); create the folder first" % self.base_dir, npath)
             return None
         guest = values["guest"][0]

@@ -195,8 +195,8 @@ def test_the_argv_has_the_forwards_the_shares_and_no_firmware_by_default(tmp_pat
     argv = QemuBackend().command_line(handle)
     assert argv[argv.index("-netdev") + 1] == \
         "user,id=net0,hostfwd=tcp:127.0.0.1:10022-:22,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:127.0.0.1:5353-:53"
-    assert argv[argv.index("-virtfs") + 1] == ("local,id=share0,path=%s/s,,1,mount_tag=vmctl:0,security_model=mapped-xattr,"
-                                                "readonly=on" % tmp_path)
+    virtfs = "local,id=share0,path=%s/s,,1,mount_tag=vmctl:0,security_model=mapped-xattr,readonly=on" % tmp_path
+    assert argv[argv.index("-virtfs") + 1] == virtfs
     assert not any("pflash" in a for a in argv)
 
 
