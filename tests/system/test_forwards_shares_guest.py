@@ -46,7 +46,7 @@ class Web:
     def __init__(self, root, image):
         self.root, self.port = root, free_port()
         self.env = _env({"XDG_DATA_HOME": str(root / "xdg-data"), "ANSIBLE_VMCTL_CONTROL_PATH_DIR": new_control_dir(),
-                         "ANSIBLE_VMCTL_WAIT_TIMEOUT": "600"})
+                         "ANSIBLE_VMCTL_WAIT_TIMEOUT": "1500"})
         for folder in ("site", "docs"):
             (root / folder).mkdir()
         (root / "site" / "index.txt").write_text("served from the host\n")
@@ -70,7 +70,7 @@ class Web:
 @pytest.fixture(scope="module")
 def web(test_images, tmp_path_factory):
     project = Web(tmp_path_factory.mktemp("fwd"), test_images["debian"]["path"])
-    up = project.vmctl("up", "--timeout", "600")
+    up = project.vmctl("up", "--timeout", "1500", timeout=2400)  # TCG on a shared 2-core machine
     project.up = up
     yield project
     project.vmctl("down", "--destroy", timeout=300)
