@@ -332,3 +332,13 @@ def test_vmctl_create_options(tmp_path, monkeypatch):
     assert options["shares"] == [{"source": str(tmp_path / "site"), "guest": "/srv/site", "readonly": True}]
     plain = cli_vm._device_options(cli.build_parser().parse_args(["create", "--name", "web", "--image", "d.qcow2"]))
     assert plain == {"port_forwards": [], "shares": [], "firmware": "bios"}
+
+
+def test_the_inventory_hands_the_forwards_shares_and_firmware_to_host_vars(vmctl_data_home, tmp_path):
+    from ansible_collections.vmctl.core.plugins.plugin_utils.inventory import vm_records
+    forward = {"host": 8080, "guest": 80, "protocol": "tcp", "address": "127.0.0.1"}
+    share = {"source": str(tmp_path), "guest": "/mnt/x", "readonly": True}
+    VmStore().put(VmHandle(id="x", name="web", backend="noop", port_forwards=[forward], shares=[share], firmware="uefi"))
+    (record,) = vm_records(live_state=False)
+    assert (record["hostvars"]["vmctl_port_forwards"], record["hostvars"]["vmctl_shares"], record["hostvars"]["vmctl_firmware"]) == \
+        ([forward], [share], "uefi")
