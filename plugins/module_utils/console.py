@@ -14,16 +14,20 @@ from __future__ import annotations
 
 __metaclass__ = type
 
+import fcntl
 import os
 import re
 import secrets
+import struct
+import termios
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import ConsoleFailed, ConsoleTimeout, InvalidSpec, InvalidState
 
 POLL = 0.2  # seconds between reads of the console log
 ALIVE_EVERY = 2.0  # seconds between checks that the VM still runs
-DEFAULT_PROMPT = r"[#$] ?$"  # a shell prompt at the end of the console output
+# A shell prompt at the end of a line, maybe followed by terminal queries (busybox ash asks for the cursor position).
+DEFAULT_PROMPT = r"[#$] ?(?:\x1b\[[0-9;?]*[A-Za-z])*$"
 _ESCAPES = {"r": "\r", "n": "\n", "t": "\t", "e": "\x1b", "\\": "\\"}
 
 
@@ -133,6 +137,7 @@ class Console:
         stream = self.manager.open_console(self.name)
         try:
             stream.sendall(data)
+            drain(stream)
         finally:
             stream.close()
         return before
@@ -168,6 +173,24 @@ class Console:
         stdout = found["groups"][0].replace("\r\n", "\n")
         return {"stdout": stdout, "rc": int(found["groups"][1]), "seconds": round(time.monotonic() - begin, 3),
                 "offset": found["offset"], "lines": found["lines"], "matched": True, "groups": found["groups"]}
+
+
+def drain(stream, timeout=30.0):
+    """Wait until QEMU has read all we sent: it reads a serial port's input only as fast as the guest's UART takes
+    it, and drops what is left in the socket when we hang up first."""
+    if not hasattr(stream, "fileno") or not hasattr(termios, "TIOCOUTQ"):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            unread = struct.unpack("i", fcntl.ioctl(stream.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:  # not a socket that can tell (a websocket's stream): nothing to wait for
+            return
+        if unread == 0:
+            return
+        time.sleep(0.02)
+    raise ConsoleFailed("the guest did not read the keys sent to its serial console within %ds" % timeout,
+                        hint="The guest may be hung, or not reading its serial port")
 
 
 def compile_pattern(pattern):

@@ -57,9 +57,11 @@ options:
         required: true
         no_log: true
   prompt:
-    description: A regular expression that matches the shell's prompt at the end of the output (for O(login)).
+    description:
+      - A regular expression that matches the shell's prompt at the end of a line of output (for O(login)).
+      - The default matches C(#) or C($), a space, and terminal queries a shell may print after its prompt.
     type: str
-    default: '[#$] ?$'
+    default: '[#$] ?(?:\x1b\[[0-9;?]*[A-Za-z])*$'
   command:
     description:
       - One shell command line to run on the serial shell (logged in already, or with O(login)). Its output is
