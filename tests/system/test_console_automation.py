@@ -7,12 +7,11 @@ guest's own ``/init`` (a /dev/null first: a background job's input is /dev/null,
 
 import gzip
 import json
-import os
 import subprocess
 
 import pytest
 from support.ansible_run import module
-from support.guests import tiny_spec
+from support.guests import data_home, tiny_spec
 
 from ansible_collections.vmctl.core.plugins.module_utils.console import Console, decode_keys
 from ansible_collections.vmctl.core.plugins.module_utils.errors import ConsoleFailed, ConsoleTimeout, InvalidSpec
@@ -56,21 +55,16 @@ def guest(test_images, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("console-guest")
     home = tmp / "xdg"
     home.mkdir()
-    saved = os.environ.get("XDG_DATA_HOME")
-    os.environ["XDG_DATA_HOME"] = str(home)
-    manager = VmManager()
-    try:
-        manager.create(tiny_spec(test_images, tmp, name="cons", initrd=_overlay_initrd(test_images, tmp),
-                                 kernel_append="console=ttyS0 rdinit=/console-init"))
-        manager.start("cons")
-        Console(manager, "cons").wait_for("login:", 180)
-        yield home
-    finally:
-        manager.destroy("cons")
-        if saved is None:
-            os.environ.pop("XDG_DATA_HOME", None)
-        else:
-            os.environ["XDG_DATA_HOME"] = saved
+    with data_home(home):
+        manager = VmManager()
+        try:
+            manager.create(tiny_spec(test_images, tmp, name="cons", initrd=_overlay_initrd(test_images, tmp),
+                                     kernel_append="console=ttyS0 rdinit=/console-init"))
+            manager.start("cons")
+            Console(manager, "cons").wait_for("login:", 180)
+            yield home
+        finally:
+            manager.destroy("cons")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 from support.ansible_run import module
-from support.guests import debian_spec, ssh, ssh_argv, wait_for_ssh
+from support.guests import data_home, debian_spec, ssh, ssh_argv, wait_for_ssh
 from support.vm_ssh_helpers import daemons, playbook
 
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import QemuBackend
@@ -53,20 +53,15 @@ PLAYBOOK = """
 def guest_home(test_images, tmp_path_factory):
     """A booted Debian VM (SSH answers) in a store of its own; destroyed at the end."""
     home = tmp_path_factory.mktemp("snap-xdg")
-    saved = os.environ.get("XDG_DATA_HOME")
-    os.environ["XDG_DATA_HOME"] = str(home)
-    manager = VmManager()
-    try:
-        manager.create(debian_spec(test_images, name=NAME, hostname="snap-guest"))
-        handle = manager.start(NAME)[0]
-        wait_for_ssh(handle, timeout=400)
-        yield home
-    finally:
-        manager.destroy(NAME)
-        if saved is None:
-            os.environ.pop("XDG_DATA_HOME", None)
-        else:
-            os.environ["XDG_DATA_HOME"] = saved
+    with data_home(home):
+        manager = VmManager()
+        try:
+            manager.create(debian_spec(test_images, name=NAME, hostname="snap-guest"))
+            handle = manager.start(NAME)[0]
+            wait_for_ssh(handle, timeout=400)
+            yield home
+        finally:
+            manager.destroy(NAME)
 
 
 @pytest.fixture
