@@ -58,7 +58,7 @@ def guest_home(test_images, tmp_path_factory):
         try:
             manager.create(debian_spec(test_images, name=NAME, hostname="snap-guest"))
             handle = manager.start(NAME)[0]
-            wait_for_ssh(handle, timeout=400)
+            wait_for_ssh(handle, timeout=900)  # a deadline, not a measure: a loaded host boots slowly
             yield home
         finally:
             manager.destroy(NAME)
