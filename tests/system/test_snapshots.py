@@ -56,7 +56,7 @@ def guest_home(test_images, tmp_path_factory):
     with data_home(home):
         manager = VmManager()
         try:
-            manager.create(debian_spec(test_images, name=NAME, hostname="snap-guest"))
+            manager.create(debian_spec(test_images, name=NAME, hostname="snap-guest", memory_mb=512))  # less RAM to save
             handle = manager.start(NAME)[0]
             wait_for_ssh(handle, timeout=900)  # a deadline, not a measure: a loaded host boots slowly
             yield home
