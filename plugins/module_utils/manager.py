@@ -333,13 +333,14 @@ class VmManager:
             handle = self.get(name)
             backend = self.backend(handle)
             handle, changed, detail = operation(backend, handle, backend.snapshot_list(handle))
+            new = changed and detail is not None and "size" in detail  # detail is the record of a snapshot just taken
             sizes = {s["name"]: s.get("size", 0) for s in handle.snapshots}
-            if changed and detail and "size" in detail:
+            if new:
                 sizes[tag] = detail["size"]
             records = [dict(taken, name=snap, size=sizes.get(snap, 0))
                        for snap, taken in sorted(backend.snapshot_list(handle).items(), key=lambda kv: kv[1]["created_at"])]
             handle = self._save(handle.replace(snapshots=records))
-            if changed and detail and "size" in detail:
+            if new:
                 detail = next((r for r in records if r["name"] == tag), detail)
             return handle, changed, detail
 
