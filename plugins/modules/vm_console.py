@@ -55,7 +55,6 @@ options:
         description: Password.
         type: str
         required: true
-        no_log: true
   prompt:
     description:
       - A regular expression that matches the shell's prompt at the end of a line of output (for O(login)).
@@ -77,8 +76,9 @@ extends_documentation_fragment:
   - vmctl.core.attributes.action_group
 attributes:
   check_mode:
-    description: O(wait_for) runs in check mode (it only reads); O(send), O(login) and O(command) are skipped and reported as changes.
+    description: O(wait_for) runs in check mode (it only reads).
     support: partial
+    details: O(send), O(login) and O(command) are skipped in check mode and reported as changes.
   diff_mode:
     support: none
 """

@@ -115,6 +115,20 @@ revert:
   returned: when O(state=reverted) and not in check mode
   type: dict
   sample: {"ram": true, "started": false, "seconds": 0.8, "clock_lag_seconds": 42.5}
+  contains:
+    ram:
+      description: Whether the snapshot held RAM (the VM runs in its state).
+      type: bool
+    started:
+      description: Whether the VM was stopped and was started for the revert.
+      type: bool
+    seconds:
+      description: Seconds QEMU's load job took (null for a disk-only snapshot).
+      type: float
+    clock_lag_seconds:
+      description: How far the guest's clock is behind after a revert to a snapshot with RAM.
+      type: float
+      returned: when the snapshot held RAM
 """
 
 from ansible.module_utils.basic import AnsibleModule
