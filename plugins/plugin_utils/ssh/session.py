@@ -263,9 +263,9 @@ class _Hop:
 
     @classmethod
     def connect(cls, target, timeout):
-        jump = target.jump
+        jump = target.jump  # the hypervisor as an SshTarget of its own (type(): target imports this module)
         hop = type(target)(jump["name"], jump["host"], jump.get("port") or 22, jump["user"], jump["private_key_file"],
-                        jump["known_hosts_file"])
+                           jump["known_hosts_file"])
         try:
             session = SshSession.attempt(hop, _load_private_key(hop), timeout)
         except _Retryable as err:
