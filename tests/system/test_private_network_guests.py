@@ -58,7 +58,13 @@ def lab(test_images, tmp_path_factory):
     links = host_links()
     ups = [subprocess.Popen([VMCTL, "up", "--timeout", SSH_TIMEOUT, "--stall-timeout", "600"], cwd=str(folder), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for folder in (one, two)]
-    outputs = [proc.communicate(timeout=1800)[0] for proc in ups]
+    try:
+        outputs = [proc.communicate(timeout=1800)[0] for proc in ups]
+    finally:  # a timeout of the test (pytest-timeout) must not leave an `up` running that starts VMs after teardown
+        for proc in ups:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     old_home = os.environ.get("XDG_DATA_HOME")
     os.environ["XDG_DATA_HOME"] = home
     try:

@@ -28,6 +28,12 @@ def short_data_dir(monkeypatch):
     path = tempfile.mkdtemp(prefix="vl")
     monkeypatch.setenv("XDG_DATA_HOME", path)
     yield path
+    manager = VmManager()  # a failed test leaves nothing running: its VMs go, and the switches with the last one
+    for name in list(manager.list()):
+        manager.destroy(name)
+    for switch_id in running_switches(os.path.join(path, "vmctl")):
+        with switches.Switch(os.path.join(path, "vmctl"), switch_id).locked() as s:
+            s.stop()
     shutil.rmtree(path, ignore_errors=True)
 
 
