@@ -113,6 +113,12 @@ class InvalidAccel(VmctlError):
     default_hint = "Use auto, kvm or tcg"
 
 
+class SwitchFailed(VmctlError):
+    """A private network's vde_switch could not be started or proven."""
+    code = "vmctl.qemu.switch_failed"
+    default_hint = "Check that vde2 is installed (apt install vde2) and see the switch folder under the data dir"
+
+
 class StopFailed(VmctlError):
     code = "vmctl.qemu.stop_failed"
     default_hint = "Check the process state with ps; it may be stuck in the kernel"
@@ -455,6 +461,26 @@ class SshTransferFailed(SshError):
 class SessionDaemonFailed(SshError):
     code = "vmctl.ssh.session_daemon_failed"
     default_hint = "See the session daemon's log next to its socket; set the connection option persistent to false to work without it"
+
+
+class SnapshotFailed(VmctlError):
+    code = "vmctl.snapshot.failed"
+    default_hint = "See the VM's console.log; 'vmctl snapshot list NAME' shows the snapshots it has"
+
+
+class SnapshotNotFound(VmctlError):
+    code = "vmctl.snapshot.not_found"
+    default_hint = "Run 'vmctl snapshot list NAME' to see the VM's snapshots"
+
+
+class SnapshotUnsupported(VmctlError):
+    code = "vmctl.snapshot.unsupported"
+    default_hint = "Snapshots need the qemu backend; on propolis, destroy and recreate the VM instead"
+
+
+class ConsoleTimeout(Timeout):
+    code = "vmctl.console.timeout"
+    default_hint = "The pattern did not appear on the serial console in time; see the console lines in the result or console.log"
 
 
 def error_classes():

@@ -16,7 +16,7 @@ __metaclass__ = type
 import dataclasses
 import os
 
-from ansible_collections.vmctl.core.plugins.module_utils import checks, forwards
+from ansible_collections.vmctl.core.plugins.module_utils import checks, forwards, private_network
 from ansible_collections.vmctl.core.plugins.module_utils.guest import shares
 from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_name
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec
@@ -172,6 +172,7 @@ class VmSpec:
     kernel: str | None = None
     initrd: str | None = None
     kernel_append: str | None = None
+    private_networks: list = dataclasses.field(default_factory=list)  # [{"name", "address"}] (private_network.py)
     port_forwards: list = dataclasses.field(default_factory=list)  # forwards.check_forwards
     shares: list = dataclasses.field(default_factory=list)  # guest/shares.check_shares
     firmware: str = DEFAULTS["firmware"]
@@ -194,6 +195,8 @@ class VmSpec:
             raise InvalidSpec("VM %s: unknown accel %s" % (self.name, checks.short(self.accel)), hint="Use one of: %s" % ", ".join(ACCELS))
         if self.backend not in BACKENDS:
             raise InvalidSpec("VM %s: unknown backend %s" % (self.name, checks.short(self.backend)), hint="Use one of: %s" % ", ".join(BACKENDS))
+        self.private_networks = self._check(private_network.normalize, self.private_networks)
+        self._check(private_network.check_spec, self.private_networks, self.backend, self.cloud_init is not None)
         ci = self.cloud_init
         if ci is not None and ci.hostname is not None:
             self._check(checks.validate_hostname, ci.hostname)
@@ -220,6 +223,10 @@ class VmSpec:
             return check(*args)
         except InvalidSpec as err:
             raise err.with_message("VM %s: %s%s" % (self.name, prefix, err.message))
+
+
+# A snapshot record's fields and their types (the store checks each one on load).
+SNAPSHOT_FIELDS = {"name": str, "ram": bool, "size": int, "vm_state_size": int, "created_at": float}
 
 
 # Fields of vmctl's own handle, in its order; everything after is ours.
@@ -274,6 +281,10 @@ class VmHandle:
     firmware: str = DEFAULTS["firmware"]
     # The provision plan as last run by up/provision: {"digest": "sha256:…", "completed": bool}, or None.
     provision: dict | None = None
+    private_networks: list = dataclasses.field(default_factory=list)  # [{"name", "address", "switch", "mac"}]
+    # Snapshots in the VM's overlay, oldest first: {"name", "ram" (RAM and devices held), "size" (bytes the
+    # overlay grew by when it was taken), "vm_state_size", "created_at"} (see SNAPSHOT_FIELDS).
+    snapshots: list = dataclasses.field(default_factory=list)
     extra: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self):

@@ -57,3 +57,57 @@ def run(argv, error=VmctlError, what=None, timeout=300, check=True, input=None, 
         detail = (outcome.stderr or outcome.stdout).strip()
         raise error("%s failed (exit %d): %s" % (what, outcome.rc, detail), argv=argv, rc=outcome.rc)
     return outcome
+
+
+def cmdline_and_state(pid):
+    """``(argv as bytes, state letter)`` of process ``pid`` from /proc, or None when it cannot be read."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = f.read().split(b"\0")
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    return argv, state
+
+
+class ProvenProcess:
+    """A daemon of ours, believed only while ``is_ours(pid)`` proves it (a subclass says how); signals go
+    through a pidfd taken before the proof is re-checked, so a PID reused in between is not hit."""
+
+    def is_ours(self, pid):
+        raise NotImplementedError
+
+    def signal(self, pid, sig):
+        """Send ``sig`` to ``pid`` if it still proves to be ours; False when it is gone."""
+        import os
+        import signal
+        pidfd = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return False
+        try:
+            if not self.is_ours(pid):
+                return False
+            try:
+                if pidfd is not None:
+                    signal.pidfd_send_signal(pidfd, sig)
+                else:
+                    os.kill(pid, sig)
+            except ProcessLookupError:
+                return False
+            return True
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    def wait_gone(self, pid, timeout):
+        import time
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_ours(pid):
+                return True
+            time.sleep(0.1)
+        return not self.is_ours(pid)

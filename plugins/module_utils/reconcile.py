@@ -32,7 +32,7 @@ def spec_view(spec):
     view = {key: getattr(spec, key) for key in BOOT_SETTINGS}
     view.update(backend=spec.backend, image=os.path.abspath(spec.image_path), disk_gb=spec.disk_gb,
                 network=spec.network.to_json(), cloud_init=cloud_init_digest(spec),
-                ssh_user=spec.ssh.user if spec.ssh else None)
+                ssh_user=spec.ssh.user if spec.ssh else None, private_networks=spec.private_networks)
     return view
 
 
@@ -40,7 +40,8 @@ def handle_view(handle):
     view = {key: getattr(handle, key) for key in BOOT_SETTINGS}
     view.update(backend=handle.backend, image=handle.image_path, disk_gb=handle.disk_gb,
                 network=handle.network.to_json(), cloud_init=handle.extra.get("cloud_init_digest"),
-                ssh_user=handle.ssh_user)
+                ssh_user=handle.ssh_user,
+                private_networks=[{"name": n.get("name"), "address": n.get("address")} for n in handle.private_networks or ()])
     return view
 
 
@@ -49,7 +50,7 @@ def _plan_changes(manager, handle, spec):
     have, want = handle_view(handle), spec_view(spec)
     boot = {k: want[k] for k in BOOT_SETTINGS if want[k] != have[k]}
     rebuild = []
-    for key in ("backend", "image", "network", "ssh_user"):
+    for key in ("backend", "image", "network", "ssh_user", "private_networks"):
         if want[key] != have[key]:
             rebuild.append("%s %r -> %r" % (key, have[key], want[key]))
     if "cloud_init_digest" in handle.extra:

@@ -229,6 +229,28 @@ options:
   vmfile:
     description: The VMFile this VM is defined in; another VMFile cannot take over a VM of the same name.
     type: path
+  private_networks:
+    description:
+      - Extra NICs, each on a private switch (a rootless C(vde_switch) of the Debian package C(vde2)) that every VM
+        of the same O(vmfile) naming that switch joins; VMs without O(vmfile) share one scope. Traffic stays
+        between the VMs on the switch (no host interface, no routes). The primary O(network) stays as it is.
+      - The switch is started with the first VM on it and stopped with the last; its sockets are under
+        C($XDG_DATA_HOME/vmctl/switches/).
+      - A change (a network added, removed, or a new address) needs a new seed, so O(recreate=true).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The switch's name (1 to 32 letters, digits, C(.), C(_) or C(-)).
+        type: str
+        required: true
+      address:
+        description:
+          - The guest's static address with its prefix length, for example C(192.168.77.11/24), written by
+            cloud-init's network-config (version 2) for the NIC, matched by its MAC; it needs O(cloud_init).
+          - Two VMs on one switch cannot have the same address. Without it the guest configures the NIC itself.
+        type: str
   recreate:
     description: Destroy and create the VM again when a change needs a new disk (its data is lost).
     type: bool
@@ -329,7 +351,7 @@ from ansible_collections.vmctl.core.plugins.module_utils.model import validate_n
 # the options that describe a VM: a record gives them all
 DESCRIBING = ("name", "image_url", "image_checksum", "vcpus", "memory", "disk", "network", "cloud_init", "ssh", "backend",
               "accel", "cpu", "machine", "vnc", "vnc_tcp", "kernel", "initrd", "kernel_append", "vmfile",
-              "port_forwards", "shares", "firmware")
+              "port_forwards", "shares", "firmware", "private_networks")
 
 
 def main():
@@ -370,6 +392,10 @@ def main():
             initrd=dict(type="path"),
             kernel_append=dict(type="str"),
             vmfile=dict(type="path"),
+            private_networks=dict(type="list", elements="dict", default=[], options=dict(
+                name=dict(type="str", required=True),
+                address=dict(type="str"),
+            )),
             port_forwards=dict(type="list", elements="dict", default=[], options=dict(
                 host=dict(type="int", required=True),
                 guest=dict(type="int", required=True),

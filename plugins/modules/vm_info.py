@@ -75,6 +75,14 @@ vms:
     network:
       description: Network type and its bridge or VNIC.
       type: dict
+    private_networks:
+      description: >-
+        The VM's NICs on private switches, each with C(name) (the switch), C(address) (or null), C(mac),
+        C(switch) (the switch's id, its folder under C($XDG_DATA_HOME/vmctl/switches/)) and, for a running VM,
+        C(link) - V(up), V(down) (its switch was killed) or V(cut off) (the switch was started again since the VM
+        joined; the VM rejoins at its next start) - else null.
+      type: list
+      elements: dict
     ssh:
       description: C(host), C(port), C(user), C(private_key) and C(known_hosts) to log in (null without SSH settings).
       type: dict

@@ -84,6 +84,9 @@ def _record(view, hypervisor):
         "vmctl_vmfile": handle.vmfile,
         "vmctl_console_log": handle.console_log,
         "vmctl_id": handle.id,
+        "vmctl_private_networks": [dict(nic) for nic in handle.private_networks or ()],
+        "vmctl_private_addresses": {nic["name"]: nic["address"].split("/")[0]
+                                    for nic in handle.private_networks or () if nic.get("address")},
         "vmctl_port_forwards": handle.port_forwards,  # issue 14
         "vmctl_shares": handle.shares,
         "vmctl_firmware": handle.firmware,
@@ -103,6 +106,7 @@ def _record(view, hypervisor):
         hostvars["vmctl_state_error"] = state_error
     groups = [group_name("state", state), group_name("backend", handle.backend), group_name("network", handle.network.type),
               group_name("hypervisor", hypervisor.name)]
+    groups += [group_name("private_network", nic["name"]) for nic in handle.private_networks or ()]
     return {"name": name, "hostvars": hostvars, "groups": groups}
 
 

@@ -16,7 +16,7 @@ import difflib
 import os
 import re
 
-from ansible_collections.vmctl.core.plugins.module_utils import checks, forwards
+from ansible_collections.vmctl.core.plugins.module_utils import checks, forwards, private_network
 from ansible_collections.vmctl.core.plugins.module_utils.guest import shares
 from ansible_collections.vmctl.core.plugins.module_utils.vmfile import kdl
 from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, keys
@@ -92,6 +92,7 @@ CLOUD_INIT_NODES = {"hostname": Field("str", check=checks.validate_hostname), "s
 SSH_NODES = {"user": Field("str"), "private-key": Field("path", must_exist=True),
              "boot-timeout": Field("int", 1, 86400, example=900), "stall-timeout": Field("int", 1, 86400, example=300),
              "host-key-checking": Field("choice", choices=("yes", "accept-new"))}
+PRIVATE_NETWORK_NODES = {"address": Field("str", check=private_network.check_address)}
 PROVISION_NODES = {"inline": Field("str"), "script": Field("path", must_exist=True),
                    "source": Field("path", must_exist=True), "destination": Field("str")}
 VM_NODES = {
@@ -109,6 +110,8 @@ VM_NODES = {
     "accel": Field("choice", choices=ACCELS),
     "cpu": Field("str", check=checks.check_word),
     "machine": Field("str", check=checks.check_word),
+    "private-network": Field("block", multi=True, arg=Field("str", check=private_network.check_name),
+                             children=PRIVATE_NETWORK_NODES, props=PRIVATE_NETWORK_NODES),
 }
 # Issue 14: port forwards, shares, firmware, direct kernel boot (each block node has its method below).
 FORWARD_NODES = {"host": Field("int", *forwards.PORTS, example=8080), "guest": Field("int", *forwards.PORTS, example=80),
@@ -119,6 +122,7 @@ VM_NODES.update({
     "port-forward": Field("block", multi=True, children=FORWARD_NODES, props=FORWARD_NODES),
     "share": Field("block", multi=True, arg=Field("str"), children=SHARE_NODES, props=SHARE_NODES),
     "firmware": Field("choice", choices=FIRMWARES),
+    "hypervisor": Field("str", check=checks.check_hypervisor),  # issue 16: the inventory host that runs the VM
     "kernel": Field("block", arg=Field("path", must_exist=True), children=KERNEL_NODES),
 })
 UNITS = {"vcpus": "", "memory": " MB", "disk": " GB"}
@@ -155,6 +159,7 @@ class _Checker:
         self.base_dir = os.path.dirname(os.path.abspath(path))
         self.lines = text.splitlines()
         self.problems = []
+        self.addresses = []  # (vm, private network, address, where) of every VM, see check_addresses
         self.forwarded = {}  # (protocol, host port) -> (vm name, line): one host port per VMFile
 
     def problem(self, where, message, hint=None, node_path=None):
@@ -374,7 +379,9 @@ class _Checker:
             "disk": fields.get("disk"),
             "network": network, "cloud_init": cloud_init, "ssh": ssh,
             "accel": fields.get("accel", DEFAULTS["accel"]), "cpu": fields.get("cpu"), "machine": fields.get("machine"),
+            "private_networks": self.check_private_networks(name, npath, fields.get("private-network", []), cloud_init),
             **self.device_fields(name, npath, fields, seen, network),
+            "hypervisor": fields.get("hypervisor"),
             "provisions": [dict(p, description=describe(p)) for p in provisions if p is not None],
             "provision_digest": plan_digest([p for p in provisions if p is not None]),
         }
@@ -426,8 +433,8 @@ class _Checker:
             return None  # a wrong setting, already reported
         resolved = self.resolve_path(source)
         if not os.path.isdir(resolved):
-            self.problem(node.args[0], "share %s %s (looked for %s)" % (source, "is not a folder" if os.path.lexists(resolved)
-                                                                         else "does not exist", resolved),
+            kind = "is not a folder" if os.path.lexists(resolved) else "does not exist"
+            self.problem(node.args[0], "share %s %s (looked for %s)" % (source, kind, resolved),
                          "Paths are relative to the VMFile's directory (%s); create the folder first" % self.base_dir, npath)
             return None
         guest = values["guest"][0]
@@ -514,6 +521,54 @@ class _Checker:
             self.problem(node, "vnic networking needs the VNIC's name", 'Write network "vnic" { name "vnic0" }', npath)
         return {"type": kind or "user", "bridge": (bridge[0] or TAP_DEFAULT_BRIDGE) if kind == "tap" else None,
                 "name": vnic[0] if kind == "vnic" else None}
+
+    def private_network(self, node, field, npath):
+        """``private-network "lab" address="192.168.77.11/24"`` (or ``{ address "…" }``): ``(record, name value, address value)``."""
+        values = self.block(node, field.children, npath, props=field.props, allow_args=1)
+        if not node.args:
+            self.problem(_At(node.line, node.col + len(node.name)), "private-network needs the switch's name",
+                         'Write private-network "lab" address="192.168.77.11/24"', npath)
+            return None
+        name = self.check_value(field.arg, node.args[0], "private network name", npath)
+        address, where = values.get("address", (None, None))
+        if name is None or ("address" in values and address is None):
+            return None  # already reported
+        return {"name": name, "address": address}, node.args[0], where
+
+    def check_private_networks(self, vm, npath, given, cloud_init):
+        """The VM's private networks (each switch once; an address needs cloud-init); addresses are kept with
+        their positions for the check across VMs (``parse_text``)."""
+        result, seen = [], {}
+        for entry in given:
+            if entry is None:
+                continue
+            net, name_at, address_at = entry
+            if net["name"] in seen:
+                self.problem(name_at, "private network %s is given twice in vm %s" % (net["name"], _show(vm)),
+                             "Join each switch once (the first is on line %d)" % seen[net["name"]], npath)
+                continue
+            seen[net["name"]] = name_at.line
+            if net["address"] and cloud_init is None:
+                self.problem(address_at, "the address on private network %s is set by cloud-init, and vm %s has no "
+                             "cloud-init" % (net["name"], _show(vm)),
+                             "Add a cloud-init { } block, or leave the address out and configure the NIC in the guest", npath)
+                continue
+            if net["address"]:
+                self.addresses.append((vm, net["name"], net["address"], address_at))
+            result.append(net)
+        return result
+
+    def check_addresses(self):
+        """Two VMs of one VMFile with one address on the same switch: the second is the problem."""
+        first = {}
+        for vm, name, address, where in self.addresses:
+            key = (name, private_network.host_of(address))
+            if key in first:
+                other, line = first[key]
+                self.problem(where, "address %s on private network %s is taken by vm %s (line %d)" % (address, name, _show(other), line),
+                             "Give each VM on %s its own address" % name, 'vm "%s"' % vm)
+            else:
+                first[key] = (vm, where.line)
 
     def cloud_init(self, node, field, npath):
         values = self.settings["cloud-init"] = self.block(node, field.children, npath)
@@ -651,6 +706,7 @@ def parse_text(text, path=DEFAULT_NAME):
             continue
         first[record["name"]] = node.line
         records.append(record)
+    checker.check_addresses()
     if not nodes:
         checker.problem(_At(1, 1), "the VMFile defines no VM", 'Add a vm "name" { image … } block')
     if checker.problems:

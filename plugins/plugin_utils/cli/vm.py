@@ -11,8 +11,9 @@ import os
 import sys
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils import errors, forwards, paths
+from ansible_collections.vmctl.core.plugins.module_utils import errors, forwards, paths, private_network
 from ansible_collections.vmctl.core.plugins.module_utils.model import DEFAULTS
+from ansible_collections.vmctl.core.plugins.plugin_utils.cli import snapshot
 from ansible_collections.vmctl.core.plugins.plugin_utils.cli.common import (
     EXIT_FAILED, EXIT_OK, Progress, command, dash, name_arg, note, out, print_json, vm_command, vm_manager)
 
@@ -25,6 +26,7 @@ def cmd_create(args):
         "ssh": {"user": args.user, "private_key": _private_half(args.ssh_key), "host_key_checking": args.host_key_checking},
         "kernel": _abspath(args.kernel), "initrd": _abspath(args.initrd), "kernel_append": args.kernel_append,
         "vnc": not args.no_vnc, "vnc_tcp": args.vnc_tcp,
+        "private_networks": [private_network.parse_option(text) for text in args.private_network or ()],
         **_device_options(args),
     }
     if args.cloud_init:
@@ -37,6 +39,7 @@ def cmd_create(args):
         record["ssh"] = None  # nothing to log in with: no SSH settings at all
     from ansible_collections.vmctl.core.plugins.module_utils.model import validate_name
     validate_name(args.name)  # before a download, not after
+    private_network.normalize(record["private_networks"])
     progress = Progress(args.image_url)
     try:
         image = resolve_image(args.image, args.image_url, args.checksum, progress=progress)
@@ -131,7 +134,7 @@ def cmd_resume(args):
     return EXIT_OK
 
 
-LIST_FORMAT = "%-16s %-8s %-7s %-4s %-11s %-8s %-6s %-10s %s"  # the guide's columns, STATE and FORWARDS added
+LIST_FORMAT = "%-16s %-8s %-7s %-4s %-11s %-8s %-6s %-5s %-10s %s"  # the guide's columns, SNAPS, STATE and FORWARDS added
 
 
 def cmd_list(args):
@@ -142,14 +145,16 @@ def cmd_list(args):
         note("error: %s" % err.message)
     if args.json:
         return print_json(records + [{"name": name, "error": err.to_dict()} for name, err in sorted(manager.store.bad.items())])
-    out(LIST_FORMAT % ("NAME", "BACKEND", "VCPUS", "MEM", "NETWORK", "PID", "SSH", "STATE", "FORWARDS"))
+    out(LIST_FORMAT % ("NAME", "BACKEND", "VCPUS", "MEM", "NETWORK", "PID", "SSH", "SNAPS", "STATE", "FORWARDS"))
     for r in records:
         active = r["state"] in ("running", "suspended")
         ssh_port = r["ssh_host_port"] if r["network"]["type"] == "User" else None
-        out(LIST_FORMAT % (r["name"], r["backend"], r["vcpus"], r["memory_mb"], r["network"]["type"].lower(),
-                           dash(r["pid"] if active else None), dash(ssh_port), _state_text(r), _forwards_text(r, short=True)))
+        network = ",".join([r["network"]["type"].lower()] + [nic["name"] for nic in r.get("private_networks") or ()])
+        out(LIST_FORMAT % (r["name"], r["backend"], r["vcpus"], r["memory_mb"], network,
+                           dash(r["pid"] if active else None), dash(ssh_port), len(r.get("snapshots") or []), _state_text(r),
+                           _forwards_text(r, short=True)))
     for name in sorted(manager.store.bad):
-        out(LIST_FORMAT % (name, "-", "-", "-", "-", "-", "-", "bad record (see the error above)", "-"))
+        out(LIST_FORMAT % (name, "-", "-", "-", "-", "-", "-", "-", "bad record (see the error above)", "-"))
     return EXIT_FAILED if manager.store.bad else EXIT_OK
 
 
@@ -182,7 +187,8 @@ def cmd_status(args):
         ("Hint", r["problem"]["hint"] if r.get("problem") else None),
         ("vCPUs", r["vcpus"]), ("Memory", "%s MiB" % r["memory_mb"]),
         ("Disk", "%s GiB" % r["disk_gb"] if r["disk_gb"] else "image size"),
-        ("Network", network), ("Work dir", r["work_dir"]), ("Overlay", r["overlay_path"]),
+        ("Network", network), ("Private networks", _private_text(r.get("private_networks"))),
+        ("Work dir", r["work_dir"]), ("Overlay", r["overlay_path"]),
         ("Seed ISO", r["seed_iso_path"]), ("PID", r["pid"] if active else None),
         ("VNC", "%s%s" % (r["vnc_addr"], " (password in %s)" % os.path.join(r["work_dir"], "vnc.password") if r.get("vnc_tcp") else "")
          if active and r["vnc"] and r["vnc_addr"] else None),
@@ -193,12 +199,21 @@ def cmd_status(args):
         ("SSH key", ssh["private_key"] if ssh else None), ("Known hosts", ssh["known_hosts"] if ssh else None),
         ("Console", r["console_socket"]), ("Console log", r["console_log"]),
         ("Provisioned", _provisioned(r.get("provision"))), ("Provision log", r["provision_log"]),
+        ("Snapshots", "; ".join(snapshot.describe(s) for s in r.get("snapshots") or []) or None),
     ]
     rows = [row for row in rows if row[1] is not None or row[0] not in ("Problem", "Hint")]
     width = max(len(row[0]) for row in rows) + 1
     for label, value in rows:
         out("%-*s %s" % (width, label + ":", dash(value)))
     return EXIT_OK
+
+
+def _private_text(nics):
+    """``lab 192.168.77.11/24 (MAC 52:56:…)`` for each private NIC, or None."""
+    if not nics:
+        return None
+    return "; ".join("%s %s (MAC %s%s)" % (nic["name"], nic.get("address") or "no address", nic.get("mac"),
+                                           ", switch %s" % nic["link"] if nic.get("link") else "") for nic in nics)
 
 
 def _shares_text(record):
@@ -287,6 +302,7 @@ examples:
   vmctl create --name myvm --image-url https://example.com/image.img \\
       --vcpus 4 --memory 4096 --disk 40 --ssh-key ~/.ssh/id_ed25519.pub --start
   vmctl create --name myvm --image ./ubuntu.qcow2 --bridge br0
+  vmctl create --name db --image ./debian.qcow2 --private-network lab:192.168.77.12/24
   vmctl create --name web --image ./debian.qcow2 --forward 8080:80 --share ./site:/srv/site --uefi
 """)
 def _create_args(p):
@@ -299,6 +315,9 @@ def _create_args(p):
     p.add_argument("--memory", type=int, default=DEFAULTS["memory"], metavar="MiB", help="memory in MiB (default %(default)s)")
     p.add_argument("--disk", type=int, metavar="GiB", help="disk size in GiB (the overlay is grown to it)")
     p.add_argument("--bridge", metavar="BRIDGE", help="TAP networking on this bridge (default: user networking)")
+    p.add_argument("--private-network", action="append", metavar="NAME[:ADDR/PREFIX]",
+                   help="an extra NIC on the private switch NAME (shared by the VMs made without a VMFile), with a "
+                        "static address set by cloud-init, e.g. lab:192.168.77.11/24; repeatable")
     ci = p.add_mutually_exclusive_group()
     ci.add_argument("--cloud-init", metavar="PATH", help="your own cloud-init user-data file")
     ci.add_argument("--ssh-key", metavar="PATH", help="SSH public key to install for the user")

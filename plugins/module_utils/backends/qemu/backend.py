@@ -25,8 +25,9 @@ import socket
 import stat
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils import forwards, paths
-from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import devices, net
+from ansible_collections.vmctl.core.plugins.module_utils import forwards, paths, private_network
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import devices, net, snapshots, switch
+from ansible_collections.vmctl.core.plugins.module_utils.guest import network_config
 from ansible_collections.vmctl.core.plugins.module_utils.guest import host_keys
 from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
@@ -34,9 +35,9 @@ from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     InvalidAccel, InvalidSpec, InvalidState, IoFailed, IpDiscoveryTimeout, MonitorNotAnswering, PortInUse, QmpError,
-    QmpTimeout, SpawnFailed, StopFailed, VmctlError,
+    QmpTimeout, SnapshotFailed, SpawnFailed, StopFailed, VmctlError,
 )
-from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool, run
+from ansible_collections.vmctl.core.plugins.module_utils.proc import ProvenProcess, cmdline_and_state, find_tool, run
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.qmp import QmpClient
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 
@@ -124,7 +125,7 @@ def random_mac(taken):
             return mac
 
 
-class QemuProcess:
+class QemuProcess(ProvenProcess):
     """The QEMU process of one VM, proven through the VM's own pidfile ``<work_dir>/qemu.pid``.
 
     A PID is believed (and signalled) only when that process holds the POSIX lock QEMU takes on
@@ -171,46 +172,17 @@ class QemuProcess:
 
     def is_ours(self, pid):
         """``pid`` is alive (not a zombie) and was started with ``-pidfile`` naming this pidfile."""
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-            with open("/proc/%d/stat" % pid) as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
+        seen = cmdline_and_state(pid)
+        if seen is None:
             return False
+        argv, state = seen
         wanted = self.pidfile.encode()
         return state != "Z" and any(a == b"-pidfile" and b == wanted for a, b in zip(argv, argv[1:]))
 
-    def signal(self, pid, sig):
-        """Send ``sig`` to ``pid`` if it still proves to be this VM's QEMU; False when it is gone."""
-        pidfd = None
-        if hasattr(os, "pidfd_open"):
-            try:
-                pidfd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                return False
-        try:
-            if not self.is_ours(pid):
-                return False
-            try:
-                if pidfd is not None:
-                    signal.pidfd_send_signal(pidfd, sig)
-                else:
-                    os.kill(pid, sig)
-            except ProcessLookupError:
-                return False
-            return True
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
 
-    def wait_gone(self, pid, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.is_ours(pid):
-                return True
-            time.sleep(0.1)
-        return not self.is_ours(pid)
+def _qemu_alive(work_dir):
+    """Whether the QEMU of the VM in ``work_dir`` runs (its pidfile proof): a user of a private switch."""
+    return QemuProcess(work_dir).pid() is not None
 
 
 class QemuBackend(Backend):
@@ -235,6 +207,7 @@ class QemuBackend(Backend):
         if spec.network.type == "user" and not handle.ssh_host_port:
             changes["ssh_host_port"] = pick_ssh_port(spec.name, self._taken_ports(others, spec.port_forwards))
         forwards.check_free(spec.name, spec.port_forwards, known)  # another VM's forward, or another program's port
+        private_network.check_taken(spec.name, handle.private_networks, [(r.get("name"), r.get("private_networks")) for r in others])
         return handle.replace(**changes) if changes else handle
 
     @staticmethod
@@ -270,7 +243,8 @@ class QemuBackend(Backend):
         )
         ci = spec.cloud_init
         if ci is not None:
-            changes.update(prepare_cloud_init(spec, handle, files))
+            changes.update(prepare_cloud_init(spec, handle, files, network_config.build(
+                handle.mac_addr, spec.network.type in ("user", "tap"), private_network.nics_of(handle))))
         # No key generated (user-data, no cloud-init): pinned from the console, so `vmctl ssh --user --key` works too.
         changes.setdefault("known_hosts", files["known_hosts"])
         return handle.replace(**changes)
@@ -343,6 +317,9 @@ class QemuBackend(Backend):
         if handle.seed_iso_path:
             argv += ["-drive", "file=%s,if=virtio,format=raw,readonly=on" % qemu_escape(handle.seed_iso_path)]
         argv += self._network_args(handle)
+        for index, (ctl, mac) in enumerate(switch.ports(handle)):  # the private networks' NICs
+            argv += ["-netdev", "vde,id=priv%d,sock=%s" % (index, qemu_escape(ctl)),
+                     "-device", "virtio-net-pci,netdev=priv%d,mac=%s" % (index, mac)]
         argv += devices.firmware_args(handle.work_dir, handle.firmware) + devices.virtfs_args(handle.shares)
         if handle.vnc and handle.vnc_tcp:
             argv += ["-vnc", "127.0.0.1:0,to=99,password=on"]  # the password is set over QMP once started
@@ -393,17 +370,18 @@ class QemuBackend(Backend):
                             hint="Free the port, or destroy and recreate the VM to get another one")
         devices.check_share_sources(handle.name, handle.shares)  # a share's folder may be gone since create
         argv = self.command_line(handle)
-        result = run(argv, error=SpawnFailed, what="VM %s: starting QEMU" % handle.name, check=False, timeout=120)
-        if result.rc != 0:
-            hint = None
-            if handle.network.type == "tap" and "acl file" in result.stderr:
-                hint = "qemu-bridge-helper refused bridge %s: add the line `allow %s` to %s" % (
-                    handle.network.bridge, handle.network.bridge, net.DEFAULT_ACL_FILE)
-            raise SpawnFailed("VM %s: QEMU failed to start (exit %d): %s" % (handle.name, result.rc, result.stderr.strip()),
-                              hint=hint, argv=argv)
-        pid = self._process(handle).pid()
-        if pid is None:
-            raise SpawnFailed("VM %s: QEMU exited right after starting; see %s" % (handle.name, f["console_log"]))
+        with switch.attached(handle, _qemu_alive):  # the private networks' switches run (and stay) while QEMU joins them
+            result = run(argv, error=SpawnFailed, what="VM %s: starting QEMU" % handle.name, check=False, timeout=120)
+            if result.rc != 0:
+                hint = None
+                if handle.network.type == "tap" and "acl file" in result.stderr:
+                    hint = "qemu-bridge-helper refused bridge %s: add the line `allow %s` to %s" % (
+                        handle.network.bridge, handle.network.bridge, net.DEFAULT_ACL_FILE)
+                raise SpawnFailed("VM %s: QEMU failed to start (exit %d): %s" % (handle.name, result.rc, result.stderr.strip()),
+                                  hint=hint, argv=argv)
+            pid = self._process(handle).pid()
+            if pid is None:
+                raise SpawnFailed("VM %s: QEMU exited right after starting; see %s" % (handle.name, f["console_log"]))
         self._make_private(f)
         vnc_addr = None
         with self._qmp(handle) as qmp:
@@ -541,6 +519,7 @@ class QemuBackend(Backend):
         pid = proc.pid()
         self._pin_console_keys(handle)
         if pid is None:
+            switch.release(handle, _qemu_alive)  # a crashed or killed QEMU: its switches may have no user left
             return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None)
         method = "acpi"
         gone = False
@@ -567,6 +546,7 @@ class QemuBackend(Backend):
                 proc.signal(pid, signal.SIGKILL)
                 if not proc.wait_gone(pid, SIGNAL_WAIT):
                     raise StopFailed("VM %s: QEMU process %s survived SIGKILL" % (handle.name, pid))
+        switch.release(handle, _qemu_alive)
         return handle.replace(state=VmState.STOPPED, pid=None, vnc_addr=None, extra=dict(handle.extra, last_stop=method))
 
     def destroy(self, handle):
@@ -581,6 +561,7 @@ class QemuBackend(Backend):
                 pass
             if not proc.wait_gone(pid, SIGNAL_WAIT):
                 self.stop(handle, timeout=0)
+        switch.release(handle, _qemu_alive)
         paths.remove_vm_dir(handle.work_dir, handle.name)
         if os.path.lexists(handle.work_dir):
             raise IoFailed("VM %s: could not remove %s" % (handle.name, handle.work_dir))
@@ -590,11 +571,81 @@ class QemuBackend(Backend):
         proc = QemuProcess(work_dir)
         pid = proc.pid()
         if pid is None:
+            switch.release_work_dir(work_dir, os.path.basename(work_dir), _qemu_alive)
             return []
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not proc.signal(pid, sig) or proc.wait_gone(pid, SIGNAL_WAIT):
+                switch.release_work_dir(work_dir, os.path.basename(work_dir), _qemu_alive)
                 return [pid]
         raise IoFailed("QEMU (pid %s) of %s did not end after SIGKILL" % (pid, work_dir))
+
+    # --- snapshots (backends/qemu/snapshots.py) ------------------------------------------------------
+    def _snapshot_qmp(self, handle):
+        # A snapshot job runs in QEMU's main loop: the monitor answers again only once it is done.
+        return self._qmp(handle, timeout=snapshots.JOB_TIMEOUT)
+
+    def _snapshot_mode(self, handle, what):
+        """``live`` (QEMU runs: QMP jobs) or ``offline`` (qemu-img); InvalidState for a VM in between."""
+        state = self.state(handle)
+        if state in VmState.ACTIVE:
+            return "live"
+        if state in (VmState.STOPPED, VmState.PREPARED):
+            return "offline"
+        raise InvalidState("VM %s is %s; it cannot %s" % (handle.name, state, what),
+                           hint="Start or stop it first (vmctl start/stop %s)" % handle.name, name=handle.name)
+
+    def snapshot_list(self, handle):
+        overlay = paths.vm_files(handle.work_dir)["overlay"]
+        if self._process(handle).pid() is not None:
+            with self._qmp(handle) as qmp:
+                return snapshots.live_list(qmp, overlay)
+        return snapshots.offline_list(overlay)
+
+    def snapshot_create(self, handle, tag):
+        overlay = paths.vm_files(handle.work_dir)["overlay"]
+        what = "VM %s: snapshot %s" % (handle.name, tag)
+        before = snapshots.allocated(overlay)
+        if self._snapshot_mode(handle, "be snapshotted") == "live":
+            with self._snapshot_qmp(handle) as qmp:
+                node = snapshots.overlay_node(qmp, overlay)
+                snapshots.run_job(qmp, "snapshot-save", {"tag": tag, "vmstate": node, "devices": [node]}, what)
+                taken = snapshots.live_list(qmp, overlay).get(tag)
+        else:
+            snapshots.offline(overlay, "-c", tag, what)
+            taken = snapshots.offline_list(overlay).get(tag)
+        if taken is None:
+            raise SnapshotFailed("%s: QEMU reported success, but the overlay has no such snapshot" % what, name=handle.name)
+        return dict(taken, name=tag, size=max(snapshots.allocated(overlay) - before, 0))
+
+    def snapshot_revert(self, handle, tag, ram):
+        """A snapshot with RAM is loaded into the running QEMU (a stopped VM is started first), so the VM runs
+        at once in the snapshot's state; a disk-only one is applied to the stopped VM's overlay."""
+        overlay = paths.vm_files(handle.work_dir)["overlay"]
+        what = "VM %s: revert to snapshot %s" % (handle.name, tag)
+        mode = self._snapshot_mode(handle, "be reverted")
+        if not ram:
+            if mode == "live":
+                raise InvalidState("%s: the snapshot is disk-only (taken while the VM was stopped), and the VM runs" % what,
+                                   hint="Stop the VM first (vmctl stop %s), then revert" % handle.name, name=handle.name)
+            snapshots.offline(overlay, "-a", tag, what)
+            return handle, {"ram": False, "started": False, "seconds": None}
+        started = mode == "offline"
+        if started:
+            handle = self.start(handle)
+        with self._snapshot_qmp(handle) as qmp:
+            node = snapshots.overlay_node(qmp, overlay)
+            seconds = snapshots.run_job(qmp, "snapshot-load", {"tag": tag, "vmstate": node, "devices": [node]}, what)
+        return handle.replace(state=self.state(handle)), {"ram": True, "started": started, "seconds": round(seconds, 3)}
+
+    def snapshot_delete(self, handle, tag):
+        overlay = paths.vm_files(handle.work_dir)["overlay"]
+        what = "VM %s: delete snapshot %s" % (handle.name, tag)
+        if self._snapshot_mode(handle, "have a snapshot deleted") == "live":
+            with self._snapshot_qmp(handle) as qmp:
+                node = snapshots.overlay_node(qmp, overlay)
+                snapshots.run_job(qmp, "snapshot-delete", {"tag": tag, "devices": [node]}, what)
+        else:
+            snapshots.offline(overlay, "-d", tag, what)
 
     # --- network & console -----------------------------------------------------------------------
     def guest_ip(self, handle, timeout=0):
@@ -616,6 +667,12 @@ class QemuBackend(Backend):
 
     def console_endpoint(self, handle):
         return ConsoleEndpoint("unix", paths.vm_files(handle.work_dir)["console"])
+
+    def private_links(self, handle):
+        try:
+            return switch.links(handle) if handle.private_networks else {}
+        except InvalidSpec:  # an edited record: status still works, without the links
+            return {}
 
 
 _LEASE_DIRS = ("/var/lib/misc", "/var/lib/dnsmasq")

@@ -8,7 +8,8 @@ from ansible_collections.vmctl.core.plugins.module_utils.vmfile import reader as
 
 NODE_NAMES = ["vm", "image", "image-url", "image-checksum", "vcpus", "memory", "disk", "network", "cloud-init",
               "ssh", "provision", "hostname", "ssh-key", "user-data", "user", "private-key", "inline", "script",
-              "source", "destination", "bridge", "name", "accel", "cpu", "machine", "memroy", "x"]
+              "source", "destination", "bridge", "name", "accel", "cpu", "machine", "memroy", "x",
+              "private-network", "address"]
 VALUES = st.one_of(
     st.integers(min_value=-2 ** 70, max_value=2 ** 70).map(str),
     st.sampled_from(['"web"', '"tap"', '"user"', '"shell"', '"file"', '"/tmp/x"', "true", "#false", "null", "#null",
@@ -24,7 +25,7 @@ def vmfiles(draw, depth=0):
     for _node in range(draw(st.integers(0, 4 if depth else 3))):
         name = draw(st.sampled_from(NODE_NAMES))
         args = " ".join(draw(st.lists(VALUES, max_size=3)))
-        props = " ".join("%s=%s" % (draw(st.sampled_from(["bridge", "name", "x"])), draw(VALUES))
+        props = " ".join("%s=%s" % (draw(st.sampled_from(["bridge", "name", "x", "address"])), draw(VALUES))
                          for _prop in range(draw(st.integers(0, 1))))
         line = " ".join(p for p in (name, args, props) if p)
         if depth < 3 and draw(st.booleans()):
