@@ -71,8 +71,8 @@ def vms():
 
 
 @pytest.mark.guest
-def test_molecule_test_runs_the_whole_sequence_in_a_real_vm(scenario, vmctl_data_home):
-    """`molecule test` passes every step; converge and verify went through vm_ssh's session (which checks the
+def test_molecule_test(scenario, vmctl_data_home):
+    """`molecule test` in a real VM passes every step; converge and verify went through vm_ssh's session (which checks the
     host key vmctl pinned); afterwards no VM, no work directory and no session daemon is left."""
     rc, out = scenario.run("test")
     assert rc == 0, out
