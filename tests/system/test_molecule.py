@@ -47,7 +47,7 @@ class Scenario:
         change(data)
         self.molecule_yml.write_text(yaml.safe_dump(data))
 
-    def run(self, *args, timeout=1500):
+    def run(self, *args, timeout=1700):
         proc = subprocess.run([MOLECULE] + list(args), cwd=str(self.role), capture_output=True, text=True,
                               env=self.env, timeout=timeout, check=False)
         return proc.returncode, proc.stdout + proc.stderr
@@ -71,6 +71,7 @@ def vms():
 
 
 @pytest.mark.guest
+@pytest.mark.timeout(1800)  # about 3 min on an idle machine (one TCG boot, converge twice, verify); far more when loaded
 def test_molecule_test(scenario, vmctl_data_home):
     """`molecule test` in a real VM passes every step; converge and verify went through vm_ssh's session (which checks the
     host key vmctl pinned); afterwards no VM, no work directory and no session daemon is left."""
@@ -79,7 +80,7 @@ def test_molecule_test(scenario, vmctl_data_home):
     steps = re.findall(r"\[default > (\w+)\] Executed: (\w+)", out)
     assert steps == [(step, "Successful") for step in SEQUENCE], (steps, out)
     assert "Molecule executed 1 scenario (1 successful)" in out, out
-    assert re.search(r"ok=6 +changed=0 ", out), out  # the idempotence run changed nothing
+    assert re.search(r"ok=4 +changed=0 ", out), out  # the idempotence run changed nothing
     assert "Fetch the page" in out and "All assertions passed" in out, out
     # every task on the instance went through vm_ssh: one session to the VM, opened (host key matched), then
     # ended when destroy took the VM away
