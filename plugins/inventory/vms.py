@@ -55,6 +55,32 @@ options:
         (no process or monitor is queried).
     type: boolean
     default: true
+  hypervisors:
+    description:
+      - The hosts whose stores are read, all at once, one SSH command each. Default only this host's store
+        (V(localhost)).
+      - An element is V(localhost) (this host's store, under O(data_dir)), the name of a host or a group of
+        the inventory sources read before this one (its C(ansible_host), C(ansible_port), C(ansible_user),
+        C(ansible_ssh_private_key_file) and C(ansible_python_interpreter) are used; variables from
+        C(host_vars/) files are not known yet when inventories are parsed), or a mapping.
+      - A mapping has C(name) (required; the hypervisor's inventory hostname), C(host) (default the name),
+        C(port) (22), C(user), C(private_key_file), C(known_hosts_file) (default C(~/.ssh/known_hosts)),
+        C(data_dir) (the store's directory there; default its user's C($XDG_DATA_HOME/vmctl)) and C(python)
+        (default C(python3)).
+      - The hypervisor's host key must be in the known_hosts file; an unknown or changed key is refused.
+        Nothing of vmctl or Ansible is installed there; its Python runs this collection's engine, sent
+        with the command. Each answer is checked as a local store is.
+      - A hypervisor that cannot be read is a warning naming it, and the others are still listed; with
+        O(strict) it is an error. A VM name already listed from an earlier hypervisor is left out, with a
+        warning.
+      - Each VM gets C(vmctl_hypervisor) and the group C(vmctl_hypervisor_<name>).
+    type: list
+    elements: raw
+    default: [localhost]
+  hypervisor_timeout:
+    description: Seconds to log in to a hypervisor and read its store.
+    type: integer
+    default: 30
 """
 
 EXAMPLES = r"""
@@ -73,6 +99,16 @@ groups:
 compose:
   ansible_python_interpreter: "'/usr/bin/python3'"
 
+# fleet.vmctl.yml - the VMs of this host and of two hypervisors (hv2 is a host of an earlier source)
+plugin: vmctl.core.vms
+hypervisors:
+  - localhost
+  - name: hv1
+    host: 192.0.2.10
+    user: vmctl
+    private_key_file: ~/.ssh/id_ed25519
+  - hv2
+
 # Then:  ansible-inventory -i web.vmctl.yml --graph
 #        ansible -i web.vmctl.yml all -m ansible.builtin.ping
 """
@@ -85,6 +121,7 @@ from ansible.plugins.loader import connection_loader
 from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
+from ansible_collections.vmctl.core.plugins.plugin_utils.hypervisors import HYPERVISOR_KEYS, LOCAL, Hypervisor
 from ansible_collections.vmctl.core.plugins.plugin_utils.inventory import CONNECTION, vm_records
 
 
@@ -125,11 +162,48 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         base = os.path.dirname(os.path.abspath(path))
         vmfile, data_dir = [os.path.join(base, os.path.expanduser(value)) if value else None
                             for value in (self.get_option("vmfile"), self.get_option("data_dir"))]
+        warn = None if self.get_option("strict") else (lambda message: self.display.warning("vmctl.core.vms: %s" % message))
         try:
             return vm_records(data_dir=data_dir, vmfile=vmfile, states=self.get_option("states"),
-                              live_state=self.get_option("live_state"))
+                              live_state=self.get_option("live_state"), warn=warn,
+                              hypervisors=self._hypervisors(data_dir), timeout=self.get_option("hypervisor_timeout"))
         except VmctlError as err:
             raise AnsibleParserError("vmctl.core.vms: %s" % err)
+
+    def _hypervisors(self, data_dir):
+        """The O(hypervisors) as Hypervisor objects, names looked up in the inventory read so far."""
+        found = []
+        for entry in self.get_option("hypervisors") or [LOCAL]:
+            if isinstance(entry, dict):
+                unknown = sorted(set(entry) - set(HYPERVISOR_KEYS))
+                if unknown or not isinstance(entry.get("name"), str):
+                    raise AnsibleParserError("vmctl.core.vms: a hypervisor mapping needs a name and knows only %s; got %s"
+                                             % (", ".join(HYPERVISOR_KEYS), ", ".join(unknown) or "no name"))
+                found.append(Hypervisor(**entry))
+            elif entry == LOCAL:
+                found.append(Hypervisor(LOCAL, data_dir=data_dir))
+            elif isinstance(entry, str):
+                found.extend(self._inventory_hypervisors(entry))
+            else:
+                raise AnsibleParserError("vmctl.core.vms: a hypervisor is a name or a mapping, not %r" % (entry,))
+        return found
+
+    def _inventory_hypervisors(self, name):
+        group = self.inventory.groups.get(name)
+        hosts = group.get_hosts() if group is not None else [self.inventory.get_host(name)]
+        if hosts == [None]:
+            raise AnsibleParserError("vmctl.core.vms: hypervisor %s is neither localhost nor a host or group of the "
+                                     "inventory sources read before this one" % name)
+        found = []
+        for host in hosts:
+            hostvars = host.get_vars()
+            found.append(Hypervisor(host.name, host=hostvars.get("ansible_host"), port=hostvars.get("ansible_port"),
+                                    user=hostvars.get("ansible_user"),
+                                    private_key_file=hostvars.get("ansible_ssh_private_key_file"),
+                                    known_hosts_file=hostvars.get("vmctl_known_hosts_file"),
+                                    data_dir=hostvars.get("vmctl_data_dir"),
+                                    python=hostvars.get("ansible_python_interpreter")))
+        return found
 
     def _populate(self, records):
         strict = self.get_option("strict")

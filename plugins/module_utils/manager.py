@@ -22,7 +22,8 @@ from ansible_collections.vmctl.core.plugins.module_utils.guest.cloudinit import 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     BadRecord, InvalidState, MonitorNotAnswering, VmctlError, VmExists, VmNotFound)
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, file_lock
-from ansible_collections.vmctl.core.plugins.module_utils.model import BOOT_SETTINGS, DEFAULTS, VmHandle, VmState, validate_name
+from ansible_collections.vmctl.core.plugins.module_utils.model import (
+    BOOT_SETTINGS, DEFAULTS, NEXT_START_SETTINGS, VmHandle, VmState, validate_name)
 
 
 class VmManager:
@@ -115,6 +116,25 @@ class VmManager:
         return {"host": host, "port": port, "user": handle.ssh_user,
                 "private_key": handle.private_key_path, "known_hosts": handle.known_hosts}
 
+    def views(self, live_state=True):
+        """Every VM as plain data, from one read of the store: ``{"vms": [{name, record, state, state_error, host,
+        port}], "bad": {name: message}, "store": path}``. What the inventory shows, here or on a hypervisor
+        (where ``hypervisor_view`` prints it); a reader re-checks each record, as it does any store."""
+        vms = []
+        for name, handle in sorted(self.list().items()):
+            state, state_error = handle.state, None
+            if live_state:
+                try:
+                    state, problem = self.observe(handle)
+                    state_error = str(problem) if problem else None
+                except VmctlError as err:
+                    state_error = str(err)
+            host, port = self.endpoint(handle)
+            vms.append({"name": name, "record": handle.to_json(), "state": state, "state_error": state_error,
+                        "host": host, "port": port})
+        return {"vms": vms, "bad": {name: str(err) for name, err in sorted(self.store.bad.items())},
+                "store": self.store.path}
+
     def describe(self, name, handle=None):
         """Everything ``vmctl status`` shows, with the live state and how to log in (``handle``: already read)."""
         handle = self.get(name) if handle is None else handle
@@ -163,7 +183,10 @@ class VmManager:
     def reconfigure(self, name, settings, disk_gb=None):
         """Change boot settings (vcpus, memory_mb, ...) and grow the disk of a VM that is not running."""
         def change(backend, handle):
-            if handle.state in VmState.LIVE:  # unknown too: a hung QEMU still holds its disk
+            if "port_forwards" in settings:
+                self._check_new_forwards(handle, settings["port_forwards"])
+            if handle.state in VmState.LIVE and (set(settings) - set(NEXT_START_SETTINGS) or disk_gb is not None):
+                # unknown too: a hung QEMU still holds its disk
                 raise InvalidState("VM %s is %s; stop it before changing %s" % (name, handle.state, ", ".join(sorted(settings))),
                                    hint="Stop it first (vmctl.core.vm_state state=stopped)", name=name)
             if disk_gb is not None:
@@ -171,6 +194,14 @@ class VmManager:
                 settings["disk_gb"] = disk_gb
             return handle.replace(**settings)
         return self._operate(name, change)[0]
+
+    def _check_new_forwards(self, handle, wanted):
+        """Forwards a VM is given are free: not another VM's, and bindable (a running VM's own current forwards
+        are held by its QEMU and skipped)."""
+        from ansible_collections.vmctl.core.plugins.module_utils import forwards
+        new = [f for f in wanted if handle.state not in VmState.LIVE or f not in handle.port_forwards]
+        with self.store.transaction() as known:
+            forwards.check_free(handle.name, new, known)
 
     def image_users(self):
         """``{name: base image path}`` of every VM, from one read of the store (what the image cache protects)."""

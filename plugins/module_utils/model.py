@@ -16,7 +16,8 @@ __metaclass__ = type
 import dataclasses
 import os
 
-from ansible_collections.vmctl.core.plugins.module_utils import checks
+from ansible_collections.vmctl.core.plugins.module_utils import checks, forwards
+from ansible_collections.vmctl.core.plugins.module_utils.guest import shares
 from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_name
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec
 
@@ -26,6 +27,9 @@ ACCELS = ("auto", "kvm", "tcg")
 # The settings a VmSpec and a VmHandle both hold, by the same name: a new VM takes them from its spec, and
 # a change of one of them on an existing VM is applied at its next boot (no new disk needed).
 BOOT_SETTINGS = ("vcpus", "memory_mb", "accel", "cpu", "machine", "vnc", "vnc_tcp", "kernel", "initrd", "kernel_append")
+BOOT_SETTINGS += ("port_forwards", "shares", "firmware")  # issue 14 (forwards.py, guest/shares.py, backends/qemu/ovmf.py)
+FIRMWARES = ("bios", "uefi")
+NEXT_START_SETTINGS = ("port_forwards",)  # may change while the VM runs: recorded now, used from its next start
 
 # The one table of defaults: the VMFile reader, the record -> spec conversion, the types below and the CLI use it
 # (module argument specs repeat these values, as their documentation must state them).
@@ -39,6 +43,7 @@ DEFAULTS = {
     "backend": "auto",
     "vnc": True,
     "vnc_tcp": False,
+    "firmware": "bios",
 }
 
 
@@ -167,11 +172,15 @@ class VmSpec:
     kernel: str | None = None
     initrd: str | None = None
     kernel_append: str | None = None
+    port_forwards: list = dataclasses.field(default_factory=list)  # forwards.check_forwards
+    shares: list = dataclasses.field(default_factory=list)  # guest/shares.check_shares
+    firmware: str = DEFAULTS["firmware"]
 
     def __post_init__(self):
         validate_name(self.name)
         if isinstance(self.network, dict):
             self.network = self._check(lambda data: NetworkConfig(**data), self.network)
+        self._check_devices()
         self._check(checks.check_vcpus, self.vcpus)
         self._check(checks.check_memory, self.memory_mb)
         if self.disk_gb is not None:
@@ -193,6 +202,17 @@ class VmSpec:
                 self._check(checks.validate_user, self.ssh.user, prefix="cloud-init cannot create the user: ")
             else:
                 self._check(checks.validate_login_user, self.ssh.user)
+
+    def _check_devices(self):
+        """Port forwards, shares and firmware (issue 14): checked and normalized, so that equal settings compare equal."""
+        self.port_forwards = self._check(forwards.check_forwards, self.port_forwards)
+        self.shares = self._check(shares.check_shares, self.shares)
+        if self.firmware not in FIRMWARES:
+            raise InvalidSpec("VM %s: unknown firmware %s" % (self.name, checks.short(self.firmware)),
+                              hint="Use one of: %s" % ", ".join(FIRMWARES))
+        if self.port_forwards and self.network.type != "user":
+            raise InvalidSpec("VM %s: port forwards need user networking, not %s" % (self.name, self.network.type),
+                              hint="Use network user, or reach the guest by its address on the %s network" % self.network.type)
 
     def _check(self, check, *args, prefix=""):
         """Run one of the shared checks; its message gets the VM's name, its class, hint and details stay."""
@@ -249,6 +269,9 @@ class VmHandle:
     kernel: str | None = None
     initrd: str | None = None
     kernel_append: str | None = None
+    port_forwards: list = dataclasses.field(default_factory=list)
+    shares: list = dataclasses.field(default_factory=list)
+    firmware: str = DEFAULTS["firmware"]
     # The provision plan as last run by up/provision: {"digest": "sha256:…", "completed": bool}, or None.
     provision: dict | None = None
     extra: dict = dataclasses.field(default_factory=dict)

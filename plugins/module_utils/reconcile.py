@@ -18,7 +18,7 @@ import os
 from ansible_collections.vmctl.core.plugins.module_utils.checks import check_wait_limits
 from ansible_collections.vmctl.core.plugins.module_utils.guest.cloudinit import cloud_init_digest
 from ansible_collections.vmctl.core.plugins.module_utils.errors import BadRecord, InvalidSpec, InvalidState
-from ansible_collections.vmctl.core.plugins.module_utils.model import BOOT_SETTINGS, VmState
+from ansible_collections.vmctl.core.plugins.module_utils.model import BOOT_SETTINGS, NEXT_START_SETTINGS, VmState
 
 Outcome = collections.namedtuple("Outcome", "handle changed actions diff")
 
@@ -93,12 +93,15 @@ def ensure_present(manager, spec, recreate=False, check_mode=False):
         return Outcome(handle, True, actions, diff)
     if not boot and grow is None:
         return Outcome(live, False, [], diff)
-    if live.state in VmState.LIVE:
+    running = live.state in VmState.LIVE
+    blocking = sorted(k for k in boot if k not in NEXT_START_SETTINGS) + (["disk_gb"] if grow else [])
+    if running and blocking:
         raise InvalidState("VM %s is %s; %s can only change while it is stopped"
-                           % (spec.name, live.state, ", ".join(sorted(boot) + (["disk_gb"] if grow else []))),
+                           % (spec.name, live.state, ", ".join(blocking)),
                            hint="Stop it first (vmctl.core.vm_state state=stopped), then apply the change",
                            name=spec.name)
-    actions = ["set %s %r -> %r" % (k, getattr(live, k), v) for k, v in sorted(boot.items())]
+    actions = ["set %s %r -> %r%s" % (k, getattr(live, k), v, " (applied at the next start)" if running else "")
+               for k, v in sorted(boot.items())]
     if grow is not None:
         actions.append("resize disk to %d GB" % grow)
     if check_mode:

@@ -114,6 +114,8 @@ def spec_from_record(record, image_path, image_format=None):
         vmfile=record.get("vmfile"), vnc=record.get("vnc", DEFAULTS["vnc"]) is not False,
         vnc_tcp=record.get("vnc_tcp", DEFAULTS["vnc_tcp"]) is True,
         kernel=record.get("kernel"), initrd=record.get("initrd"), kernel_append=record.get("kernel_append"),
+        port_forwards=record.get("port_forwards") or [], shares=record.get("shares") or [],
+        firmware=record.get("firmware") or DEFAULTS["firmware"],
     )
 
 

@@ -39,9 +39,10 @@ import os
 import re
 import tempfile
 
-from ansible_collections.vmctl.core.plugins.module_utils import checks, paths
+from ansible_collections.vmctl.core.plugins.module_utils import checks, forwards, paths
+from ansible_collections.vmctl.core.plugins.module_utils.guest import shares
 from ansible_collections.vmctl.core.plugins.module_utils.errors import BadRecord, StoreError, VmctlError, VmNotFound
-from ansible_collections.vmctl.core.plugins.module_utils.model import ACCELS, BACKENDS, NetworkConfig, VmHandle, VmState
+from ansible_collections.vmctl.core.plugins.module_utils.model import ACCELS, BACKENDS, FIRMWARES, NetworkConfig, VmHandle, VmState
 
 LOG = logging.getLogger("vmctl.store")
 
@@ -184,6 +185,18 @@ def _check_record(path, name, raw):
     if provision is not None and not (isinstance(provision, dict) and isinstance(provision.get("digest", ""), str)
                                       and isinstance(provision.get("completed", False), bool)):
         bad("provision", 'must be {"digest": string, "completed": true/false}, got %s' % checks.short(provision))
+    _check_devices(raw, bad)
+
+
+def _check_devices(raw, bad):
+    """Issue 14's fields: port forwards, shares (their shape; folders are checked at start) and firmware."""
+    for field, check in (("port_forwards", forwards.check_forwards), ("shares", lambda v: shares.check_shares(v, must_exist=False))):
+        try:
+            check(raw.get(field))
+        except VmctlError as err:
+            bad(field, "is wrong: %s" % err.message)
+    if raw.get("firmware", "bios") not in FIRMWARES:
+        bad("firmware", "must be one of %s, got %s" % (", ".join(FIRMWARES), checks.short(raw.get("firmware"))))
 
 
 def derive_paths(handle, data_dir, store_path=None):

@@ -17,8 +17,8 @@ description:
   - C(state=present) prepares the VM without starting it - copy-on-write overlay on the image,
     cloud-init seed ISO, SSH keys, SSH port and MAC address, store entry. Use
     M(vmctl.core.vm_state) to start it.
-  - Changes that can be applied to an existing VM (vCPUs, memory, acceleration, CPU model, a bigger
-    disk) are applied while it is stopped; changes that need a new disk (image, network,
+  - Changes that can be applied to an existing VM (vCPUs, memory, acceleration, CPU model, firmware, a bigger
+    disk) are applied while it is stopped; port forwards also while it runs, from its next start; changes that need a new disk (image, network,
     cloud-init, a smaller disk) are refused unless O(recreate=true).
 author:
   - vmctl.core developers (@vmctl)
@@ -164,6 +164,68 @@ options:
   kernel_append:
     description: Kernel command line for O(kernel), for example C(console=ttyS0 root=/dev/vda1).
     type: str
+  port_forwards:
+    description:
+      - Host ports forwarded to guest ports over user networking (O(network.type=user)), with QEMU's C(hostfwd).
+      - A host port that another VM of the store forwards (or uses for SSH), or that another program holds, is an
+        error at create and at start, naming that VM or saying "another program".
+      - Adding or removing a forward is an idempotent change; a running VM keeps its old forwards until its next start.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      host:
+        description: Host port (1-65535; below 1024 only as root).
+        type: int
+        required: true
+      guest:
+        description: Guest port (1-65535).
+        type: int
+        required: true
+      protocol:
+        description: Transport protocol.
+        type: str
+        choices: [tcp, udp]
+        default: tcp
+      address:
+        description:
+          - Host IPv4 address to listen on. Another address than V(127.0.0.1) (for example V(0.0.0.0), every
+            interface) lets other hosts reach the guest's port, and the task warns about it.
+        type: str
+        default: 127.0.0.1
+  shares:
+    description:
+      - Host folders shared with the guest over virtio-9p (QEMU C(-virtfs), C(security_model=mapped-xattr)), both ways,
+        mounted by the cloud-config vmctl generates (C(mounts:), C(trans=virtio,version=9p2000.L)). With your own
+        O(cloud_init.user_data), the folders are attached and you mount them (tags C(vmctl:0), C(vmctl:1), ...).
+      - Files the guest creates belong to the host user that runs QEMU; a writable share needs a host filesystem with
+        user extended attributes (ext4, xfs, btrfs).
+      - A changed host folder is applied at the next start; a changed guest path or readonly needs a new seed
+        (O(recreate=true)), as other cloud-init settings do.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      source:
+        description: The host folder (it must exist).
+        type: path
+        required: true
+      guest:
+        description: Where it is mounted in the guest (an absolute path).
+        type: str
+        required: true
+      readonly:
+        description: Mount it read-only (the guest cannot change the host folder).
+        type: bool
+        default: false
+  firmware:
+    description:
+      - V(bios) (SeaBIOS) or V(uefi) (OVMF from Debian's C(ovmf) package, the CODE and VARS of one build; each VM gets
+        its own copy of the VARS in its work directory). A missing OVMF is an error naming the package.
+      - The propolis backend always boots its own UEFI bootrom.
+    type: str
+    choices: [bios, uefi]
+    default: bios
   vmfile:
     description: The VMFile this VM is defined in; another VMFile cannot take over a VM of the same name.
     type: path
@@ -237,7 +299,9 @@ vm:
   returned: success
   type: dict
   sample: {"name": "web", "state": "prepared", "vcpus": 2, "memory_mb": 2048, "ssh_host_port": 10041,
-           "mac_addr": "52:54:00:12:34:56", "work_dir": "/root/.local/share/vmctl/vms/web"}
+           "mac_addr": "52:54:00:12:34:56", "work_dir": "/root/.local/share/vmctl/vms/web",
+           "port_forwards": [{"host": 8080, "guest": 80, "protocol": "tcp", "address": "127.0.0.1"}],
+           "shares": [{"source": "/home/me/src", "guest": "/mnt/src", "readonly": false}], "firmware": "bios"}
 actions:
   description: What was done (or, in check mode, would be done).
   returned: always
@@ -255,7 +319,7 @@ image:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmctl.core.plugins.module_utils import progress, reconcile
+from ansible_collections.vmctl.core.plugins.module_utils import forwards, progress, reconcile
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.module import run_module
 from ansible_collections.vmctl.core.plugins.module_utils.specs import record_params, resolve_image, spec_from_record
@@ -264,7 +328,8 @@ from ansible_collections.vmctl.core.plugins.module_utils.model import validate_n
 
 # the options that describe a VM: a record gives them all
 DESCRIBING = ("name", "image_url", "image_checksum", "vcpus", "memory", "disk", "network", "cloud_init", "ssh", "backend",
-              "accel", "cpu", "machine", "vnc", "vnc_tcp", "kernel", "initrd", "kernel_append", "vmfile")
+              "accel", "cpu", "machine", "vnc", "vnc_tcp", "kernel", "initrd", "kernel_append", "vmfile",
+              "port_forwards", "shares", "firmware")
 
 
 def main():
@@ -305,6 +370,18 @@ def main():
             initrd=dict(type="path"),
             kernel_append=dict(type="str"),
             vmfile=dict(type="path"),
+            port_forwards=dict(type="list", elements="dict", default=[], options=dict(
+                host=dict(type="int", required=True),
+                guest=dict(type="int", required=True),
+                protocol=dict(type="str", choices=["tcp", "udp"], default="tcp"),
+                address=dict(type="str", default="127.0.0.1"),
+            )),
+            shares=dict(type="list", elements="dict", default=[], options=dict(
+                source=dict(type="path", required=True),
+                guest=dict(type="str", required=True),
+                readonly=dict(type="bool", default=False),
+            )),
+            firmware=dict(type="str", choices=["bios", "uefi"], default="bios"),
             recreate=dict(type="bool", default=False),
             validate_certs=dict(type="bool", default=True),
             progress_file=dict(type="path"),
@@ -332,8 +409,10 @@ def _run(module):
         image = resolve_image(p["image"], p["image_url"], p["image_checksum"], validate_certs=p["validate_certs"],
                               check_mode=module.check_mode,
                               progress=progress.DownloadProgress("downloading %s" % p["image_url"], report))
-    outcome = reconcile.ensure_present(manager, spec_from_record(p, image["path"], image.get("format")),
-                                       recreate=p["recreate"], check_mode=module.check_mode)
+    spec = spec_from_record(p, image["path"], image.get("format"))
+    for warning in forwards.exposure_warnings(spec.name, spec.port_forwards):
+        module.warn(warning)
+    outcome = reconcile.ensure_present(manager, spec, recreate=p["recreate"], check_mode=module.check_mode)
     return _result(outcome, module, image=image)
 
 

@@ -94,6 +94,19 @@ vms:
         plan has run on it.
       type: dict
       sample: {"digest": "sha256:3b1f…", "completed": true}
+    port_forwards:
+      description: Host ports forwarded to the guest (C(host), C(guest), C(protocol), C(address)), as recorded; a running VM
+        uses the forwards it was started with.
+      type: list
+      elements: dict
+      sample: [{"host": 8080, "guest": 80, "protocol": "tcp", "address": "127.0.0.1"}]
+    shares:
+      description: Host folders shared with the guest (C(source), C(guest), C(readonly)).
+      type: list
+      elements: dict
+    firmware:
+      description: V(bios) or V(uefi).
+      type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -18,9 +18,8 @@ import os
 import re
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
-from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
-from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
+from ansible_collections.vmctl.core.plugins.plugin_utils.hypervisors import LOCAL, Hypervisor, read_views
 
 CONNECTION = "vmctl.core.vm_ssh"
 
@@ -30,35 +29,42 @@ def group_name(prefix, value):
     return "vmctl_%s_%s" % (prefix, re.sub(r"[^A-Za-z0-9_]", "_", str(value).lower()))
 
 
-def vm_records(data_dir=None, vmfile=None, states=None, live_state=True):
-    """Records for the VMs in the store under ``data_dir`` (default ``$XDG_DATA_HOME/vmctl``), filtered."""
-    store = VmStore(os.path.join(os.path.expanduser(data_dir), "vms.json") if data_dir else None)
+def vm_records(data_dir=None, vmfile=None, states=None, live_state=True, hypervisors=None, warn=None, timeout=30):
+    """Records for the VMs in the stores of ``hypervisors`` (default: this host's store under ``data_dir``, that is
+    ``$XDG_DATA_HOME/vmctl``), filtered. Every hypervisor is read at once; one that cannot be read is passed to
+    ``warn(message)`` with the others still listed, or raised if ``warn`` is None (strict). Bad records and a VM
+    name already seen on an earlier hypervisor are warned about too, and left out."""
+    hypervisors = hypervisors or [Hypervisor(LOCAL, data_dir=data_dir)]
     wanted_vmfile = os.path.abspath(os.path.expanduser(vmfile)) if vmfile else None
-    manager = VmManager(store)
-    records = []
-    for name, handle in sorted(store.list().items()):
-        if wanted_vmfile and (not handle.vmfile or os.path.abspath(handle.vmfile) != wanted_vmfile):
-            continue
-        state, state_error = _state(manager, handle, live_state)
-        if states and state not in states:
-            continue
-        records.append(_record(manager, name, handle, state, state_error, data_dir))
+    records, seen = [], {}
+    for hypervisor, views, bad, error in read_views(hypervisors, live_state=live_state, timeout=timeout):
+        if error is not None:
+            if warn is None:
+                raise error
+            warn("%s (its VMs are not listed)" % error)
+        for name, message in sorted(bad.items()):
+            if warn is not None:
+                warn("VM %s on %s is not listed: %s" % (name, hypervisor.name, message))
+        for view in views:
+            name, handle = view["name"], view["handle"]
+            if wanted_vmfile and (not handle.vmfile or os.path.abspath(handle.vmfile) != wanted_vmfile):
+                continue
+            if states and view["state"] not in states:
+                continue
+            if name in seen:
+                message = "VM %s on %s is not listed: %s has a VM of that name" % (name, hypervisor.name, seen[name])
+                if warn is None:
+                    raise VmctlError(message, hint="Give VMs names that are unique across the hypervisors")
+                warn(message)
+                continue
+            seen[name] = hypervisor.name
+            records.append(_record(view, hypervisor))
     return records
 
 
-def _state(manager, handle, live):
-    """``(state, error message or None)``: the manager's live answer, or the recorded state if it cannot tell."""
-    if not live:
-        return handle.state, None
-    try:
-        state, problem = manager.observe(handle)
-    except VmctlError as err:
-        return handle.state, str(err)
-    return state, str(problem) if problem else None
-
-
-def _record(manager, name, handle, state, state_error, data_dir):
-    host, port = manager.endpoint(handle)
+def _record(view, hypervisor):
+    name, handle, state, state_error = view["name"], view["handle"], view["state"], view["state_error"]
+    host, port, data_dir = view["host"], view["port"], hypervisor.data_dir
     hostvars = {
         "ansible_connection": CONNECTION,
         "ansible_python_interpreter": "auto_silent",  # the guest's own python, found without a warning
@@ -78,6 +84,9 @@ def _record(manager, name, handle, state, state_error, data_dir):
         "vmctl_vmfile": handle.vmfile,
         "vmctl_console_log": handle.console_log,
         "vmctl_id": handle.id,
+        "vmctl_port_forwards": handle.port_forwards,  # issue 14
+        "vmctl_shares": handle.shares,
+        "vmctl_firmware": handle.firmware,
     }
     if host:
         hostvars["ansible_host"] = host
@@ -87,11 +96,13 @@ def _record(manager, name, handle, state, state_error, data_dir):
         hostvars["ansible_ssh_private_key_file"] = handle.private_key_path
     if handle.known_hosts:
         hostvars["ansible_vmctl_known_hosts_file"] = handle.known_hosts
-    if data_dir:
+    if data_dir and hypervisor.local:
         hostvars["ansible_vmctl_data_dir"] = os.path.abspath(os.path.expanduser(data_dir))
+    hostvars.update(hypervisor.hostvars())
     if state_error:
         hostvars["vmctl_state_error"] = state_error
-    groups = [group_name("state", state), group_name("backend", handle.backend), group_name("network", handle.network.type)]
+    groups = [group_name("state", state), group_name("backend", handle.backend), group_name("network", handle.network.type),
+              group_name("hypervisor", hypervisor.name)]
     return {"name": name, "hostvars": hostvars, "groups": groups}
 
 

@@ -12,7 +12,7 @@ import errno
 import socket
 import uuid
 
-from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, host_keys, keys
+from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, host_keys, keys, shares
 from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.errors import ConsoleFailed, ConsoleUnsupported, InvalidState
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
@@ -142,7 +142,7 @@ def prepare_cloud_init(spec, handle, files):
             authorized.insert(0, pair.public_openssh)
             changes["private_key_path"] = files["user_key"]
         host_key = keys.load_or_create(files["host_key"], "vmctl-host-%s" % spec.name)
-        user_data = cloudinit.build_user_data(user, authorized, hostname, host_key)
+        user_data = cloudinit.build_user_data(user, authorized, hostname, host_key, mounts=shares.mounts(spec.shares))
         changes["known_hosts"] = files["known_hosts"]
         write_known_hosts(handle, files["known_hosts"], host_key.public_openssh)
     meta_data = cloudinit.build_meta_data(handle.id, hostname)

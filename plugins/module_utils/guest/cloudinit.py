@@ -13,6 +13,7 @@ import json
 
 from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_hostname, validate_user
 from ansible_collections.vmctl.core.plugins.module_utils.errors import CloudInitError, InvalidAuthorizedKey
+from ansible_collections.vmctl.core.plugins.module_utils.guest import shares
 from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 
 try:
@@ -41,8 +42,9 @@ def trusted_key(user_data=None, ssh_key=None, private_key=None):
     return "generate"
 
 
-def build_user_data(user, authorized_keys, hostname, host_key=None):
-    """The cloud-config vmctl generates (the guide's "Cloud-Init User Setup"), dumped with a YAML emitter."""
+def build_user_data(user, authorized_keys, hostname, host_key=None, mounts=None):
+    """The cloud-config vmctl generates (the guide's "Cloud-Init User Setup"), dumped with a YAML emitter.
+    ``mounts``: cloud-init ``mounts:`` entries (the VM's shares, guest/shares.py)."""
     if not HAS_YAML:
         raise CloudInitError("cannot build user-data: the Python 'PyYAML' package is missing", hint="pip install PyYAML")
     validate_user(user)
@@ -65,6 +67,8 @@ def build_user_data(user, authorized_keys, hostname, host_key=None):
     }
     if "." in hostname:
         config["fqdn"] = hostname
+    if mounts:
+        config["mounts"] = mounts
     if host_key is not None:
         # Pin the guest's host key: we generated it, so we can verify it on every connection.
         config["ssh_deletekeys"] = True
@@ -109,4 +113,6 @@ def cloud_init_digest(spec):
         return None
     data = {"cloud_init": spec.cloud_init.to_json(), "user": spec.ssh.user if spec.ssh else "vm"}
     data["cloud_init"].pop("instance_id", None)
+    if getattr(spec, "shares", None) and spec.cloud_init.user_data is None:  # mounted by the generated cloud-config
+        data["mounts"] = shares.mounts(spec.shares)  # a changed source folder is a boot change, not a seed change
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -16,11 +16,12 @@ import difflib
 import os
 import re
 
-from ansible_collections.vmctl.core.plugins.module_utils import checks
+from ansible_collections.vmctl.core.plugins.module_utils import checks, forwards
+from ansible_collections.vmctl.core.plugins.module_utils.guest import shares
 from ansible_collections.vmctl.core.plugins.module_utils.vmfile import kdl
 from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, keys
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, KeygenFailed, UnknownVm, VmctlError, VmfileNotFound
-from ansible_collections.vmctl.core.plugins.module_utils.model import ACCELS, DEFAULTS
+from ansible_collections.vmctl.core.plugins.module_utils.model import ACCELS, DEFAULTS, FIRMWARES
 from ansible_collections.vmctl.core.plugins.module_utils.guest.provision import describe, plan_digest
 
 DEFAULT_NAME = "VMFile.kdl"
@@ -109,6 +110,17 @@ VM_NODES = {
     "cpu": Field("str", check=checks.check_word),
     "machine": Field("str", check=checks.check_word),
 }
+# Issue 14: port forwards, shares, firmware, direct kernel boot (each block node has its method below).
+FORWARD_NODES = {"host": Field("int", *forwards.PORTS, example=8080), "guest": Field("int", *forwards.PORTS, example=80),
+                 "protocol": Field("choice", choices=forwards.PROTOCOLS), "address": Field("str", check=forwards.check_address)}
+SHARE_NODES = {"guest": Field("str", check=shares.check_guest_path), "readonly": Field("bool")}
+KERNEL_NODES = {"initrd": Field("path", must_exist=True), "append": Field("str", check=lambda v: checks.check_text("append", v))}
+VM_NODES.update({
+    "port-forward": Field("block", multi=True, children=FORWARD_NODES, props=FORWARD_NODES),
+    "share": Field("block", multi=True, arg=Field("str"), children=SHARE_NODES, props=SHARE_NODES),
+    "firmware": Field("choice", choices=FIRMWARES),
+    "kernel": Field("block", arg=Field("path", must_exist=True), children=KERNEL_NODES),
+})
 UNITS = {"vcpus": "", "memory": " MB", "disk": " GB"}
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([MGT])i?B?\s*", re.IGNORECASE)
 # Where each block's settings go, for "hostname belongs inside cloud-init { }".
@@ -143,6 +155,7 @@ class _Checker:
         self.base_dir = os.path.dirname(os.path.abspath(path))
         self.lines = text.splitlines()
         self.problems = []
+        self.forwarded = {}  # (protocol, host port) -> (vm name, line): one host port per VMFile
 
     def problem(self, where, message, hint=None, node_path=None):
         line, col = (where.line, where.col) if where is not None else (None, None)
@@ -158,6 +171,12 @@ class _Checker:
     def check_value(self, field, value, label, npath):
         """The checked (and for paths, resolved) value, or None after recording a problem."""
         v = value.value
+        if field.kind == "bool":
+            if not isinstance(v, bool):
+                self.problem(value, "%s must be true or false, got %s" % (label, _show(v)),
+                             "Write %s=true (KDL v2: %s=#true)" % (label, label), npath)
+                return None
+            return v
         if field.kind == "int":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or isinstance(v, float) and not v.is_integer():
                 unit = UNITS.get(label, "")
@@ -291,6 +310,7 @@ class _Checker:
             except VmctlError as err:
                 self.problem(node.args[0], err.message, err.hint, "vm")
         npath = 'vm "%s"' % name if name_ok else "vm"
+        self.vm_name, self.share_paths = name, set()  # for port-forward and share (forwards are per file: self.forwarded)
         self.settings = {}  # block name -> {setting: (value, Value)} of this VM's cloud-init and ssh
         if node.children is None:
             self.problem(_At(node.line, node.col), "vm %s has no { } block" % _show(name), "Add { image … } with its settings", npath)
@@ -315,6 +335,8 @@ class _Checker:
                     fields[child.name] = value
             elif child.name == "provision":
                 provisions.append(self.provision(child, len(provisions) + 1, cpath))
+            elif field.multi:
+                fields.setdefault(child.name, []).append(getattr(self, child.name.replace("-", "_"))(child, field, cpath))
             else:
                 fields[child.name] = getattr(self, child.name.replace("-", "_"))(child, field, cpath)
         record = self.vm_record(node, name, npath, fields, seen, provisions)
@@ -352,9 +374,77 @@ class _Checker:
             "disk": fields.get("disk"),
             "network": network, "cloud_init": cloud_init, "ssh": ssh,
             "accel": fields.get("accel", DEFAULTS["accel"]), "cpu": fields.get("cpu"), "machine": fields.get("machine"),
+            **self.device_fields(name, npath, fields, seen, network),
             "provisions": [dict(p, description=describe(p)) for p in provisions if p is not None],
             "provision_digest": plan_digest([p for p in provisions if p is not None]),
         }
+
+    # --- issue 14: port forwards, shares, firmware, kernel ------------------------------------------------
+    def device_fields(self, name, npath, fields, seen, network):
+        """The record's port_forwards, shares, firmware and direct kernel boot."""
+        forwards_ = [f for f in fields.get("port-forward", []) if f is not None]
+        if forwards_ and network["type"] != "user":
+            self.problem(seen["port-forward"], "port forwards need user networking, not %s" % network["type"],
+                         'Remove port-forward, or use network "user" (the default)', npath)
+        kernel = fields.get("kernel") or {}
+        return {"port_forwards": forwards_, "shares": [s for s in fields.get("share", []) if s is not None],
+                "firmware": fields.get("firmware", DEFAULTS["firmware"]),
+                "kernel": kernel.get("kernel"), "initrd": kernel.get("initrd"), "kernel_append": kernel.get("append")}
+
+    def port_forward(self, node, field, npath):
+        values = self.block(node, field.children, npath, props=field.props)
+        missing = [key for key in ("host", "guest") if key not in values]
+        if missing:
+            self.problem(node, "port-forward needs %s" % " and ".join("%s=" % key for key in missing),
+                         "Write port-forward host=8080 guest=80", npath)
+            return None
+        if any(value is None for value, _where in values.values()):
+            return None  # a wrong setting, already reported
+        forward = forwards.check_forward({key: value for key, (value, _where) in values.items()})
+        key = forwards.listen_key(forward)
+        first = self.forwarded.get(key)
+        if first is not None:
+            self.problem(values["host"][1], "host port %s is already forwarded by vm %s (line %d)"
+                         % (forwards.describe_listen(forward), _show(first[0]), first[1]),
+                         "A host port leads to one guest port: pick another host=", npath)
+            return None
+        self.forwarded[key] = (self.vm_name, node.line)
+        return forward
+
+    def share(self, node, field, npath):
+        values = self.block(node, field.children, npath, props=field.props, allow_args=1)
+        if not node.args:
+            self.problem(_At(node.line, node.col + len(node.name)), "share needs the host folder",
+                         'Write share "./src" guest="/mnt/src"', npath)
+            return None
+        source = self.check_value(field.arg, node.args[0], "share", npath)
+        if "guest" not in values:
+            self.problem(node, "share needs guest= (where the folder appears in the guest)",
+                         'Write share "%s" guest="/mnt/%s"' % (node.args[0].value, os.path.basename(str(node.args[0].value)) or "src"), npath)
+            return None
+        if source is None or any(value is None for value, _where in values.values()):
+            return None  # a wrong setting, already reported
+        resolved = self.resolve_path(source)
+        if not os.path.isdir(resolved):
+            self.problem(node.args[0], "share %s %s (looked for %s)" % (source, "is not a folder" if os.path.lexists(resolved)
+                                                                         else "does not exist", resolved),
+                         "Paths are relative to the VMFile's directory (%s); create the folder first" % self.base_dir, npath)
+            return None
+        guest = values["guest"][0]
+        if guest in self.share_paths:
+            self.problem(values["guest"][1], "two shares are mounted at %s" % guest, "Give each share its own guest path", npath)
+            return None
+        self.share_paths.add(guest)
+        return {"source": resolved, "guest": os.path.normpath(guest), "readonly": values.get("readonly", (False,))[0]}
+
+    def kernel(self, node, field, npath):
+        values = self.block(node, field.children, npath, allow_args=1)
+        if not node.args:
+            self.problem(_At(node.line, node.col + len(node.name)), "kernel needs the kernel's path",
+                         'Write kernel "path/vmlinuz" { initrd "path/initrd.img"; append "console=ttyS0" }', npath)
+            return None
+        path = self.check_value(field.arg, node.args[0], "kernel", npath)
+        return {"kernel": path, "initrd": values.get("initrd", (None,))[0], "append": values.get("append", (None,))[0]}
 
     def check_guest(self, name, npath, node, cloud_init, ssh):
         """What cloud-init will be given: a valid hostname (the VM name by default) and user."""

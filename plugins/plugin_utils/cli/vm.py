@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils import errors, paths
+from ansible_collections.vmctl.core.plugins.module_utils import errors, forwards, paths
 from ansible_collections.vmctl.core.plugins.module_utils.model import DEFAULTS
 from ansible_collections.vmctl.core.plugins.plugin_utils.cli.common import (
     EXIT_FAILED, EXIT_OK, Progress, command, dash, name_arg, note, out, print_json, vm_command, vm_manager)
@@ -25,6 +25,7 @@ def cmd_create(args):
         "ssh": {"user": args.user, "private_key": _private_half(args.ssh_key), "host_key_checking": args.host_key_checking},
         "kernel": _abspath(args.kernel), "initrd": _abspath(args.initrd), "kernel_append": args.kernel_append,
         "vnc": not args.no_vnc, "vnc_tcp": args.vnc_tcp,
+        **_device_options(args),
     }
     if args.cloud_init:
         record["cloud_init"] = {"user_data": args.cloud_init}
@@ -42,7 +43,10 @@ def cmd_create(args):
     finally:
         progress.finish()
     manager = vm_manager()
-    handle, created = manager.create(spec_from_record(record, image["path"], image.get("format")))
+    spec = spec_from_record(record, image["path"], image.get("format"))
+    for warning in forwards.exposure_warnings(spec.name, spec.port_forwards):
+        note("warning: %s" % warning)
+    handle, created = manager.create(spec)
     if not created:
         raise errors.VmExists("VM %r already exists" % args.name, name=args.name,
                               hint="Destroy it first (vmctl destroy %s), or pick another name" % args.name)
@@ -50,6 +54,14 @@ def cmd_create(args):
     if args.start:
         _started(manager.start(args.name)[0])
     return EXIT_OK
+
+
+def _device_options(args):
+    """``--forward``, ``--share`` and ``--uefi`` as the record's port_forwards, shares and firmware (issue 14)."""
+    from ansible_collections.vmctl.core.plugins.module_utils.guest import shares
+    return {"port_forwards": [forwards.parse(text) for text in args.forward or ()],
+            "shares": [shares.parse(text) for text in args.share or ()],
+            "firmware": "uefi" if args.uefi else DEFAULTS["firmware"]}
 
 
 def _private_half(public_key):
@@ -119,7 +131,7 @@ def cmd_resume(args):
     return EXIT_OK
 
 
-LIST_FORMAT = "%-16s %-8s %-7s %-4s %-11s %-8s %-6s %s"  # the guide's columns, STATE added last
+LIST_FORMAT = "%-16s %-8s %-7s %-4s %-11s %-8s %-6s %-10s %s"  # the guide's columns, STATE and FORWARDS added
 
 
 def cmd_list(args):
@@ -130,15 +142,23 @@ def cmd_list(args):
         note("error: %s" % err.message)
     if args.json:
         return print_json(records + [{"name": name, "error": err.to_dict()} for name, err in sorted(manager.store.bad.items())])
-    out(LIST_FORMAT % ("NAME", "BACKEND", "VCPUS", "MEM", "NETWORK", "PID", "SSH", "STATE"))
+    out(LIST_FORMAT % ("NAME", "BACKEND", "VCPUS", "MEM", "NETWORK", "PID", "SSH", "STATE", "FORWARDS"))
     for r in records:
         active = r["state"] in ("running", "suspended")
         ssh_port = r["ssh_host_port"] if r["network"]["type"] == "User" else None
         out(LIST_FORMAT % (r["name"], r["backend"], r["vcpus"], r["memory_mb"], r["network"]["type"].lower(),
-                           dash(r["pid"] if active else None), dash(ssh_port), _state_text(r)))
+                           dash(r["pid"] if active else None), dash(ssh_port), _state_text(r), _forwards_text(r, short=True)))
     for name in sorted(manager.store.bad):
-        out(LIST_FORMAT % (name, "-", "-", "-", "-", "-", "-", "bad record (see the error above)"))
+        out(LIST_FORMAT % (name, "-", "-", "-", "-", "-", "-", "bad record (see the error above)", "-"))
     return EXIT_FAILED if manager.store.bad else EXIT_OK
+
+
+def _forwards_text(record, short=False):
+    """``8080->80/tcp,…`` (``list`` leaves out the default address 127.0.0.1), or - without forwards."""
+    texts = [forwards.describe(f) for f in record.get("port_forwards") or ()]
+    if short:
+        texts = [text[len(forwards.LOOPBACK) + 1:] if text.startswith(forwards.LOOPBACK + ":") else text for text in texts]
+    return ",".join(texts) or "-"
 
 
 def _state_text(record):
@@ -168,6 +188,7 @@ def cmd_status(args):
          if active and r["vnc"] and r["vnc_addr"] else None),
         ("SSH port", r["ssh_host_port"]), ("MAC", r["mac_addr"]), ("Image", r["image_path"]),
         ("Accel", r["accel"]), ("VMFile", r["vmfile"]),
+        ("Forwards", _forwards_text(r)), ("Shares", _shares_text(r)), ("Firmware", r.get("firmware")),
         ("SSH", "%s@%s:%s" % (ssh["user"], ssh["host"] or "?", ssh["port"]) if ssh else None),
         ("SSH key", ssh["private_key"] if ssh else None), ("Known hosts", ssh["known_hosts"] if ssh else None),
         ("Console", r["console_socket"]), ("Console log", r["console_log"]),
@@ -178,6 +199,11 @@ def cmd_status(args):
     for label, value in rows:
         out("%-*s %s" % (width, label + ":", dash(value)))
     return EXIT_OK
+
+
+def _shares_text(record):
+    from ansible_collections.vmctl.core.plugins.module_utils.guest import shares
+    return ", ".join(shares.describe(s) for s in record.get("shares") or ()) or None
 
 
 def _provisioned(record):
@@ -261,6 +287,7 @@ examples:
   vmctl create --name myvm --image-url https://example.com/image.img \\
       --vcpus 4 --memory 4096 --disk 40 --ssh-key ~/.ssh/id_ed25519.pub --start
   vmctl create --name myvm --image ./ubuntu.qcow2 --bridge br0
+  vmctl create --name web --image ./debian.qcow2 --forward 8080:80 --share ./site:/srv/site --uefi
 """)
 def _create_args(p):
     p.add_argument("--name", required=True, help="VM name (letters, digits, . _ -; at most 63)")
@@ -283,6 +310,12 @@ def _create_args(p):
     p.add_argument("--kernel", metavar="PATH", help="boot this kernel directly")
     p.add_argument("--initrd", metavar="PATH", help="initial ramdisk for --kernel")
     p.add_argument("--kernel-append", metavar="CMDLINE", help="kernel command line for --kernel")
+    p.add_argument("--forward", action="append", metavar="HOST:GUEST",
+                   help="forward host port HOST on 127.0.0.1 to guest port GUEST (repeatable; HOST:GUEST/udp for UDP, "
+                        "ADDRESS:HOST:GUEST for another host address)")
+    p.add_argument("--share", action="append", metavar="SRC:DST",
+                   help="share host folder SRC at DST in the guest, over virtio-9p (repeatable; SRC:DST:ro read-only)")
+    p.add_argument("--uefi", action="store_true", help="boot with UEFI firmware (OVMF, Debian's ovmf package) instead of BIOS")
     vnc = p.add_mutually_exclusive_group()
     vnc.add_argument("--no-vnc", action="store_true", help="no VNC display (default: a unix socket, vnc.sock in the work dir)")
     vnc.add_argument("--vnc-tcp", action="store_true",

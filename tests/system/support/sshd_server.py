@@ -34,6 +34,35 @@ def fingerprint(public_key_path):
     return out.split()[1]
 
 
+def wait_listening(proc, host, port, log, timeout=10):
+    """Until ``proc`` (an sshd) accepts on ``host:port``; its log's tail if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("sshd exited: %s" % open(log).read()[-2000:])
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("sshd did not listen on %s:%d" % (host, port))
+
+
+def stop_process(proc):
+    if proc and proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+
+
+def logins(log):
+    """Number of successful public key logins in an sshd log (one per SSH handshake)."""
+    try:
+        with open(log) as f:
+            return sum(1 for line in f if "Accepted publickey" in line)
+    except FileNotFoundError:
+        return 0
+
+
 class LoopbackSshd:
     def __init__(self, directory, port=None, user="root", extra_config=()):
         self.dir = str(directory)
@@ -69,29 +98,15 @@ class LoopbackSshd:
         os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", self.config], stdout=subprocess.DEVNULL,
                                      stderr=open(self.log, "ab"))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("sshd exited: %s" % open(self.log).read()[-2000:])
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("sshd did not listen on %d" % self.port)
+        wait_listening(self.proc, "127.0.0.1", self.port, self.log, timeout)
+        return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        stop_process(self.proc)
 
     def logins(self):
         """Number of successful public key logins so far (one per SSH handshake)."""
-        try:
-            with open(self.log) as f:
-                return sum(1 for line in f if "Accepted publickey" in line)
-        except FileNotFoundError:
-            return 0
+        return logins(self.log)
 
     def known_hosts_file(self, path, host_public=None):
         """A known_hosts in the QEMU backend's format (``[127.0.0.1]:PORT`` and ``*`` lines)."""

@@ -25,8 +25,8 @@ import socket
 import stat
 import time
 
-from ansible_collections.vmctl.core.plugins.module_utils import paths
-from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import net
+from ansible_collections.vmctl.core.plugins.module_utils import forwards, paths
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import devices, net
 from ansible_collections.vmctl.core.plugins.module_utils.guest import host_keys
 from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
@@ -44,9 +44,7 @@ SSH_PORT_RANGE = (10022, 10122)
 QEMU_BINARY = "qemu-system-x86_64"
 
 
-def qemu_escape(value):
-    """QEMU option values: a comma is written as two."""
-    return str(value).replace(",", ",,")
+qemu_escape = devices.qemu_escape  # QEMU option values: a comma is written as two
 
 
 POWER_BUTTON_REPEAT = 5  # seconds between ACPI power button presses during a graceful stop
@@ -235,8 +233,16 @@ class QemuBackend(Backend):
         if not handle.mac_addr:
             changes["mac_addr"] = random_mac({raw.get("mac_addr") for raw in others})
         if spec.network.type == "user" and not handle.ssh_host_port:
-            changes["ssh_host_port"] = pick_ssh_port(spec.name, {raw.get("ssh_host_port") for raw in others})
+            changes["ssh_host_port"] = pick_ssh_port(spec.name, self._taken_ports(others, spec.port_forwards))
+        forwards.check_free(spec.name, spec.port_forwards, known)  # another VM's forward, or another program's port
         return handle.replace(**changes) if changes else handle
+
+    @staticmethod
+    def _taken_ports(others, own_forwards=()):
+        """TCP ports an SSH forward must not take: other VMs' SSH and forwarded ports, and this VM's forwards."""
+        taken = {raw.get("ssh_host_port") for raw in others}
+        taken |= {port for raw in others for proto, port in forwards.host_ports(raw) if proto == "tcp"}
+        return taken | {f["host"] for f in own_forwards if f["protocol"] == "tcp"}
 
     def prepare(self, spec, handle):
         """Create overlay, keys and seed ISO in the work directory. Safe to re-run after a crash."""
@@ -247,6 +253,7 @@ class QemuBackend(Backend):
             if path:
                 qemu_img.require_file(path, what)  # a FIFO or /dev/zero would hang QEMU's start
         paths.make_vm_dir(handle.work_dir)
+        self._prepare_devices(spec, handle)
         image_format = spec.image_format or qemu_img.detect_format(spec.image_path)
         if spec.disk_gb:
             self.check_disk_size(spec.name, spec.image_path, spec.disk_gb)
@@ -269,6 +276,13 @@ class QemuBackend(Backend):
         return handle.replace(**changes)
 
     @staticmethod
+    def _prepare_devices(spec, handle):
+        """Issue 14 at create: the shares' folders are usable, and a UEFI VM gets its own VARS copy (missing OVMF: error)."""
+        devices.check_share_sources(spec.name, spec.shares)
+        if spec.firmware == "uefi":
+            devices.prepare_vars(handle.work_dir, devices.find_ovmf()[1])
+
+    @staticmethod
     def check_disk_size(name, image_path, disk_gb):
         """An overlay cannot be smaller than its base image: refuse a ``disk_gb`` below the image's size."""
         virtual = qemu_img.info(image_path).get("virtual-size", 0)
@@ -278,11 +292,13 @@ class QemuBackend(Backend):
 
     def before_start(self, handle, transaction):
         """A user-network VM whose SSH forward port another program took since it was created moves to a
-        free port (recorded in the store; the pinned host key does not depend on the port)."""
+        free port (recorded in the store; the pinned host key does not depend on the port). A forwarded port that
+        is taken is an error (the forward's host port is the user's choice, never moved)."""
+        self._check_forwards_free(handle, transaction)
         if handle.network.type != "user" or not handle.ssh_host_port or port_is_free(handle.ssh_host_port):
             return handle
         with transaction() as vms:
-            taken = {raw.get("ssh_host_port") for _name, raw in vms.raw_items()}
+            taken = self._taken_ports([raw for _name, raw in vms.raw_items()], handle.port_forwards)
             port = pick_ssh_port(handle.name, taken)
             handle = handle.replace(ssh_host_port=port, extra=dict(handle.extra, port_moved_from=handle.ssh_host_port))
             vms[handle.name] = handle
@@ -327,6 +343,7 @@ class QemuBackend(Backend):
         if handle.seed_iso_path:
             argv += ["-drive", "file=%s,if=virtio,format=raw,readonly=on" % qemu_escape(handle.seed_iso_path)]
         argv += self._network_args(handle)
+        argv += devices.firmware_args(handle.work_dir, handle.firmware) + devices.virtfs_args(handle.shares)
         if handle.vnc and handle.vnc_tcp:
             argv += ["-vnc", "127.0.0.1:0,to=99,password=on"]  # the password is set over QMP once started
         elif handle.vnc:
@@ -344,7 +361,7 @@ class QemuBackend(Backend):
         net = handle.network
         mac = handle.mac_addr
         if net.type == "user":
-            return ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22" % handle.ssh_host_port,
+            return ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22%s" % (handle.ssh_host_port, devices.hostfwd(handle.port_forwards)),
                     "-device", "virtio-net-pci,netdev=net0,mac=%s" % mac]
         if net.type == "tap":
             # qemu-bridge-helper creates the tap and attaches it to the bridge (allowed in /etc/qemu/bridge.conf).
@@ -374,6 +391,7 @@ class QemuBackend(Backend):
         if handle.network.type == "user" and not port_is_free(handle.ssh_host_port):
             raise PortInUse("VM %s: SSH forward port 127.0.0.1:%d is in use by another program" % (handle.name, handle.ssh_host_port),
                             hint="Free the port, or destroy and recreate the VM to get another one")
+        devices.check_share_sources(handle.name, handle.shares)  # a share's folder may be gone since create
         argv = self.command_line(handle)
         result = run(argv, error=SpawnFailed, what="VM %s: starting QEMU" % handle.name, check=False, timeout=120)
         if result.rc != 0:
@@ -397,6 +415,20 @@ class QemuBackend(Backend):
             elif handle.vnc:
                 vnc_addr = "unix:%s" % f["vnc"]
         return handle.replace(state=VmState.RUNNING, pid=pid, vnc_addr=vnc_addr, console_offset=console_offset)
+
+    @staticmethod
+    def _check_forwards_free(handle, transaction):
+        """Every forwarded host port is free at start; else the running VM of the store that holds it, or
+        another program, is named."""
+        if not handle.port_forwards or handle.network.type != "user":
+            return
+        with transaction() as known:
+            def running(name):  # its QEMU proves to be alive (paths derived from the name, never the record's)
+                with contextlib.suppress(VmctlError):
+                    other = known.get(name)
+                    return other is not None and QemuProcess(other.work_dir).pid() is not None
+                return False
+            forwards.check_free(handle.name, handle.port_forwards, known, running_holder=running)
 
     @staticmethod
     def _make_private(files):

@@ -1,0 +1,178 @@
+"""VMs on other hosts: two hypervisors that are network namespaces, each with its own sshd, user, home and
+data directory (support/hypervisors.py), and the tiny busybox guest (no SSH needed).
+
+The ``vm`` and ``vm_state`` modules run on each hypervisor through Ansible's own ssh connection, with the
+hypervisor's Debian python3 and no vmctl or Ansible installed there; QEMU really runs inside the namespace.
+Then the ``vms`` inventory reads both stores (one SSH command each) and this host's. Bad inputs and what they
+get: an unreachable hypervisor is a warning naming it while the other still lists (``strict``: an error); a
+tampered hypervisor host key is refused; a forged answer (a record naming a path outside the hypervisor's
+store) is checked here as any store is.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from support.ansible_run import _env
+from support.hypervisors import NetnsHypervisor
+from test_inventory_vms import plain
+
+pytestmark = [pytest.mark.slow]
+
+
+def _netns_works():
+    probe = subprocess.run(["ip", "netns", "add", "vmctl-probe-%d" % os.getpid()], capture_output=True, check=False)
+    subprocess.run(["ip", "netns", "del", "vmctl-probe-%d" % os.getpid()], capture_output=True, check=False)
+    return probe.returncode == 0 and shutil.which("runuser") is not None
+
+
+@pytest.fixture(scope="module")
+def hypervisors():
+    if os.geteuid() != 0 or not _netns_works():
+        pytest.skip("network namespaces and users need root")
+    started = []
+    try:
+        for index in (1, 2):
+            started.append(NetnsHypervisor(index).start())
+        yield started
+    finally:
+        for hv in started:
+            hv.stop()
+
+
+def ansible_inventory(hvs):
+    """The hypervisors as ordinary Ansible hosts (ssh connection, their host keys checked)."""
+    hosts = {}
+    for hv in hvs:
+        hosts[hv.name] = {
+            "ansible_host": hv.address, "ansible_user": hv.user, "ansible_ssh_private_key_file": hv.user_key,
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_ssh_common_args": "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes" % hv.known_hosts}
+    return {"all": {"children": {"hypervisors": {"hosts": hosts}}}}
+
+
+@pytest.fixture(scope="module")
+def placed(hypervisors, test_images, tmp_path_factory):
+    """A tiny VM created and started on each hypervisor by the vm and vm_state modules run there."""
+    base = tmp_path_factory.mktemp("placed")
+    inventory = base / "hosts.yml"
+    inventory.write_text(yaml.safe_dump(ansible_inventory(hypervisors)))
+    tiny = test_images["tiny"]
+    play = [{
+        "hosts": "hypervisors", "gather_facts": False,
+        "tasks": [
+            {"name": "a scratch disk", "ansible.builtin.command": {"cmd": "qemu-img create -q -f qcow2 tiny.qcow2 16M",
+                                                                   "creates": "tiny.qcow2"}},
+            {"name": "the VM", "vmctl.core.vm": {
+                "name": "tiny-{{ inventory_hostname }}", "image": "{{ ansible_env.HOME | default('~') }}/tiny.qcow2",
+                "kernel": tiny["kernel"], "initrd": tiny["initrd"], "kernel_append": "console=ttyS0",
+                "memory": 256, "cloud_init": False, "ssh": False, "vnc": False}},
+            {"name": "running", "vmctl.core.vm_state": {"name": "tiny-{{ inventory_hostname }}", "state": "running"}},
+        ]}]
+    playbook = base / "place.yml"
+    playbook.write_text(yaml.safe_dump(play, sort_keys=False))
+    proc = subprocess.run(["ansible-playbook", "-i", str(inventory), str(playbook)], capture_output=True, text=True,
+                          env=_env(None), timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return {"inventory": inventory, "base": base, "output": proc.stdout}
+
+
+def inventory_source(path, hypervisors, **options):
+    config = {"plugin": "vmctl.core.vms", "hypervisors": hypervisors}
+    config.update(options)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def listing(source, extra=()):
+    proc = subprocess.run(["ansible-inventory"] + list(extra) + ["-i", str(source), "--list"], capture_output=True,
+                          text=True, env=_env(None), timeout=120, check=False)
+    return proc, (plain(json.loads(proc.stdout)) if proc.returncode == 0 else None)
+
+
+def test_vms_placed_on_two_hypervisors_are_listed_with_their_hypervisor(hypervisors, placed, tmp_path):
+    """The vm module ran on each hypervisor (QEMU in its namespace, its store in its user's home); the inventory
+    lists both VMs as running, each with its hypervisor, its group and how to reach it through that host."""
+    hv1, hv2 = hypervisors
+    for hv in hypervisors:
+        store = os.path.join(hv.home, ".local", "share", "vmctl", "vms.json")
+        assert os.path.exists(store), "the VM's record lives on its hypervisor"
+        assert hv.run(["pgrep", "-f", "-u", hv.user, "qemu-system-x86_64 -name tiny-" + hv.name]).returncode == 0, "QEMU runs as the hypervisor's user"
+    before = [hv.logins() for hv in hypervisors]
+    source = inventory_source(tmp_path / "fleet.vmctl.yml", ["localhost", hv1.mapping(), hv2.mapping()])
+    proc, data = listing(source)
+    assert proc.returncode == 0, proc.stderr
+    hostvars = data["_meta"]["hostvars"]
+    assert [hv.logins() - b for hv, b in zip(hypervisors, before)] == [1, 1], "one SSH login per hypervisor"
+    for hv in hypervisors:
+        vm = hostvars["tiny-" + hv.name]
+        assert vm["vmctl_hypervisor"] == hv.name
+        assert vm["vmctl_state"] == "running", vm
+        assert vm["ansible_vmctl_hypervisor_host"] == hv.address
+        assert vm["ansible_vmctl_hypervisor_user"] == hv.user
+        assert vm["vmctl_work_dir"] == os.path.join(hv.home, ".local", "share", "vmctl", "vms", "tiny-" + hv.name)
+        assert sorted(data["vmctl_hypervisor_" + hv.name]["hosts"]) == ["tiny-" + hv.name]
+    assert "tiny-hv1" not in data.get("vmctl_hypervisor_localhost", {}).get("hosts", [])
+
+
+def test_an_unreachable_hypervisor_is_a_warning_naming_it_and_the_other_still_lists(hypervisors, placed, tmp_path):
+    """hv1's sshd is stopped: without strict, a warning names hv1 and hv2's VM is listed; with strict, an error."""
+    hv1, hv2 = hypervisors
+    hv1.stop_sshd()
+    try:
+        source = inventory_source(tmp_path / "fleet.vmctl.yml", [hv1.mapping(), hv2.mapping()], hypervisor_timeout=5)
+        proc, data = listing(source)
+        assert proc.returncode == 0, proc.stderr
+        assert "hypervisor hv1" in proc.stderr and hv1.address in proc.stderr, proc.stderr
+        assert list(data["_meta"]["hostvars"]) == ["tiny-hv2"]
+        strict = inventory_source(tmp_path / "strict.vmctl.yml", [hv1.mapping(), hv2.mapping()], strict=True,
+                                  hypervisor_timeout=5)
+        proc, data = listing(strict)
+        # the whole source fails: ansible-inventory reports it and lists none of its hosts (hv2's included)
+        assert "hypervisor hv1" in proc.stderr, proc.stderr
+        assert data is None or data["_meta"]["hostvars"] == {}, data
+    finally:
+        hv1.start_sshd()
+
+
+def test_a_tampered_hypervisor_host_key_is_refused(hypervisors, placed, tmp_path):
+    """The known_hosts file pins another key for hv2's address: the login is refused before any command runs."""
+    hv2 = hypervisors[1]
+    forged = tmp_path / "known_hosts"
+    decoy = tmp_path / "decoy_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(decoy)], check=True)
+    key_type, blob = open(str(decoy) + ".pub").read().split()[:2]
+    forged.write_text("%s %s %s\n" % (hv2.address, key_type, blob))
+    before = hv2.logins()
+    source = inventory_source(tmp_path / "forged.vmctl.yml", [hv2.mapping(known_hosts_file=str(forged))])
+    proc, data = listing(source)
+    assert proc.returncode == 0, proc.stderr
+    assert "HOST KEY MISMATCH" in proc.stderr and "hv2" in proc.stderr, proc.stderr
+    assert data["_meta"]["hostvars"] == {}
+    assert hv2.logins() == before, "no login with a key that is not pinned"
+
+
+def test_a_forged_answer_is_checked_like_a_store(hypervisors, placed, tmp_path):
+    """hv2's python is a script that prints a view whose record names /etc as its work dir and a bad port:
+    the work dir is derived from the name under the hypervisor's store, the bad record is left out with a warning."""
+    hv2 = hypervisors[1]
+    fake = os.path.join(hv2.home, "fake-python")
+    good = {"id": "x", "name": "good", "backend": "qemu", "state": "running", "work_dir": "/etc", "ssh_host_port": 2222}
+    bad = dict(good, name="evil", ssh_host_port="abc")
+    store = os.path.join(hv2.home, "data", "vms.json")
+    answer = {"vms": [{"name": r["name"], "record": r, "state": "running", "state_error": None, "host": "127.0.0.1",
+                       "port": 2222} for r in (good, bad)], "bad": {}, "store": store}
+    with open(fake, "w") as f:
+        f.write("#!/bin/sh\ncat >/dev/null\necho '%s'\n" % json.dumps(answer))
+    os.chmod(fake, 0o755)
+    source = inventory_source(tmp_path / "fake.vmctl.yml", [hv2.mapping(python=fake)])
+    proc, data = listing(source)
+    assert proc.returncode == 0, proc.stderr
+    hostvars = data["_meta"]["hostvars"]
+    assert list(hostvars) == ["good"]
+    assert hostvars["good"]["vmctl_work_dir"] == os.path.join(hv2.home, "data", "vms", "good")
+    assert "evil" in proc.stderr and "ssh_host_port" in proc.stderr, proc.stderr
