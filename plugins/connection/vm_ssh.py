@@ -107,6 +107,45 @@ options:
       - name: ansible_vmctl_known_hosts_file
     env:
       - name: ANSIBLE_VMCTL_KNOWN_HOSTS_FILE
+  hypervisor:
+    description:
+      - The VM's hypervisor, when it is another host (the M(vmctl.core.vms) inventory sets this and the other
+        C(hypervisor_*) settings from its O(vmctl.core.vms#inventory:hypervisors) option). The VM's address is then on the hypervisor
+        (its SSH forward on the hypervisor's 127.0.0.1, exposed nowhere), and O(private_key_file) and
+        O(known_hosts_file) are paths there.
+      - The connection logs in to the hypervisor first, checking its host key against O(hypervisor_known_hosts_file),
+        reads the VM's key and pins there, and reaches the VM through a C(direct-tcpip) channel, as OpenSSH's
+        ProxyJump does; the VM's host key is then checked against its own pins.
+    type: string
+    vars:
+      - name: ansible_vmctl_hypervisor
+  hypervisor_host:
+    description: Address of O(hypervisor) (default its name).
+    type: string
+    vars:
+      - name: ansible_vmctl_hypervisor_host
+  hypervisor_port:
+    description: SSH port of O(hypervisor).
+    type: integer
+    default: 22
+    vars:
+      - name: ansible_vmctl_hypervisor_port
+  hypervisor_user:
+    description: User to log in to O(hypervisor) as.
+    type: string
+    vars:
+      - name: ansible_vmctl_hypervisor_user
+  hypervisor_private_key_file:
+    description: Private key (on the controller) to log in to O(hypervisor) with.
+    type: path
+    vars:
+      - name: ansible_vmctl_hypervisor_private_key_file
+  hypervisor_known_hosts_file:
+    description: known_hosts file (on the controller) that pins O(hypervisor)'s host key.
+    type: path
+    default: ~/.ssh/known_hosts
+    vars:
+      - name: ansible_vmctl_hypervisor_known_hosts_file
   wait_timeout:
     description:
       - Seconds to wait for the VM to accept an SSH login when a session is opened. A guest that is still
@@ -300,7 +339,7 @@ class Connection(ConnectionBase):
                 self.get_option("vmctl_vm_name"), host=self.get_option("remote_addr"), port=self.get_option("port"),
                 user=self.get_option("remote_user"), private_key_path=self.get_option("private_key_file"),
                 known_hosts=self.get_option("known_hosts_file"), guest_ip_timeout=self.get_option("wait_timeout"),
-                store=VmStore(os.path.join(data_dir, "vms.json")) if data_dir else None)
+                store=VmStore(os.path.join(data_dir, "vms.json")) if data_dir else None, jump=self._jump())
             self._client = MuxClient(
                 self._target, control_dir=self.get_option("control_path_dir"), idle_timeout=self.get_option("idle_timeout"),
                 wait_timeout=self.get_option("wait_timeout"), attempt_timeout=self.get_option("timeout"),
@@ -312,6 +351,15 @@ class Connection(ConnectionBase):
                                                    "shared" if self.get_option("persistent") else "per task"), host=self._vm)
         self._connected = True
         return self
+
+    def _jump(self):
+        """The VM's hypervisor as the SSH hop, or None for a VM of this host."""
+        name = self.get_option("hypervisor")
+        if not name or name == "localhost":
+            return None
+        return {"name": name, "host": self.get_option("hypervisor_host") or name, "port": self.get_option("hypervisor_port"),
+                "user": self.get_option("hypervisor_user"), "private_key_file": self.get_option("hypervisor_private_key_file"),
+                "known_hosts_file": self.get_option("hypervisor_known_hosts_file")}
 
     def wait_until_ready(self, deadline=None, stall=None, on_progress=None):
         """The readiness wait of a booting VM (vm_state's O(wait_for_ssh)), done by the login that opens this

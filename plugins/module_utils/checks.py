@@ -140,6 +140,18 @@ def check_bridge(name):
     return name
 
 
+HYPERVISOR_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")
+
+
+def check_hypervisor(value):
+    """An inventory hostname to place a VM on (``localhost``: this host)."""
+    if not isinstance(value, str) or not HYPERVISOR_RE.fullmatch(value):
+        raise InvalidSpec("hypervisor %s is not an inventory hostname" % short(value),
+                          hint='Write the hypervisor\'s name as the inventory knows it, e.g. hypervisor "hv1" '
+                               '(letters, digits, "_", "." and "-")')
+    return value
+
+
 def check_word(value, label="cpu"):
     """A QEMU model name (``cpu``, ``machine``): one short word."""
     if not isinstance(value, str) or not value or len(value) > MAX_WORD or re.search(r"\s", value):

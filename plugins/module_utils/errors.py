@@ -457,6 +457,26 @@ class SessionDaemonFailed(SshError):
     default_hint = "See the session daemon's log next to its socket; set the connection option persistent to false to work without it"
 
 
+class SnapshotFailed(VmctlError):
+    code = "vmctl.snapshot.failed"
+    default_hint = "See the VM's console.log; 'vmctl snapshot list NAME' shows the snapshots it has"
+
+
+class SnapshotNotFound(VmctlError):
+    code = "vmctl.snapshot.not_found"
+    default_hint = "Run 'vmctl snapshot list NAME' to see the VM's snapshots"
+
+
+class SnapshotUnsupported(VmctlError):
+    code = "vmctl.snapshot.unsupported"
+    default_hint = "Snapshots need the qemu backend; on propolis, destroy and recreate the VM instead"
+
+
+class ConsoleTimeout(Timeout):
+    code = "vmctl.console.timeout"
+    default_hint = "The pattern did not appear on the serial console in time; see the console lines in the result or console.log"
+
+
 def error_classes():
     """Every VmctlError class defined so far (this module's and those of modules already imported)."""
     found, todo = [], [VmctlError]

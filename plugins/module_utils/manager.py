@@ -20,7 +20,7 @@ from ansible_collections.vmctl.core.plugins.module_utils import paths
 from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for, default_backend_tag
 from ansible_collections.vmctl.core.plugins.module_utils.guest.cloudinit import cloud_init_digest
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
-    BadRecord, InvalidState, MonitorNotAnswering, VmctlError, VmExists, VmNotFound)
+    BadRecord, InvalidState, MonitorNotAnswering, SnapshotNotFound, VmctlError, VmExists, VmNotFound)
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, file_lock
 from ansible_collections.vmctl.core.plugins.module_utils.model import (
     BOOT_SETTINGS, DEFAULTS, NEXT_START_SETTINGS, VmHandle, VmState, validate_name)
@@ -293,6 +293,56 @@ class VmManager:
                 raise VmNotFound("VM %r is not in the store; it cannot be provisioned" % name, name=name)
             vms[name] = vms[name].replace(provision={"digest": digest, "completed": bool(completed)})
             return vms[name]
+
+    # --- snapshots (in the VM's own disk; the store keeps their records for list, status and vm_info) -----
+    def snapshot_create(self, name, tag):
+        """Take snapshot ``tag`` unless the VM has it; returns ``(handle, changed, record)``."""
+        def create(backend, handle, live):
+            if tag in live:
+                return handle, False, None
+            return handle, True, backend.snapshot_create(handle, tag)
+        return self._snapshot_op(name, tag, create)
+
+    def snapshot_revert(self, name, tag):
+        """Return the VM to snapshot ``tag``; returns ``(handle, True, details)`` (details: ram, started,
+        seconds, clock_lag_seconds: how far the guest's clock is behind, as nothing corrects it)."""
+        def revert(backend, handle, live):
+            if tag not in live:
+                raise SnapshotNotFound("VM %s has no snapshot %s" % (name, tag), hint="Run 'vmctl snapshot list %s' to see "
+                                       "its snapshots" % name, name=name, snapshot=tag)
+            handle, details = backend.snapshot_revert(handle, tag, live[tag]["ram"])
+            if details["ram"]:  # the guest resumes with the clock it had when the snapshot was taken
+                details["clock_lag_seconds"] = round(max(time.time() - live[tag]["created_at"], 0), 1)
+            return handle, True, details
+        return self._snapshot_op(name, tag, revert)
+
+    def snapshot_delete(self, name, tag):
+        """Delete snapshot ``tag`` if the VM has it; returns ``(handle, changed, None)``."""
+        def delete(backend, handle, live):
+            if tag not in live:
+                return handle, False, None
+            backend.snapshot_delete(handle, tag)
+            return handle, True, None
+        return self._snapshot_op(name, tag, delete)
+
+    def _snapshot_op(self, name, tag, operation):
+        """Run ``operation(backend, handle, snapshots the disk holds)`` under the VM's lock, then record the
+        snapshots the disk holds afterwards (so a run killed between the two converges on the next one)."""
+        validate_name(tag, "snapshot name")
+        with self.vm_lock(name):
+            handle = self.get(name)
+            backend = self.backend(handle)
+            handle, changed, detail = operation(backend, handle, backend.snapshot_list(handle))
+            new = changed and detail is not None and "size" in detail  # detail is the record of a snapshot just taken
+            sizes = {s["name"]: s.get("size", 0) for s in handle.snapshots}
+            if new:
+                sizes[tag] = detail["size"]
+            records = [dict(taken, name=snap, size=sizes.get(snap, 0))
+                       for snap, taken in sorted(backend.snapshot_list(handle).items(), key=lambda kv: kv[1]["created_at"])]
+            handle = self._save(handle.replace(snapshots=records))
+            if new:
+                detail = next((r for r in records if r["name"] == tag), detail)
+            return handle, changed, detail
 
     def open_console(self, name):
         """A connected stream on the VM's serial console (see ``Backend.open_console``)."""

@@ -222,6 +222,10 @@ class VmSpec:
             raise err.with_message("VM %s: %s%s" % (self.name, prefix, err.message))
 
 
+# A snapshot record's fields and their types (the store checks each one on load).
+SNAPSHOT_FIELDS = {"name": str, "ram": bool, "size": int, "vm_state_size": int, "created_at": float}
+
+
 # Fields of vmctl's own handle, in its order; everything after is ours.
 _HANDLE_PATHS = ("work_dir", "overlay_path", "seed_iso_path", "qmp_socket", "console_socket")
 
@@ -274,6 +278,9 @@ class VmHandle:
     firmware: str = DEFAULTS["firmware"]
     # The provision plan as last run by up/provision: {"digest": "sha256:…", "completed": bool}, or None.
     provision: dict | None = None
+    # Snapshots in the VM's overlay, oldest first: {"name", "ram" (RAM and devices held), "size" (bytes the
+    # overlay grew by when it was taken), "vm_state_size", "created_at"} (see SNAPSHOT_FIELDS).
+    snapshots: list = dataclasses.field(default_factory=list)
     extra: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self):

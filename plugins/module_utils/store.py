@@ -42,7 +42,8 @@ import tempfile
 from ansible_collections.vmctl.core.plugins.module_utils import checks, forwards, paths
 from ansible_collections.vmctl.core.plugins.module_utils.guest import shares
 from ansible_collections.vmctl.core.plugins.module_utils.errors import BadRecord, StoreError, VmctlError, VmNotFound
-from ansible_collections.vmctl.core.plugins.module_utils.model import ACCELS, BACKENDS, FIRMWARES, NetworkConfig, VmHandle, VmState
+from ansible_collections.vmctl.core.plugins.module_utils.model import (
+    ACCELS, BACKENDS, FIRMWARES, SNAPSHOT_FIELDS, NetworkConfig, VmHandle, VmState)
 
 LOG = logging.getLogger("vmctl.store")
 
@@ -181,6 +182,7 @@ def _check_record(path, name, raw):
         NetworkConfig.from_json(network)
     except (VmctlError, AttributeError, TypeError) as err:
         bad("network", "is wrong: %s" % getattr(err, "message", err))
+    _check_snapshots(raw.get("snapshots"), bad)
     provision = raw.get("provision")
     if provision is not None and not (isinstance(provision, dict) and isinstance(provision.get("digest", ""), str)
                                       and isinstance(provision.get("completed", False), bool)):
@@ -197,6 +199,35 @@ def _check_devices(raw, bad):
             bad(field, "is wrong: %s" % err.message)
     if raw.get("firmware", "bios") not in FIRMWARES:
         bad("firmware", "must be one of %s, got %s" % (", ".join(FIRMWARES), checks.short(raw.get("firmware"))))
+
+
+def _check_snapshots(snapshots, bad):
+    """``snapshots``: a list of {name, ram, size, vm_state_size, created_at} with unique, valid names."""
+    if snapshots is None:
+        return
+    if not isinstance(snapshots, list):
+        bad("snapshots", "must be a list of snapshot records, got %s" % checks.short(snapshots))
+    seen = set()
+    for i, snap in enumerate(snapshots):
+        field = "snapshots[%d]" % i
+        if not isinstance(snap, dict):
+            bad(field, "must be an object like {\"name\": \"base\", \"ram\": true, ...}, got %s" % checks.short(snap))
+        try:
+            checks.validate_name(snap.get("name"), "snapshot name")
+        except VmctlError as err:
+            bad(field + ".name", "is wrong: %s" % err.message)
+        if snap["name"] in seen:
+            bad(field + ".name", "repeats snapshot %s" % snap["name"])
+        seen.add(snap["name"])
+        for key, kind in SNAPSHOT_FIELDS.items():
+            value = snap.get(key)
+            if key == "name" or value is None:
+                continue
+            ok = isinstance(value, bool) if kind is bool else (
+                not isinstance(value, bool) and isinstance(value, numbers.Real if kind is float else int) and value >= 0)
+            if not ok:
+                bad("%s.%s" % (field, key), "must be %s, got %s" % (
+                    "true or false" if kind is bool else "a number of at least 0", checks.short(value)))
 
 
 def derive_paths(handle, data_dir, store_path=None):

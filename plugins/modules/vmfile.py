@@ -127,6 +127,26 @@ vms:
         C(description) (e.g. C(shell: make), C(file: /abs/src -> /dest)).
       type: list
       elements: dict
+    port_forwards:
+      description: The C(port-forward) nodes - C(host), C(guest), C(protocol) (tcp, udp), C(address) (default 127.0.0.1).
+      type: list
+      elements: dict
+    shares:
+      description: The C(share) nodes - C(source) (resolved from the VMFile's folder), C(guest), C(readonly).
+      type: list
+      elements: dict
+    firmware:
+      description: V(bios) (default) or V(uefi).
+      type: str
+    kernel:
+      description: The C(kernel) node's resolved path (direct kernel boot), or null.
+      type: str
+    initrd:
+      description: The C(kernel) node's C(initrd), or null.
+      type: str
+    kernel_append:
+      description: The C(kernel) node's C(append) (the kernel command line), or null.
+      type: str
 problems:
   description: On failure, every problem with C(file), C(line), C(col), C(message), C(hint), C(node_path).
   returned: failure

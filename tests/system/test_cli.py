@@ -113,7 +113,7 @@ def test_ssh_without_a_name_needs_a_vmfile_with_one_vm(tmp_path):
 
 def test_list_with_no_vms_prints_the_header():
     out = ok("list").stdout
-    assert out.split() == ["NAME", "BACKEND", "VCPUS", "MEM", "NETWORK", "PID", "SSH", "STATE", "FORWARDS"]
+    assert out.split() == ["NAME", "BACKEND", "VCPUS", "MEM", "NETWORK", "PID", "SSH", "SNAPS", "STATE", "FORWARDS"]
     assert ok("list", "--json").stdout.strip() == "[]"
 
 

@@ -356,7 +356,8 @@ def test_a_missing_vnic_or_unusable_spec_is_refused_before_anything_is_made(host
     assert not any(c[0] == "zonecfg" for c in host.illumos.calls)
     for changes, text in ((dict(network=NetworkConfig(type="user")), "network 'user'"),
                           (dict(vcpus=33), "1 to 32 vCPUs"),
-                          (dict(network=NetworkConfig(type="vnic", name="vnic")), "invalid VNIC name")):
+                          (dict(network=NetworkConfig(type="vnic", name="vnic")), "invalid VNIC name"),
+                          (dict(shares=[{"source": os.path.dirname(__file__), "guest": "/mnt"}]), "no shared-folder device")):
         with pytest.raises(VmctlError) as err:
             host.manager.create(host.spec(**changes))
         assert text in str(err.value)

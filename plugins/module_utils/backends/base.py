@@ -14,7 +14,7 @@ import uuid
 
 from ansible_collections.vmctl.core.plugins.module_utils.guest import cloudinit, host_keys, keys, shares
 from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
-from ansible_collections.vmctl.core.plugins.module_utils.errors import ConsoleFailed, ConsoleUnsupported, InvalidState
+from ansible_collections.vmctl.core.plugins.module_utils.errors import ConsoleFailed, ConsoleUnsupported, InvalidState, SnapshotUnsupported
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 
@@ -105,6 +105,26 @@ class Backend:
                                      name=handle.name,
                                      hint="Read the console log instead (vmctl log %s --console)" % handle.name)
         return connect_unix(endpoint.address, handle.name)
+
+    # --- snapshots (in the VM's own disk; a backend without them refuses each one clearly) -------------
+    def snapshot_list(self, handle):
+        """``{tag: {"ram", "vm_state_size", "created_at"}}``: the snapshots the VM's disk holds, oldest first."""
+        raise self._no_snapshots(handle)
+
+    def snapshot_create(self, handle, tag):
+        """Take snapshot ``tag`` (live with RAM when the VM runs, disk-only when stopped); returns its record."""
+        raise self._no_snapshots(handle)
+
+    def snapshot_revert(self, handle, tag, ram):
+        """Return the VM to snapshot ``tag`` (``ram``: it holds RAM); returns ``(handle, details)``."""
+        raise self._no_snapshots(handle)
+
+    def snapshot_delete(self, handle, tag):
+        raise self._no_snapshots(handle)
+
+    @staticmethod
+    def _no_snapshots(handle):
+        return SnapshotUnsupported("VM %s: the %s backend has no snapshots" % (handle.name, handle.backend), name=handle.name)
 
 
 def connect_unix(path, vm):

@@ -119,6 +119,7 @@ VM_NODES.update({
     "port-forward": Field("block", multi=True, children=FORWARD_NODES, props=FORWARD_NODES),
     "share": Field("block", multi=True, arg=Field("str"), children=SHARE_NODES, props=SHARE_NODES),
     "firmware": Field("choice", choices=FIRMWARES),
+    "hypervisor": Field("str", check=checks.check_hypervisor),  # issue 16: the inventory host that runs the VM
     "kernel": Field("block", arg=Field("path", must_exist=True), children=KERNEL_NODES),
 })
 UNITS = {"vcpus": "", "memory": " MB", "disk": " GB"}
@@ -375,6 +376,7 @@ class _Checker:
             "network": network, "cloud_init": cloud_init, "ssh": ssh,
             "accel": fields.get("accel", DEFAULTS["accel"]), "cpu": fields.get("cpu"), "machine": fields.get("machine"),
             **self.device_fields(name, npath, fields, seen, network),
+            "hypervisor": fields.get("hypervisor"),
             "provisions": [dict(p, description=describe(p)) for p in provisions if p is not None],
             "provision_digest": plan_digest([p for p in provisions if p is not None]),
         }
@@ -426,8 +428,8 @@ class _Checker:
             return None  # a wrong setting, already reported
         resolved = self.resolve_path(source)
         if not os.path.isdir(resolved):
-            self.problem(node.args[0], "share %s %s (looked for %s)" % (source, "is not a folder" if os.path.lexists(resolved)
-                                                                         else "does not exist", resolved),
+            kind = "is not a folder" if os.path.lexists(resolved) else "does not exist"
+            self.problem(node.args[0], "share %s %s (looked for %s)" % (source, kind, resolved),
                          "Paths are relative to the VMFile's directory (%s); create the folder first" % self.base_dir, npath)
             return None
         guest = values["guest"][0]

@@ -36,7 +36,7 @@ EXIT_INTERRUPTED = 130   # Ctrl+C
 EXIT_CODES = (
     (errors.Timeout, EXIT_TIMEOUT),
     ((errors.VmNotFound, errors.ImageNotFound, errors.VmfileNotFound, errors.UnknownVm, errors.ImageNotCached,
-      errors.LogNotFound), EXIT_NOT_FOUND),
+      errors.LogNotFound, errors.SnapshotNotFound), EXIT_NOT_FOUND),
     ((errors.InvalidState, errors.VmExists, errors.ImageInUse), EXIT_STATE),
     ((errors.InvalidName, errors.InvalidSpec, errors.InvalidChecksum, errors.InvalidImageUrl, vmfile.VmfileError,
       errors.UsageError), EXIT_USAGE),

@@ -18,7 +18,7 @@ import os
 import select
 import sys
 
-from ansible_collections.vmctl.core.plugins.plugin_utils.cli.common import EXIT_OK, note, vm_command, vm_manager
+from ansible_collections.vmctl.core.plugins.plugin_utils.cli.common import EXIT_OK, command, name_arg, note, out, vm_manager
 
 
 ESCAPE = b"\x1d"  # Ctrl+]
@@ -80,6 +80,8 @@ def _write_all(fd, data):
 # --- vmctl console ----------------------------------------------------------------------------------
 
 def cmd_console(args):
+    if args.wait_for is not None or args.send is not None:
+        return _automate(args)
     manager = vm_manager()
     sock = manager.open_console(args.name)
     note("Connected to the serial console of %s. Press Ctrl+] to detach." % args.name)
@@ -92,10 +94,43 @@ def cmd_console(args):
     return EXIT_OK
 
 
-vm_command("console", "Attach to a VM's serial console", """\
+def _automate(args):
+    """--send, then --wait-for (from before the keys were sent, or --since): the matched lines on stdout, the
+    offset to pass as --since next on stderr (``offset N``)."""
+    from ansible_collections.vmctl.core.plugins.module_utils.console import Console, decode_keys
+    console = Console(vm_manager(), args.name)
+    since = console.start_offset(args.since)
+    if args.send is not None:
+        sent_at = console.send(decode_keys(args.send))
+        since = sent_at if args.since is None else since
+    if args.wait_for is None:
+        note("offset %d" % console.size())
+        return EXIT_OK
+    found = console.wait_for(args.wait_for, args.timeout, since)
+    for line in found["lines"]:
+        out(line)
+    note("offset %d" % found["offset"])
+    return EXIT_OK
+
+
+@command("console", "Attach to a VM's serial console", """\
 Shows what the guest prints on its serial port and sends what you type. Press Ctrl+] to detach.
 The console log (vmctl log NAME --console) has what was printed before you attached.
 
+For scripts: --send types keys (escapes: \\r Enter, \\n, \\t, \\e Escape, \\xHH, \\cX Ctrl+X), --wait-for
+waits until a regular expression appears in the console output since the VM's latest start (or since
+--send, or --since); it prints the lines up to the match, and 'offset N' on stderr for the next --since.
+Nothing is consumed: two waits can match the same boot. A wait that times out exits with 5.
+
 examples:
   vmctl console myvm
-""", cmd_console)
+  vmctl console myvm --wait-for 'login:' --timeout 120
+  vmctl console myvm --send 'root\\r' --wait-for 'Password:'
+""")
+def _console_args(p):
+    name_arg(p)
+    p.add_argument("--wait-for", metavar="REGEX", help="wait until REGEX appears on the console, then exit")
+    p.add_argument("--timeout", type=int, default=60, metavar="S", help="seconds --wait-for may take (default 60)")
+    p.add_argument("--since", type=int, metavar="OFFSET", help="search from this console log offset (from an earlier call)")
+    p.add_argument("--send", metavar="TEXT", help="type TEXT on the console (escapes as above)")
+    return cmd_console

@@ -23,17 +23,17 @@ import traceback
 
 from ansible_collections.vmctl.core.plugins.module_utils import errors, paths
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
-from ansible_collections.vmctl.core.plugins.plugin_utils.cli import console, image, playbook, ssh, vm
+from ansible_collections.vmctl.core.plugins.plugin_utils.cli import console, image, playbook, snapshot, ssh, vm
 from ansible_collections.vmctl.core.plugins.plugin_utils.cli.common import (
     COLLECTION_DIR, COMMANDS, EXIT_FAILED, EXIT_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, exit_code_of, note,
     subparser, verbosity, version)
 from ansible_collections.vmctl.core.plugins.plugin_utils.cli.playbook import PLAYBOOK_COMMANDS
 
-GROUPS = (vm, ssh, console, image, playbook)  # importing a group registers its commands
+GROUPS = (vm, ssh, console, snapshot, image, playbook)  # importing a group registers its commands
 
 # The order of ``vmctl --help``: the guide's, lifecycle first. A new command is added here too.
 ORDER = ("create", "start", "stop", "destroy", "list", "status", "console", "ssh", "ssh-config", "cp", "suspend",
-         "resume", "image", "up", "down", "reload", "provision", "log")
+         "resume", "snapshot", "image", "up", "down", "reload", "provision", "log")
 
 
 def build_parser():

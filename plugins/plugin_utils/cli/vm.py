@@ -13,6 +13,7 @@ import time
 
 from ansible_collections.vmctl.core.plugins.module_utils import errors, forwards, paths
 from ansible_collections.vmctl.core.plugins.module_utils.model import DEFAULTS
+from ansible_collections.vmctl.core.plugins.plugin_utils.cli import snapshot
 from ansible_collections.vmctl.core.plugins.plugin_utils.cli.common import (
     EXIT_FAILED, EXIT_OK, Progress, command, dash, name_arg, note, out, print_json, vm_command, vm_manager)
 
@@ -131,7 +132,7 @@ def cmd_resume(args):
     return EXIT_OK
 
 
-LIST_FORMAT = "%-16s %-8s %-7s %-4s %-11s %-8s %-6s %-10s %s"  # the guide's columns, STATE and FORWARDS added
+LIST_FORMAT = "%-16s %-8s %-7s %-4s %-11s %-8s %-6s %-5s %-10s %s"  # the guide's columns, SNAPS, STATE and FORWARDS added
 
 
 def cmd_list(args):
@@ -142,14 +143,15 @@ def cmd_list(args):
         note("error: %s" % err.message)
     if args.json:
         return print_json(records + [{"name": name, "error": err.to_dict()} for name, err in sorted(manager.store.bad.items())])
-    out(LIST_FORMAT % ("NAME", "BACKEND", "VCPUS", "MEM", "NETWORK", "PID", "SSH", "STATE", "FORWARDS"))
+    out(LIST_FORMAT % ("NAME", "BACKEND", "VCPUS", "MEM", "NETWORK", "PID", "SSH", "SNAPS", "STATE", "FORWARDS"))
     for r in records:
         active = r["state"] in ("running", "suspended")
         ssh_port = r["ssh_host_port"] if r["network"]["type"] == "User" else None
         out(LIST_FORMAT % (r["name"], r["backend"], r["vcpus"], r["memory_mb"], r["network"]["type"].lower(),
-                           dash(r["pid"] if active else None), dash(ssh_port), _state_text(r), _forwards_text(r, short=True)))
+                           dash(r["pid"] if active else None), dash(ssh_port), len(r.get("snapshots") or []), _state_text(r),
+                           _forwards_text(r, short=True)))
     for name in sorted(manager.store.bad):
-        out(LIST_FORMAT % (name, "-", "-", "-", "-", "-", "-", "bad record (see the error above)", "-"))
+        out(LIST_FORMAT % (name, "-", "-", "-", "-", "-", "-", "-", "bad record (see the error above)", "-"))
     return EXIT_FAILED if manager.store.bad else EXIT_OK
 
 
@@ -193,6 +195,7 @@ def cmd_status(args):
         ("SSH key", ssh["private_key"] if ssh else None), ("Known hosts", ssh["known_hosts"] if ssh else None),
         ("Console", r["console_socket"]), ("Console log", r["console_log"]),
         ("Provisioned", _provisioned(r.get("provision"))), ("Provision log", r["provision_log"]),
+        ("Snapshots", "; ".join(snapshot.describe(s) for s in r.get("snapshots") or []) or None),
     ]
     rows = [row for row in rows if row[1] is not None or row[0] not in ("Problem", "Hint")]
     width = max(len(row[0]) for row in rows) + 1

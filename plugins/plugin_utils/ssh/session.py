@@ -97,12 +97,15 @@ class PinnedHostKeys:
     """An OpenSSH known_hosts file: ``[host]:port``, ``*``/``?`` patterns, ``!negation``, hashed ``|1|`` names,
     ``@revoked`` markers (``@cert-authority`` lines are not used: we pin keys, not CAs)."""
 
-    def __init__(self, path, missing_ok=False):
+    def __init__(self, path, missing_ok=False, text=None):
         self.path = path
         self.entries = []  # (marker, patterns, PinnedKey)
         try:
-            with open(path, "r", encoding="utf-8", errors="replace") as f:
-                lines = f.read().splitlines()
+            if text is not None:  # the file's contents, read elsewhere (on the VM's hypervisor)
+                lines = text.splitlines()
+            else:
+                with open(path, "r", encoding="utf-8", errors="replace") as f:
+                    lines = f.read().splitlines()
         except FileNotFoundError:
             if not missing_ok:
                 raise SshNotConfigured("known_hosts file %s does not exist" % path, path=path)
@@ -208,8 +211,20 @@ class _Retryable(Exception):
 PHASES = ("no TCP connection", "no SSH handshake", "login refused", "logged in")
 
 
-def _load_private_key(target):
+def _load_private_key(target, data=None):
+    """The target's private key, from its file (or from ``data``, the file's bytes read on the VM's hypervisor)."""
     paramiko = _require_paramiko()
+    if data is not None:
+        import shutil
+        import tempfile
+        directory = tempfile.mkdtemp(prefix="vmctl-key-")  # 0700: paramiko detects a key's type from a path
+        try:
+            path = os.path.join(directory, "key")
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                f.write(data)
+            return _load_private_key(SshTargetPath(target, path))
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
     try:
         return paramiko.PKey.from_path(target.private_key_path)
     except paramiko.PasswordRequiredException:
@@ -230,6 +245,66 @@ def _describe(err):
     return text
 
 
+class SshTargetPath:
+    """A target seen with another private key path (for a key read from the hypervisor into a private file)."""
+
+    def __init__(self, target, private_key_path):
+        self.vm, self.private_key_path = target.vm, private_key_path
+
+
+class _Hop:
+    """The VM's hypervisor as an SSH hop (OpenSSH's ProxyJump): its own host key checked against its known_hosts,
+    the VM's key and pins read there, and a ``direct-tcpip`` channel to the VM's forward on its 127.0.0.1."""
+
+    LIMIT = 1 << 20
+
+    def __init__(self, target, session):
+        self.target, self.session = target, session
+
+    @classmethod
+    def connect(cls, target, timeout):
+        jump = target.jump  # the hypervisor as an SshTarget of its own (type(): target imports this module)
+        hop = type(target)(jump["name"], jump["host"], jump.get("port") or 22, jump["user"], jump["private_key_file"],
+                           jump["known_hosts_file"])
+        try:
+            session = SshSession.attempt(hop, _load_private_key(hop), timeout)
+        except _Retryable as err:
+            raise _Retryable("hypervisor %s (%s): %s" % (hop.vm, hop.address, err.args[0]), 0, err.hint)
+        except SshError as err:
+            raise err.with_message("VM %s: through hypervisor %s: %s" % (target.vm, hop.vm, _unprefixed(err.message, hop.vm)))
+        return cls(target, session)
+
+    def read(self, path, what):
+        """A small file of the VM's on the hypervisor (its key, its known_hosts)."""
+        try:
+            with self.session.sftp() as sftp:
+                with sftp.open(path, "rb") as f:
+                    data = f.read(self.LIMIT + 1)
+        except (OSError, IOError) as err:
+            raise SshNotConfigured("VM %s: cannot read its %s %s on hypervisor %s: %s" % (
+                self.target.vm, what, path, self.session.target.vm, _describe(err)),
+                hint="Was the VM destroyed? Check the vms inventory", name=self.target.vm, path=path)
+        if len(data) > self.LIMIT:
+            raise SshNotConfigured("VM %s: its %s %s on hypervisor %s is larger than %d bytes" % (
+                self.target.vm, what, path, self.session.target.vm, self.LIMIT), name=self.target.vm, path=path)
+        return data
+
+    def channel(self, host, port, timeout):
+        paramiko = _require_paramiko()
+        try:
+            return self.session.transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
+        except (paramiko.SSHException, EOFError, OSError) as err:  # nothing listens yet: the VM boots, or is down
+            raise _Retryable("%s:%d through hypervisor %s: %s" % (host, port, self.session.target.vm, _describe(err)), 0)
+
+    def close(self):
+        self.session.close()
+
+
+def _unprefixed(message, name):
+    prefix = "VM %s: " % name
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
 class SshSession:
     """One authenticated SSH transport to a VM: ``run``, ``open_command``, ``put``, ``get``, ``close``."""
 
@@ -245,7 +320,7 @@ class SshSession:
         """The target's private key, checked (with the rest of its settings) before any network traffic."""
         _require_paramiko()
         target.check()
-        return _load_private_key(target)
+        return None if target.jump else _load_private_key(target)  # through a hypervisor: read there, at login
 
     @classmethod
     def attempt(cls, target, pkey, timeout):
@@ -278,14 +353,28 @@ class SshSession:
 
     @classmethod
     def _connect_once(cls, target, pkey, timeout):
-        paramiko = _require_paramiko()
-        pins = cls._pins(target)
+        if not target.jump:
+            pins = cls._pins(target)
+            try:
+                sock = socket.create_connection((target.host, target.port), timeout=timeout)
+            except OSError as err:
+                raise _Retryable("%s: %s" % (target.address, _describe(err)), 0)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return cls._handshake(target, pins, pkey, sock, timeout, None)
+        hop = _Hop.connect(target, timeout)
         try:
-            sock = socket.create_connection((target.host, target.port), timeout=timeout)
-        except OSError as err:
-            raise _Retryable("%s: %s" % (target.address, _describe(err)), 0)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            pins = PinnedHostKeys(target.known_hosts, text=hop.read(target.known_hosts, "known_hosts file").decode("utf-8", "replace"))
+            pkey = _load_private_key(target, hop.read(target.private_key_path, "private key"))
+            return cls._handshake(target, pins, pkey, hop.channel(target.host, target.port, timeout), timeout, hop)
+        except BaseException:
+            hop.close()
+            raise
+
+    @classmethod
+    def _handshake(cls, target, pins, pkey, sock, timeout, hop):
+        paramiko = _require_paramiko()
         transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
+        transport.vmctl_hop = hop  # closed with the transport's session
         try:
             _record_exit_signal(transport)
             options = transport.get_security_options()
@@ -331,6 +420,9 @@ class SshSession:
                 pass
         if self.transport is not None:
             self.transport.close()
+            hop = getattr(self.transport, "vmctl_hop", None)
+            if hop is not None:
+                hop.close()
 
     def _channel_failed(self, what, err):
         if not self.is_active():

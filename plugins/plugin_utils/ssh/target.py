@@ -25,10 +25,11 @@ class SshTarget:
     """Everything needed to log in to one VM; ``vm`` names it in every message."""
 
     FIELDS = ("vm", "host", "port", "user", "private_key_path", "known_hosts", "console_log", "cloud_init",
-              "learn_host_keys", "console_offset", "forward_port")
+              "learn_host_keys", "console_offset", "forward_port", "jump")
+    JUMP_FIELDS = ("name", "host", "port", "user", "private_key_file", "known_hosts_file")
 
     def __init__(self, vm, host, port, user, private_key_path, known_hosts, console_log=None, cloud_init=False,
-                 learn_host_keys=None, console_offset=0, forward_port=None):
+                 learn_host_keys=None, console_offset=0, forward_port=None, jump=None):
         self.vm = vm
         self.host = host
         self.port = int(port) if port is not None else 22
@@ -41,6 +42,9 @@ class SshTarget:
         self.learn_host_keys = learn_host_keys
         self.console_offset = console_offset or 0
         self.forward_port = forward_port  # the SLIRP forward the pins name, beside "*"
+        # The VM's hypervisor, when it is another host: {name, host, port, user, private_key_file, known_hosts_file}.
+        # Then the address is on the hypervisor, and the key and known_hosts paths are files there.
+        self.jump = dict(jump) if jump else None
 
     def pin_console_keys(self):
         """Pin what the guest printed on its console since its latest start (nothing if a key is pinned)."""
@@ -62,7 +66,9 @@ class SshTarget:
     def identity(self):
         """A digest of who we talk to *and* the trust material: a changed key or known_hosts file never reuses a session."""
         material = [self.vm, self.host, self.port, self.user, self.private_key_path, self.known_hosts,
-                    _file_digest(self.private_key_path), _file_digest(self.known_hosts), self.cloud_init]
+                    self.cloud_init, self.jump]
+        local = [self.jump["private_key_file"], self.jump["known_hosts_file"]] if self.jump else [self.private_key_path, self.known_hosts]
+        material += [_file_digest(path) for path in local]
         return hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()
 
     def check(self):
@@ -77,7 +83,12 @@ class SshTarget:
                                    name=self.vm)
         from ansible_collections.vmctl.core.plugins.module_utils.checks import file_kind, validate_login_user
         validate_login_user(self.user)  # a user reaches ssh's argv and paramiko: never an option
-        for what, path in (("private key", self.private_key_path), ("known_hosts file", self.known_hosts)):
+        local = (("private key", self.private_key_path), ("known_hosts file", self.known_hosts))
+        if self.jump:  # the VM's files are on its hypervisor (read there at login); the hypervisor's are here
+            self._check_jump()
+            local = (("hypervisor's private key", self.jump["private_key_file"]),
+                     ("hypervisor's known_hosts file", self.jump["known_hosts_file"]))
+        for what, path in local:
             try:
                 kind = file_kind(path)
             except OSError as err:
@@ -91,6 +102,16 @@ class SshTarget:
                 raise SshNotConfigured("VM %s: %s %s is %s, not a regular file" % (self.vm, what, path, kind),
                                        hint="Point the connection's setting at the file itself",
                                        name=self.vm, path=path)
+
+    def _check_jump(self):
+        from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_login_user
+        missing = [key for key in ("host", "user", "private_key_file", "known_hosts_file") if not self.jump.get(key)]
+        if missing:
+            raise SshNotConfigured("VM %s: its hypervisor %s has no %s to log in with" % (
+                self.vm, self.jump.get("name"), " and no ".join(missing)),
+                hint="Set hypervisor_host, hypervisor_user, hypervisor_private_key_file and hypervisor_known_hosts_file "
+                     "(the vms inventory sets them from its hypervisors option)", name=self.vm)
+        validate_login_user(self.jump["user"])
 
     def console_hint(self):
         if self.console_log:
@@ -129,13 +150,22 @@ def target_for(handle, host=None, port=None, user=None, private_key_path=None, k
 
 
 def resolve_target(vm_name, host=None, port=None, user=None, private_key_path=None, known_hosts=None, store=None,
-                   guest_ip_timeout=0):
+                   guest_ip_timeout=0, jump=None):
     """``(target, handle)`` for the VM called ``vm_name`` in the store; given settings override the handle's.
 
-    A name that is not in the store still works when the settings are complete (handle is then None).
+    A name that is not in the store still works when the settings are complete (handle is then None). With
+    ``jump`` (the VM's hypervisor) the local store is not read: the VM and its files are on that host.
     """
     from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
     from ansible_collections.vmctl.core.plugins.module_utils.checks import NAME_RE
+    if jump:
+        if not (host and port and user and private_key_path and known_hosts):
+            raise SshNotConfigured("VM %s on hypervisor %s: no address, port, user, private key or known_hosts file "
+                                   "(paths on the hypervisor) to log in with" % (vm_name, jump.get("name")),
+                                   hint="List the VM with the vms inventory (hypervisors option), which sets them",
+                                   name=vm_name)
+        return SshTarget(vm=vm_name, host=host, port=port, user=user, private_key_path=private_key_path,
+                         known_hosts=known_hosts, jump=jump), None
     store = store or VmStore()
     handle = store.find(vm_name) if isinstance(vm_name, str) and NAME_RE.fullmatch(vm_name) else None
     if handle is not None:

@@ -1,5 +1,6 @@
 """Helpers for tests that boot real QEMU guests (importable: ``from guests import ...``)."""
 
+import contextlib
 import os
 import subprocess
 import time
@@ -92,3 +93,17 @@ def ssh(handle, command):
 
 def overlay_backing(handle):
     return qemu_img.info(handle.overlay_path).get("full-backing-filename")
+
+
+@contextlib.contextmanager
+def data_home(home):
+    """XDG_DATA_HOME set to ``home`` for the block (a module-scoped guest's own store), restored after."""
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if saved is None:
+            os.environ.pop("XDG_DATA_HOME", None)
+        else:
+            os.environ["XDG_DATA_HOME"] = saved

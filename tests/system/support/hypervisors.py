@@ -9,15 +9,24 @@ removes the namespace, the user and the home. ``run(argv)`` runs a command in th
 """
 
 import ipaddress
+import json
 import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 
 from support.sshd_server import SFTP_SERVER, SSHD, keygen, logins, stop_process, wait_listening
 
 BASE = ipaddress.ip_network("10.216.0.0/16")
+STORE_PUT = """
+import json, sys
+from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
+from ansible_collections.vmctl.core.plugins.module_utils.model import VmHandle
+VmStore().put(VmHandle(**json.loads(sys.argv[1])))
+"""
 
 
 def _run(argv, check=True):
@@ -68,6 +77,7 @@ class NetnsHypervisor:
         self.log = os.path.join(self.sshd_dir, "sshd.log")
         self.address = None
         self.proc = None
+        self.fakes = []
 
     # --- life ---------------------------------------------------------------------------------
     def start(self, subnet=None):
@@ -90,10 +100,7 @@ class NetnsHypervisor:
         os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
         with open(self.user_key + ".pub") as src, open(os.path.join(ssh_dir, "authorized_keys"), "w") as dst:
             dst.write(src.read())
-        entry = pwd.getpwnam(self.user)
-        for root, dirs, files in os.walk(self.home):
-            for name in [root] + [os.path.join(root, n) for n in dirs + files]:
-                os.chown(name, entry.pw_uid, entry.pw_gid)
+        self.own(self.home)
         with open(self.known_hosts, "w") as f, open(self.host_key + ".pub") as pub:
             key_type, blob = pub.read().split()[:2]
             f.write("%s %s %s\n" % (self.address, key_type, blob))
@@ -118,6 +125,8 @@ class NetnsHypervisor:
 
     def stop(self):
         self.stop_sshd()
+        for proc in self.fakes:
+            stop_process(proc)
         for pid in _run(["ip", "netns", "pids", self.netns], check=False).stdout.split():
             try:
                 os.kill(int(pid), 9)
@@ -145,3 +154,60 @@ class NetnsHypervisor:
 
     def logins(self):
         return logins(self.log)
+
+    def fake_vm(self, name, port=2222):
+        """A stand-in VM on this hypervisor: an sshd inside the namespace on its 127.0.0.1:``port`` only, with the
+        files vmctl keeps for a VM (its key and a known_hosts in the QEMU backend's format) in the user's home.
+        Returns ``(host vars' VM paths, sshd)``; the sshd logs in the hypervisor's own user."""
+        base = os.path.join(self.data_dir, "vms", name)  # where vmctl keeps a VM's files
+        os.makedirs(base, exist_ok=True)
+        host_key = keygen(os.path.join(base, "ssh_host_ed25519_key"), "vm-host")
+        user_key = keygen(os.path.join(base, "id_ed25519_generated"), "vm-user")
+        authorized = os.path.join(base, "authorized_keys")
+        shutil.copy(user_key + ".pub", authorized)
+        known_hosts = os.path.join(base, "known_hosts")
+        key_type, blob = open(host_key + ".pub").read().split()[:2]
+        with open(known_hosts, "w") as f:
+            f.write("[127.0.0.1]:%d %s %s\n* %s %s\n" % (port, key_type, blob, key_type, blob))
+        config = os.path.join(base, "sshd_config")
+        log = os.path.join(base, "sshd.log")
+        with open(config, "w") as f:
+            f.write("\n".join([
+                "Port %d" % port, "ListenAddress 127.0.0.1", "HostKey %s" % host_key, "AuthorizedKeysFile %s" % authorized,
+                "AllowUsers %s" % self.user, "StrictModes no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+                "UsePAM no", "PidFile none", "Subsystem sftp %s" % SFTP_SERVER, "LogLevel VERBOSE", ""]))
+        proc = subprocess.Popen(["ip", "netns", "exec", self.netns, SSHD, "-D", "-e", "-f", config],
+                                stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
+        self.fakes.append(proc)
+        vm = {"host": "127.0.0.1", "port": port, "user": self.user, "private_key": user_key, "known_hosts": known_hosts,
+              "log": log, "host_key": host_key}
+        # listening is checked from inside the namespace: the controller cannot reach it, which is the point
+        # its record in the hypervisor's store (the noop backend: the record's state is the VM's state)
+        subprocess.run([sys.executable, "-c", STORE_PUT, json.dumps(dict(
+            id="fake-" + name, name=name, backend="noop", state="running", ssh_host_port=port, ssh_user=self.user,
+            private_key_path=user_key, known_hosts=known_hosts))], check=True,
+            env=dict(os.environ, XDG_DATA_HOME=os.path.dirname(self.data_dir)))
+        self.own(self.data_dir)
+        for _attempt in range(150):
+            if "Server listening on 127.0.0.1 port %d" % port in open(log).read():
+                return vm
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError("the stand-in VM's sshd did not listen: %s" % open(log).read()[-2000:])
+
+    @property
+    def data_dir(self):
+        return os.path.join(self.home, ".local", "share", "vmctl")
+
+    def own(self, top):
+        """Give ``top`` and everything under it to the hypervisor's user."""
+        entry = pwd.getpwnam(self.user)
+        for root, dirs, files in os.walk(top):
+            for path in [root] + [os.path.join(root, n) for n in dirs + files]:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def jump(self):
+        """The ``jump`` of an SshTarget (and the connection's hypervisor_* settings) for this host."""
+        return {"name": self.name, "host": self.address, "port": 22, "user": self.user,
+                "private_key_file": self.user_key, "known_hosts_file": self.known_hosts}

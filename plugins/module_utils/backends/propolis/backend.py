@@ -186,6 +186,10 @@ class PropolisBackend(Backend):
         if spec.kernel:
             raise InvalidSpec("VM %s: propolis boots through its UEFI bootrom; direct kernel boot is not available"
                               % spec.name, hint="Leave kernel, initrd and kernel_append unset")
+        if spec.shares:  # firmware: its bootrom is UEFI either way; port forwards need user networking (refused above)
+            raise InvalidSpec("VM %s: propolis-server (API 5.0.0) has no shared-folder device; shares are not available"
+                              % spec.name, hint="Leave shares unset, and copy files with a file provision step or vmctl cp",
+                              name=spec.name)
 
     def prepare(self, spec, handle):
         """Raw disk and seed in the work directory, the VNIC's MAC, the zone configured and installed."""

@@ -26,7 +26,7 @@ import stat
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils import forwards, paths
-from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import devices, net
+from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu import devices, net, snapshots
 from ansible_collections.vmctl.core.plugins.module_utils.guest import host_keys
 from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
@@ -34,7 +34,7 @@ from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     InvalidAccel, InvalidSpec, InvalidState, IoFailed, IpDiscoveryTimeout, MonitorNotAnswering, PortInUse, QmpError,
-    QmpTimeout, SpawnFailed, StopFailed, VmctlError,
+    QmpTimeout, SnapshotFailed, SpawnFailed, StopFailed, VmctlError,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool, run
 from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.qmp import QmpClient
@@ -595,6 +595,74 @@ class QemuBackend(Backend):
             if not proc.signal(pid, sig) or proc.wait_gone(pid, SIGNAL_WAIT):
                 return [pid]
         raise IoFailed("QEMU (pid %s) of %s did not end after SIGKILL" % (pid, work_dir))
+
+    # --- snapshots (backends/qemu/snapshots.py) ------------------------------------------------------
+    def _snapshot_qmp(self, handle):
+        # A snapshot job runs in QEMU's main loop: the monitor answers again only once it is done.
+        return self._qmp(handle, timeout=snapshots.JOB_TIMEOUT)
+
+    def _snapshot_mode(self, handle, what):
+        """``live`` (QEMU runs: QMP jobs) or ``offline`` (qemu-img); InvalidState for a VM in between."""
+        state = self.state(handle)
+        if state in VmState.ACTIVE:
+            return "live"
+        if state in (VmState.STOPPED, VmState.PREPARED):
+            return "offline"
+        raise InvalidState("VM %s is %s; it cannot %s" % (handle.name, state, what),
+                           hint="Start or stop it first (vmctl start/stop %s)" % handle.name, name=handle.name)
+
+    def snapshot_list(self, handle):
+        overlay = paths.vm_files(handle.work_dir)["overlay"]
+        if self._process(handle).pid() is not None:
+            with self._qmp(handle) as qmp:
+                return snapshots.live_list(qmp, overlay)
+        return snapshots.offline_list(overlay)
+
+    def snapshot_create(self, handle, tag):
+        overlay = paths.vm_files(handle.work_dir)["overlay"]
+        what = "VM %s: snapshot %s" % (handle.name, tag)
+        before = snapshots.allocated(overlay)
+        if self._snapshot_mode(handle, "be snapshotted") == "live":
+            with self._snapshot_qmp(handle) as qmp:
+                node = snapshots.overlay_node(qmp, overlay)
+                snapshots.run_job(qmp, "snapshot-save", {"tag": tag, "vmstate": node, "devices": [node]}, what)
+                taken = snapshots.live_list(qmp, overlay).get(tag)
+        else:
+            snapshots.offline(overlay, "-c", tag, what)
+            taken = snapshots.offline_list(overlay).get(tag)
+        if taken is None:
+            raise SnapshotFailed("%s: QEMU reported success, but the overlay has no such snapshot" % what, name=handle.name)
+        return dict(taken, name=tag, size=max(snapshots.allocated(overlay) - before, 0))
+
+    def snapshot_revert(self, handle, tag, ram):
+        """A snapshot with RAM is loaded into the running QEMU (a stopped VM is started first), so the VM runs
+        at once in the snapshot's state; a disk-only one is applied to the stopped VM's overlay."""
+        overlay = paths.vm_files(handle.work_dir)["overlay"]
+        what = "VM %s: revert to snapshot %s" % (handle.name, tag)
+        mode = self._snapshot_mode(handle, "be reverted")
+        if not ram:
+            if mode == "live":
+                raise InvalidState("%s: the snapshot is disk-only (taken while the VM was stopped), and the VM runs" % what,
+                                   hint="Stop the VM first (vmctl stop %s), then revert" % handle.name, name=handle.name)
+            snapshots.offline(overlay, "-a", tag, what)
+            return handle, {"ram": False, "started": False, "seconds": None}
+        started = mode == "offline"
+        if started:
+            handle = self.start(handle)
+        with self._snapshot_qmp(handle) as qmp:
+            node = snapshots.overlay_node(qmp, overlay)
+            seconds = snapshots.run_job(qmp, "snapshot-load", {"tag": tag, "vmstate": node, "devices": [node]}, what)
+        return handle.replace(state=self.state(handle)), {"ram": True, "started": started, "seconds": round(seconds, 3)}
+
+    def snapshot_delete(self, handle, tag):
+        overlay = paths.vm_files(handle.work_dir)["overlay"]
+        what = "VM %s: delete snapshot %s" % (handle.name, tag)
+        if self._snapshot_mode(handle, "have a snapshot deleted") == "live":
+            with self._snapshot_qmp(handle) as qmp:
+                node = snapshots.overlay_node(qmp, overlay)
+                snapshots.run_job(qmp, "snapshot-delete", {"tag": tag, "devices": [node]}, what)
+        else:
+            snapshots.offline(overlay, "-d", tag, what)
 
     # --- network & console -----------------------------------------------------------------------
     def guest_ip(self, handle, timeout=0):

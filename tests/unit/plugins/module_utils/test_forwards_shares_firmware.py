@@ -195,8 +195,8 @@ def test_the_argv_has_the_forwards_the_shares_and_no_firmware_by_default(tmp_pat
     argv = QemuBackend().command_line(handle)
     assert argv[argv.index("-netdev") + 1] == \
         "user,id=net0,hostfwd=tcp:127.0.0.1:10022-:22,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:127.0.0.1:5353-:53"
-    assert argv[argv.index("-virtfs") + 1] == ("local,id=share0,path=%s/s,,1,mount_tag=vmctl:0,security_model=mapped-xattr,"
-                                                "readonly=on" % tmp_path)
+    virtfs = "local,id=share0,path=%s/s,,1,mount_tag=vmctl:0,security_model=mapped-xattr,readonly=on" % tmp_path
+    assert argv[argv.index("-virtfs") + 1] == virtfs
     assert not any("pflash" in a for a in argv)
 
 
@@ -332,3 +332,13 @@ def test_vmctl_create_options(tmp_path, monkeypatch):
     assert options["shares"] == [{"source": str(tmp_path / "site"), "guest": "/srv/site", "readonly": True}]
     plain = cli_vm._device_options(cli.build_parser().parse_args(["create", "--name", "web", "--image", "d.qcow2"]))
     assert plain == {"port_forwards": [], "shares": [], "firmware": "bios"}
+
+
+def test_the_inventory_hands_the_forwards_shares_and_firmware_to_host_vars(vmctl_data_home, tmp_path):
+    from ansible_collections.vmctl.core.plugins.plugin_utils.inventory import vm_records
+    forward = {"host": 8080, "guest": 80, "protocol": "tcp", "address": "127.0.0.1"}
+    share = {"source": str(tmp_path), "guest": "/mnt/x", "readonly": True}
+    VmStore().put(VmHandle(id="x", name="web", backend="noop", port_forwards=[forward], shares=[share], firmware="uefi"))
+    (record,) = vm_records(live_state=False)
+    assert (record["hostvars"]["vmctl_port_forwards"], record["hostvars"]["vmctl_shares"], record["hostvars"]["vmctl_firmware"]) == \
+        ([forward], [share], "uefi")
