@@ -128,8 +128,8 @@ def test_a_vm_the_scenario_did_not_make_is_neither_destroyed_nor_taken_over(scen
     from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
     from ansible_collections.vmctl.core.plugins.module_utils.model import VmSpec
     other = str(tmp_path / "other_role" / "molecule" / "default" / "molecule.yml") if maker == "another scenario" else None
-    handle, _ = VmManager().create(VmSpec(name="molecule-hello", image_path=test_images["debian"]["path"], vnc=False,
-                                          vmfile=other))
+    handle = VmManager().create(VmSpec(name="molecule-hello", image_path=test_images["debian"]["path"], vnc=False,
+                                       vmfile=other))[0]
     made = "made from %s" % other if other else "made without a VMFile (vmctl create, the vm module)"
     for command in ("destroy", "create"):
         rc, out = scenario.run(command)
