@@ -111,7 +111,7 @@ options:
       - name: ANSIBLE_VMCTL_KNOWN_HOSTS_FILE
   hypervisor:
     description:
-      - The VM's hypervisor, when it is another host (the M(vmctl.core.vms) inventory sets this and the other
+      - The VM's hypervisor, when it is another host (the P(vmctl.core.vms#inventory) inventory sets this and the other
         C(hypervisor_*) settings from its O(vmctl.core.vms#inventory:hypervisors) option). The VM's address is then on the hypervisor
         (its SSH forward on the hypervisor's 127.0.0.1, exposed nowhere), and O(private_key_file) and
         O(known_hosts_file) are paths there.
