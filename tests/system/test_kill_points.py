@@ -40,10 +40,10 @@ POINTS = [
     ("start", "qemu-up", QEMU + "QemuBackend._make_private:call:1"),  # QEMU running, not recorded
     ("start", "before-save", STORE_WRITE + ":call:1"),                 # QMP answered, record says stopped
     ("stop", "entered", QEMU + "QemuBackend.stop:call:1"),
-    ("stop", "after-first-wait", QEMU + "QemuProcess.wait_gone:return:1"),  # power button pressed
+    ("stop", "after-first-wait", "module_utils/proc.py:ProvenProcess.wait_gone:return:1"),  # power button pressed
     ("stop", "before-save", STORE_WRITE + ":call:1"),                  # QEMU gone, record says running
     ("destroy", "entered", QEMU + "QemuBackend.destroy:call:1"),
-    ("destroy", "qemu-gone", QEMU + "QemuProcess.wait_gone:return:1"),  # files and record still there
+    ("destroy", "qemu-gone", "module_utils/proc.py:ProvenProcess.wait_gone:return:1"),  # files and record still there
     ("destroy", "files-removed", "module_utils/paths.py:remove_vm_dir:return:1"),  # record still there
     ("destroy", "before-forget", STORE_WRITE + ":call:1"),
 ]
@@ -201,7 +201,7 @@ QEMU_POINTS = [
     ("start", "spawned", QEMU + "QemuBackend._make_private:call:1"),  # QEMU daemonized, QMP not yet asked
     ("start", "before-save", STORE_WRITE + ":call:1"),                 # the command believes it runs
     ("stop", "entered", QEMU + "QemuBackend.stop:call:1"),
-    ("stop", "power-button", QEMU + "QemuProcess.wait_gone:call:1"),   # while waiting for the guest
+    ("stop", "power-button", "module_utils/proc.py:ProvenProcess.wait_gone:call:1"),   # while waiting for the guest
     ("destroy", "entered", QEMU + "QemuBackend.destroy:call:1"),
 ]
 
