@@ -65,7 +65,7 @@ def playbook(hosts, vmfile, name, *extra):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     tiny = images()["tiny"]
