@@ -117,10 +117,8 @@ def command(hypervisor, live_state=True):
 
 
 def _unreachable(hypervisor, err):
-    message = getattr(err, "message", None) or str(err)
-    prefix = "VM %s: " % hypervisor.name  # the SSH layer names its peer a VM
-    if message.startswith(prefix):
-        message = message[len(prefix):]
+    from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.session import without_vm_prefix
+    message = without_vm_prefix(getattr(err, "message", None) or str(err), hypervisor.name)  # the SSH layer names its peer a VM
     where = "%s@%s:%d" % (hypervisor.user, hypervisor.host, hypervisor.port)
     hint = getattr(err, "hint", None) or "Check that the hypervisor is up and reachable over SSH with this user, key and known_hosts file"
     return HypervisorError("hypervisor %s (%s): %s" % (hypervisor.name, where, message), hint=hint, name=hypervisor.name)

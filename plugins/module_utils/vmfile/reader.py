@@ -418,11 +418,17 @@ class _Checker:
         self.forwarded[key] = (self.vm_name, node.line)
         return forward
 
-    def share(self, node, field, npath):
+    def block_with_arg(self, node, field, npath, missing, example):
+        """A block node's settings, its one argument required: the values, or None with ``missing`` reported."""
         values = self.block(node, field.children, npath, props=field.props, allow_args=1)
         if not node.args:
-            self.problem(_At(node.line, node.col + len(node.name)), "share needs the host folder",
-                         'Write share "./src" guest="/mnt/src"', npath)
+            self.problem(_At(node.line, node.col + len(node.name)), missing, example, npath)
+            return None
+        return values
+
+    def share(self, node, field, npath):
+        values = self.block_with_arg(node, field, npath, "share needs the host folder", 'Write share "./src" guest="/mnt/src"')
+        if values is None:
             return None
         source = self.check_value(field.arg, node.args[0], "share", npath)
         if "guest" not in values:
@@ -524,10 +530,9 @@ class _Checker:
 
     def private_network(self, node, field, npath):
         """``private-network "lab" address="192.168.77.11/24"`` (or ``{ address "…" }``): ``(record, name value, address value)``."""
-        values = self.block(node, field.children, npath, props=field.props, allow_args=1)
-        if not node.args:
-            self.problem(_At(node.line, node.col + len(node.name)), "private-network needs the switch's name",
-                         'Write private-network "lab" address="192.168.77.11/24"', npath)
+        values = self.block_with_arg(node, field, npath, "private-network needs the switch's name",
+                                     'Write private-network "lab" address="192.168.77.11/24"')
+        if values is None:
             return None
         name = self.check_value(field.arg, node.args[0], "private network name", npath)
         address, where = values.get("address", (None, None))

@@ -271,7 +271,7 @@ class _Hop:
         except _Retryable as err:
             raise _Retryable("hypervisor %s (%s): %s" % (hop.vm, hop.address, err.args[0]), 0, err.hint)
         except SshError as err:
-            raise err.with_message("VM %s: through hypervisor %s: %s" % (target.vm, hop.vm, _unprefixed(err.message, hop.vm)))
+            raise err.with_message("VM %s: through hypervisor %s: %s" % (target.vm, hop.vm, without_vm_prefix(err.message, hop.vm)))
         return cls(target, session)
 
     def read(self, path, what):
@@ -300,7 +300,8 @@ class _Hop:
         self.session.close()
 
 
-def _unprefixed(message, name):
+def without_vm_prefix(message, name):
+    """``message`` without the ``VM <name>: `` this layer starts it with (for a peer that is not a VM)."""
     prefix = "VM %s: " % name
     return message[len(prefix):] if message.startswith(prefix) else message
 
