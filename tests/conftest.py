@@ -78,3 +78,19 @@ def tmpfs(tmp_path):
     yield mounts
     for path in mounts.mounts:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+# The test files that take longest (minutes of TCG guests each, measured in CI), longest first. With
+# two workers (scripts/test: pytest-xdist, one file per worker at a time) they start first, so the
+# run does not end with one worker alone on a long file while the other idles.
+LONGEST_FIRST = (
+    "test_playbooks.py", "test_private_network_guests.py", "test_first_try.py", "test_snapshots.py",
+    "test_console_host_keys.py", "test_molecule.py", "test_vm_modules.py", "test_vm_playbook.py",
+    "test_cli.py", "test_debian_guest.py", "test_vm_ssh_guest.py", "test_tap_network.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Runs the files of LONGEST_FIRST first, in that order; every other test keeps its place after them."""
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

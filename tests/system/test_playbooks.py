@@ -343,6 +343,8 @@ def test_an_ssh_wait_timeout_points_at_the_console_log(tmp_path, test_images):
         (line,) = summary(tasks)
         console_log = os.path.join(project.manager().get("slow").work_dir, "console.log")
         assert line.startswith("slow: FAILED - ") and "not ready within the deadline of 5 s" in line, out
-        assert "last console lines (%s)" % console_log in line and "boot-timeout" in line, out
+        # Within 5 s a loaded machine's guest may have printed nothing yet: either way the log is named.
+        assert ("last console lines (%s)" % console_log in line or "nothing on its console (%s)" % console_log in line), out
+        assert "boot-timeout" in line, out
     finally:
         project.cleanup()
