@@ -11,7 +11,10 @@ _tools_hash=$(sha256sum "$VMCTL_ROOT/requirements-tools.txt" | cut -c1-12)
 VMCTL_TOOLS_VENV=${VMCTL_TOOLS_VENV:-$VMCTL_DEV_CACHE/tools-$_tools_hash}
 # The collection is used in place through an ansible_collections/vmctl/core path.
 VMCTL_COLLECTIONS=$VMCTL_ROOT/.cache/collections
-export VMCTL_ROOT VMCTL_DEV_CACHE VMCTL_VENV VMCTL_TOOLS_VENV
+# What the tests' hypervisors (network namespaces) run the modules with: only the run-time packages.
+_hv_hash=$(sha256sum "$VMCTL_ROOT/requirements-hypervisor.txt" | cut -c1-12)
+VMCTL_HYPERVISOR_VENV=${VMCTL_HYPERVISOR_VENV:-$VMCTL_DEV_CACHE/hypervisor-$_hv_hash}
+export VMCTL_ROOT VMCTL_DEV_CACHE VMCTL_VENV VMCTL_TOOLS_VENV VMCTL_HYPERVISOR_VENV
 export ANSIBLE_COLLECTIONS_PATH=$VMCTL_COLLECTIONS
 export PYTHONPATH=$VMCTL_COLLECTIONS${PYTHONPATH:+:$PYTHONPATH}
 export PATH=$VMCTL_VENV/bin:$PATH

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 __metaclass__ = type
 
+import os
+
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.vmctl.core.plugins.module_utils import paths
+from ansible_collections.vmctl.core.plugins.module_utils.checks import check_hypervisor, validate_name
 from ansible_collections.vmctl.core.plugins.module_utils.guest import provision
 from ansible_collections.vmctl.core.plugins.module_utils.errors import ProvisionFailed, VmctlError
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
@@ -61,28 +65,31 @@ class _ConnectionRunner:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
-    _VALID_ARGS = frozenset(("vm", "step", "total", "log", "plan"))
+    _VALID_ARGS = frozenset(("vm", "step", "total", "log", "plan", "record"))
     _requires_connection = True
 
     def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         args = self._task.args
+        if args.get("record") is not None:  # bookkeeping, where the VM's store is (the task is delegated there)
+            result.update(self._execute_module(module_args=dict(args), task_vars=task_vars))
+            return result
         vm, step = args.get("vm"), args.get("step")
         if not vm or not isinstance(step, dict) or "type" not in step:
             return dict(result, failed=True, msg="vm_provision needs vm (a name) and step (a provision record from vmctl.core.vmfile)")
         log_path = args.get("log")
         plan, total = args.get("plan"), args.get("total")
         printer = _LinePrinter("[%s] " % vm)
-        manager = VmManager()
+        hypervisor = self._templar.template(task_vars.get("vmctl_hypervisor")) or "localhost"
         try:
-            if not log_path:
-                log_path = manager.get(vm).provision_log
-            if plan and step.get("step") == 1:  # the plan starts: the VM is unprovisioned until its last step passes
-                manager.record_provision(vm, plan, completed=False)
+            if not log_path and hypervisor != "localhost":  # the VM's work dir is there: keep the log here
+                log_path = paths.remote_provision_log(check_hypervisor(hypervisor), validate_name(vm))
+                paths.ensure_private_dir(os.path.dirname(log_path))
+            elif not log_path:
+                log_path = VmManager().get(vm).provision_log
             with provision.ProvisionLog(log_path) as log:
                 done = provision.run_step(_ConnectionRunner(self), vm, step, total=total, log=log, on_output=printer)
-            if plan and total is not None and step.get("step") == int(total):
-                manager.record_provision(vm, plan, completed=True)
         except VmctlError as err:
             printer.flush()
             msg = str(err)

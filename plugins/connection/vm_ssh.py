@@ -293,6 +293,7 @@ from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
+from ansible_collections.vmctl.core.plugins.plugin_utils import hypervisors
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import target as ssh
 from ansible_collections.vmctl.core.plugins.module_utils.errors import SshAuthFailed, SshTransferFailed, VmctlError
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.client import STDOUT, MuxClient
@@ -336,12 +337,18 @@ class Connection(ConnectionBase):
         if self._connected:
             return self
         data_dir = self.get_option("data_dir")
+        jump = self._jump()
+        login = dict(host=self.get_option("remote_addr"), port=self.get_option("port"), user=self.get_option("remote_user"),
+                     private_key_path=self.get_option("private_key_file"), known_hosts=self.get_option("known_hosts_file"))
         try:
+            if jump and not all(login.values()):  # e.g. a host added by the up playbook: ask its hypervisor's store
+                found = hypervisors.vm_login(hypervisors.Hypervisor(**jump), self.get_option("vmctl_vm_name"),
+                                             timeout=self.get_option("timeout"))
+                login = {key: login[key] or found[key.replace("_path", "")] for key in login}
+                login["cloud_init"] = found["cloud_init"]
             self._target, self._handle = ssh.resolve_target(
-                self.get_option("vmctl_vm_name"), host=self.get_option("remote_addr"), port=self.get_option("port"),
-                user=self.get_option("remote_user"), private_key_path=self.get_option("private_key_file"),
-                known_hosts=self.get_option("known_hosts_file"), guest_ip_timeout=self.get_option("wait_timeout"),
-                store=VmStore(os.path.join(data_dir, "vms.json")) if data_dir else None, jump=self._jump())
+                self.get_option("vmctl_vm_name"), guest_ip_timeout=self.get_option("wait_timeout"),
+                store=VmStore(os.path.join(data_dir, "vms.json")) if data_dir else None, jump=jump, **login)
             self._client = MuxClient(
                 self._target, control_dir=self.get_option("control_path_dir"), idle_timeout=self.get_option("idle_timeout"),
                 wait_timeout=self.get_option("wait_timeout"), attempt_timeout=self.get_option("timeout"),

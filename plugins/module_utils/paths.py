@@ -33,6 +33,11 @@ def vm_dir(name):
     return os.path.join(vms_dir(), name)
 
 
+def remote_provision_log(hypervisor, name):
+    """The controller's copy of the provision log of VM ``name`` on another ``hypervisor`` (both names checked)."""
+    return os.path.join(data_dir(), "hypervisors", hypervisor, name, VM_FILES["provision_log"])
+
+
 def ensure_private_dir(path):
     """Create ``path`` (and parents) with mode 0700 for the leaf; return it."""
     os.makedirs(path, mode=0o700, exist_ok=True)

@@ -40,12 +40,22 @@ options:
   plan:
     description:
       - The digest of the VM's whole provision plan (C(provision_digest) returned by M(vmctl.core.vmfile)).
-      - When set, step 1 records the plan in the store as started (the VM is unprovisioned), and the last step
-        (O(step) number equal to O(total)) records it as completed, so that C(vmctl.core.up) runs a plan that
-        never completed, and warns when a completed plan changed.
+      - With O(step), a failure then says that the VM is left unprovisioned.
+      - With O(record), the plan recorded in the store.
     type: str
+  record:
+    description:
+      - Instead of running a step, record O(plan) in the VM's store entry as V(started) (the VM is unprovisioned
+        until its plan completes) or V(completed), so that C(vmctl.core.up) runs a plan that never completed,
+        and warns when a completed plan changed.
+      - This runs where the VM's store is, as a module (delegate the task to the VM's hypervisor, or to
+        C(localhost)); the C(vmctl.core.provision) role records before the first step and after the last.
+    type: str
+    choices: [started, completed]
 notes:
-  - This runs as an action plugin on the controller, which must be the VM host.
+  - A step runs as an action plugin on the controller and reaches the VM through the task's connection, also for
+    a VM on another hypervisor (C(vmctl.core.vm_ssh) goes through the hypervisor). The provision log is then kept
+    on the controller, in C(hypervisors/<hypervisor>/<vm>/provision.log) under the data directory.
 extends_documentation_fragment:
   - vmctl.core.attributes
   - vmctl.core.attributes.action_group
@@ -53,13 +63,13 @@ requirements:
   - Python package C(paramiko) on the controller (the C(vmctl.core.vm_ssh) connection)
 attributes:
   check_mode:
-    description: Not supported; the step always runs.
-    support: none
+    description: Not supported for a step, which always runs; O(record) changes nothing in check mode.
+    support: partial
   diff_mode:
     description: Not supported.
     support: none
   action:
-    description: Runs on the controller and reaches the VM through the task's connection.
+    description: A step runs on the controller and reaches the VM through the task's connection; O(record) runs as a module.
     support: full
 seealso:
   - module: vmctl.core.vmfile
@@ -74,6 +84,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+provision:
+  description: The plan recorded in the store (O(record)), C(digest) and C(completed).
+  returned: success, with O(record)
+  type: dict
 step:
   description: The step number.
   returned: success
@@ -91,7 +105,47 @@ seconds:
   returned: success
   type: float
 log:
-  description: The provision log the output was appended to.
+  description: The provision log the output was appended to (O(record) - the VM's own, on its hypervisor).
   returned: always
   type: str
 """
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
+from ansible_collections.vmctl.core.plugins.module_utils.module import run_module
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            vm=dict(type="str", required=True),
+            step=dict(type="dict"),
+            total=dict(type="int"),
+            log=dict(type="path"),
+            plan=dict(type="str"),
+            record=dict(type="str", choices=["started", "completed"]),
+        ),
+        required_by={"record": "plan"},
+        mutually_exclusive=[("record", "step")],
+        required_one_of=[("record", "step")],
+        supports_check_mode=True,
+    )
+    run_module(module, _run)
+
+
+def _run(module):
+    p = module.params
+    if p["record"] is None:  # the action plugin runs steps; a module alone has no connection to the VM
+        module.fail_json(msg="vm_provision runs a step as an action plugin on the controller; as a module it only records a plan (record)")
+    manager = VmManager()
+    handle = manager.get(p["vm"])
+    wanted = {"digest": p["plan"], "completed": p["record"] == "completed"}
+    changed = handle.provision != wanted
+    if changed and not module.check_mode:
+        handle = manager.record_provision(p["vm"], p["plan"], completed=wanted["completed"])
+    return dict(changed=changed, provision=wanted, log=handle.provision_log)
+
+
+if __name__ == "__main__":
+    main()

@@ -171,7 +171,9 @@ def _run(module):
     if outcome.handle is not None and p["state"] in ("running", "restarted") and not module.check_mode:
         # the wait itself is the action plugin's, on the controller: its login is the session later tasks reuse
         if reconcile.ssh_wait_wanted(outcome.handle, p["wait_for_ssh"], p["wait_timeout"], p["stall_timeout"]):
-            result["wait_for_ssh"] = {"deadline": p["wait_timeout"], "stall": p["stall_timeout"]}
+            # the default deadline is worked out here, where the VM runs (TCG or KVM)
+            result["wait_for_ssh"] = {"deadline": p["wait_timeout"] or reconcile.default_deadline(outcome.handle),
+                                      "stall": p["stall_timeout"]}
     if module._diff:
         result["diff"] = outcome.diff
     return result

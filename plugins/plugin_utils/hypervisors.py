@@ -201,6 +201,23 @@ def read_view(hypervisor, live_state=True, timeout=30):
     return _checked(hypervisor, answer)
 
 
+def vm_login(hypervisor, name, timeout=30):
+    """``{host, port, user, private_key, known_hosts, cloud_init}`` to reach VM ``name`` through ``hypervisor`` (paths
+    on the hypervisor), read from its store with one command, re-checked as the inventory checks it."""
+    from ansible_collections.vmctl.core.plugins.module_utils.errors import VmNotFound
+    views, bad = read_view(hypervisor, live_state=False, timeout=timeout)
+    for view in views:
+        if view["name"] == name:
+            handle = view["handle"]
+            return {"host": view["host"], "port": view["port"], "user": handle.ssh_user,
+                    "private_key": handle.private_key_path, "known_hosts": handle.known_hosts,
+                    "cloud_init": bool(handle.cloud_init)}
+    if name in bad:
+        raise HypervisorError("VM %s on hypervisor %s: %s" % (name, hypervisor.name, bad[name]), name=name)
+    raise VmNotFound("VM %s is not in the store of hypervisor %s" % (name, hypervisor.name),
+                     hint="Create it there first (vmctl.core.up with hypervisor \"%s\")" % hypervisor.name, name=name)
+
+
 def read_views(hypervisors, live_state=True, timeout=30):
     """``[(hypervisor, views, bad, error)]`` in the given order, every hypervisor read at once."""
     if not hypervisors:

@@ -24,6 +24,8 @@ from test_inventory_vms import plain
 
 pytestmark = [pytest.mark.slow]
 
+HYPERVISOR_PYTHON = os.path.join(os.environ.get("VMCTL_HYPERVISOR_VENV", "/nonexistent"), "bin", "python")
+
 
 def _netns_works():
     probe = subprocess.run(["ip", "netns", "add", "vmctl-probe-%d" % os.getpid()], capture_output=True, check=False)
@@ -46,14 +48,26 @@ def hypervisors():
 
 
 def ansible_inventory(hvs):
-    """The hypervisors as ordinary Ansible hosts (ssh connection, their host keys checked)."""
+    """The hypervisors as ordinary Ansible hosts (ssh connection, their host keys checked), whose Python has only
+    the run-time packages of requirements-hypervisor.txt (no vmctl, no Ansible)."""
     hosts = {}
     for hv in hvs:
         hosts[hv.name] = {
             "ansible_host": hv.address, "ansible_user": hv.user, "ansible_ssh_private_key_file": hv.user_key,
-            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_python_interpreter": HYPERVISOR_PYTHON, "vmctl_known_hosts_file": hv.known_hosts,
             "ansible_ssh_common_args": "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes" % hv.known_hosts}
     return {"all": {"children": {"hypervisors": {"hosts": hosts}}}}
+
+
+def vmfile_playbook(hosts, name, vmfile, *extra, timeout=600):
+    """``ansible-playbook -i hosts vmctl.core.<name> -e vmfile=...`` with the default callback."""
+    return subprocess.run(["ansible-playbook", "-i", str(hosts), "vmctl.core.%s" % name, "-e", "vmfile=%s" % vmfile]
+                          + list(extra), capture_output=True, text=True, timeout=timeout, check=False,
+                          env=_env({"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default"}))
+
+
+def recap(output, *hosts):
+    return [line for line in output.split("PLAY RECAP")[-1].splitlines() if line.startswith(tuple(h + " " for h in hosts))]
 
 
 @pytest.fixture(scope="module")
@@ -257,8 +271,8 @@ def test_ansible_runs_copies_and_fetches_on_a_vm_through_its_hypervisor(hypervis
 def test_one_vmfile_places_vms_on_two_hypervisors_up_and_down(hypervisors, placed, test_images, tmp_path):
     """hypervisor "hv1"/"hv2" in one VMFile: up creates and starts each VM on its hypervisor (the image, vm and
     vm_state tasks delegated there over Ansible's ssh connection); a second up leaves both alone; the inventory
-    lists them with their hypervisors; down -e destroy=true removes them from both. A VM with provision steps on
-    another hypervisor is refused with a clear error (not supported yet), before anything is created."""
+    lists them with their hypervisors; down -e destroy=true removes them from both. A VM placed on a hypervisor the
+    inventory does not know is refused with a clear error, before anything is created."""
     hv1, hv2 = hypervisors
     shared = tempfile.mkdtemp(prefix="vmctl-hvdisk-")  # readable by the hypervisors' users (pytest's tmp is not)
     try:
@@ -276,9 +290,7 @@ def test_one_vmfile_places_vms_on_two_hypervisors_up_and_down(hypervisors, place
         hosts.write_text(yaml.safe_dump(ansible_inventory(hypervisors)))
 
         def playbook(name, *extra):
-            return subprocess.run(["ansible-playbook", "-i", str(hosts), "vmctl.core.%s" % name, "-e", "vmfile=%s" % vmfile]
-                                  + list(extra), capture_output=True, text=True, timeout=600, check=False,
-                                  env=_env({"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default"}))
+            return vmfile_playbook(hosts, name, vmfile, *extra)
 
         up = playbook("up")
         assert up.returncode == 0, up.stdout[-5000:] + up.stderr[-2000:]
@@ -286,8 +298,8 @@ def test_one_vmfile_places_vms_on_two_hypervisors_up_and_down(hypervisors, place
             assert hv.run(["pgrep", "-f", "-u", hv.user, "qemu-system-x86_64 -name %s" % name]).returncode == 0, name
         again = playbook("up")
         assert again.returncode == 0, again.stdout[-3000:]
-        recap = [line for line in again.stdout.split("PLAY RECAP")[-1].splitlines() if line.startswith(("t1 ", "t2 "))]
-        assert len(recap) == 2 and all(" changed=0 " in line for line in recap), again.stdout.split("PLAY RECAP")[-1]
+        lines = recap(again.stdout, "t1", "t2")
+        assert len(lines) == 2 and all(" changed=0 " in line for line in lines), again.stdout.split("PLAY RECAP")[-1]
         source = inventory_source(tmp_path / "fleet.vmctl.yml", [hv1.mapping(), hv2.mapping()], states=["running"])
         proc, data = listing(source)
         assert proc.returncode == 0, proc.stderr
@@ -303,10 +315,79 @@ def test_one_vmfile_places_vms_on_two_hypervisors_up_and_down(hypervisors, place
         assert not {"t1", "t2"} & set(data["_meta"]["hostvars"])
 
         vmfile.write_text(vm % ("t3", disk, "hv1", tiny["kernel"], tiny["initrd"])
-                          + 'vm "t3b" {\n  image "%s"\n  hypervisor "hv1"\n  provision "shell" { inline "true" }\n}\n' % disk)
+                          + vm % ("t3b", disk, "hv9", tiny["kernel"], tiny["initrd"]))
         refused = playbook("up")
         assert refused.returncode != 0
-        assert "t3b: it is placed on hypervisor hv1 and has provision steps" in refused.stdout, refused.stdout[-3000:]
+        assert "t3b: it is placed on hypervisor hv9, which is not in the inventory" in refused.stdout, refused.stdout[-3000:]
         assert not os.path.exists(os.path.join(hv1.data_dir, "vms", "t3"))
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+DEBIAN_ON_HV2 = """vm "deb2" {
+    image "%(image)s"
+    memory 768
+    vcpus 1
+    hypervisor "hv2"
+    cloud-init { }
+    ssh { user "u"; }
+    provision "shell" { inline "echo provisioned-on-$(hostname) as $(id -un) | tee /tmp/provisioned"; }
+    provision "file" { source "payload.txt"; destination "/tmp/payload.txt"; }
+}
+"""
+
+
+@pytest.mark.guest
+def test_a_debian_vm_on_hv2_is_provisioned_copied_to_and_fetched_from_through_hv2(hypervisors, test_images, tmp_path):
+    """The real Debian guest, placed on hv2 by its VMFile: up creates it there (QEMU runs in hv2's namespace as
+    hv2's user), waits for SSH and cloud-init through hv2, and runs a shell and a file provision step through hv2;
+    the plan's progress is in hv2's store and the log on this host. A second up leaves it alone. Then the vms
+    inventory lists it and a playbook runs a command, a copy and a fetch on it; down -e destroy=true removes it."""
+    hv1, hv2 = hypervisors
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "payload.txt").write_text("from the controller\n")
+    vmfile = project / "VMFile.kdl"
+    vmfile.write_text(DEBIAN_ON_HV2 % {"image": test_images["debian"]["path"]})
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(yaml.safe_dump(ansible_inventory(hypervisors)))
+    try:
+        up = vmfile_playbook(hosts, "up", vmfile, timeout=1200)
+        assert up.returncode == 0, up.stdout[-6000:] + up.stderr[-2000:]
+        assert "[deb2] provisioned-on-deb2 as u" in up.stdout, up.stdout[-4000:]  # streamed as it ran
+        assert hv2.run(["pgrep", "-f", "-u", hv2.user, "qemu-system-x86_64 -name deb2"]).returncode == 0
+        assert not os.path.exists(os.path.join(hv1.data_dir, "vms", "deb2"))
+        with open(os.path.join(hv2.data_dir, "vms.json")) as f:
+            record = json.load(f)["vms"]["deb2"]
+        assert record["provision"]["completed"] is True, record.get("provision")
+        log = os.path.join(os.environ["XDG_DATA_HOME"], "vmctl", "hypervisors", "hv2", "deb2", "provision.log")
+        assert "provisioned-on-deb2 as u" in open(log).read()
+
+        again = vmfile_playbook(hosts, "up", vmfile)
+        assert again.returncode == 0, again.stdout[-4000:]
+        lines = recap(again.stdout, "deb2")
+        assert len(lines) == 1 and " changed=0 " in lines[0], again.stdout.split("PLAY RECAP")[-1]
+
+        source = inventory_source(tmp_path / "fleet.vmctl.yml", [hv1.mapping(python=HYPERVISOR_PYTHON),
+                                                                 hv2.mapping(python=HYPERVISOR_PYTHON)])
+        play = [{"hosts": "deb2", "gather_facts": False, "tasks": [
+            {"name": "who", "ansible.builtin.command": "id -un", "register": "who", "changed_when": False},
+            {"name": "provisioned", "ansible.builtin.command": "cat /tmp/provisioned /tmp/payload.txt",
+             "register": "seen", "changed_when": False},
+            {"name": "copy", "ansible.builtin.copy": {"content": "copied through hv2\n", "dest": "/tmp/copied.txt"}},
+            {"name": "fetch", "ansible.builtin.fetch": {"src": "/tmp/copied.txt", "dest": str(tmp_path / "back.txt"),
+                                                        "flat": True}},
+            {"name": "show", "ansible.builtin.debug": {"msg": "USER={{ who.stdout }} SEEN={{ seen.stdout_lines }}"}},
+        ]}]
+        playbook = tmp_path / "on-deb2.yml"
+        playbook.write_text(yaml.safe_dump(play, sort_keys=False))
+        proc = subprocess.run(["ansible-playbook", "-i", str(source), str(playbook)], capture_output=True, text=True,
+                              env=_env(None), timeout=300, check=False)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        assert "USER=u SEEN=['provisioned-on-deb2 as u', 'from the controller']" in proc.stdout, proc.stdout[-3000:]
+        assert (tmp_path / "back.txt").read_text() == "copied through hv2\n"
+    finally:
+        down = vmfile_playbook(hosts, "down", vmfile, "-e", "destroy=true")
+    assert down.returncode == 0, down.stdout[-4000:] + down.stderr[-2000:]
+    assert hv2.run(["pgrep", "-f", "-u", hv2.user, "qemu-system-x86_64 -name deb2"]).returncode != 0
+    assert not os.path.exists(os.path.join(hv2.data_dir, "vms", "deb2"))

@@ -20,10 +20,10 @@ import select
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils.checks import check_wait_limits
+from ansible_collections.vmctl.core.plugins.module_utils.reconcile import DEFAULT_DEADLINE, default_deadline
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, InvalidState, SshWaitTimeout, WaitStalled
 
 DEFAULT_STALL = 120  # seconds without any sign of progress
-DEFAULT_DEADLINE = {"tcg": 600, "kvm": 300}  # Lima waits up to 10 minutes, Vagrant 5
 PROGRESS_INTERVAL = 10
 ATTEMPT_TIMEOUT = 10
 RETRY_INTERVAL = 1.0
@@ -42,19 +42,6 @@ CLOUD_INIT_WAIT = (
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def default_deadline(handle):
-    """The overall deadline for a VM: 10 minutes under emulation (TCG), 5 with hardware acceleration."""
-    if handle.backend == "propolis":
-        return DEFAULT_DEADLINE["kvm"]
-    if handle.backend != "qemu":
-        return DEFAULT_DEADLINE["tcg"]
-    from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import resolve_accel
-    try:
-        return DEFAULT_DEADLINE[resolve_accel(handle.accel)]
-    except Exception:  # an unusable accel setting fails at start, not here
-        return DEFAULT_DEADLINE["tcg"]
 
 
 def console_lines(path, count=5, max_bytes=16384):
@@ -101,6 +88,9 @@ class ReadinessWait:
         self.attempt_timeout = attempt_timeout
         self.deadline_setting = deadline_setting  # how to raise the deadline, with %d for a suggestion (default: up's)
         self.stall = stall or DEFAULT_STALL
+        # A VM on another hypervisor has its console there: with nothing to watch but the SSH phases (the forward
+        # takes the TCP connection at once, then nothing changes until sshd answers), only the deadline applies.
+        self.watch_stall = not (handle is None and target is not None and target.jump)
         self.on_progress = on_progress
         self.interval = interval
         self.target = target
@@ -136,7 +126,7 @@ class ReadinessWait:
             self._check_running()
         if now - self.begin >= self.deadline:
             raise self._failure("not ready within the deadline of %d s" % self.deadline, deadline=True)
-        if now - self.last_change >= self.stall:
+        if self.watch_stall and now - self.last_change >= self.stall:
             raise self._failure("stalled: no sign of progress for %d s (the stall window)" % self.stall, deadline=False)
         if self.on_progress is not None and now - self.last_report >= self.interval:
             self.last_report = now

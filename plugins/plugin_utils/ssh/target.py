@@ -150,11 +150,12 @@ def target_for(handle, host=None, port=None, user=None, private_key_path=None, k
 
 
 def resolve_target(vm_name, host=None, port=None, user=None, private_key_path=None, known_hosts=None, store=None,
-                   guest_ip_timeout=0, jump=None):
+                   guest_ip_timeout=0, jump=None, cloud_init=False):
     """``(target, handle)`` for the VM called ``vm_name`` in the store; given settings override the handle's.
 
     A name that is not in the store still works when the settings are complete (handle is then None). With
-    ``jump`` (the VM's hypervisor) the local store is not read: the VM and its files are on that host.
+    ``jump`` (the VM's hypervisor) the local store is not read: the VM and its files are on that host, and
+    ``cloud_init`` says whether the readiness wait also waits for cloud-init there.
     """
     from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
     from ansible_collections.vmctl.core.plugins.module_utils.checks import NAME_RE
@@ -165,7 +166,7 @@ def resolve_target(vm_name, host=None, port=None, user=None, private_key_path=No
                                    hint="List the VM with the vms inventory (hypervisors option), which sets them",
                                    name=vm_name)
         return SshTarget(vm=vm_name, host=host, port=port, user=user, private_key_path=private_key_path,
-                         known_hosts=known_hosts, jump=jump), None
+                         known_hosts=known_hosts, jump=jump, cloud_init=cloud_init), None
     store = store or VmStore()
     handle = store.find(vm_name) if isinstance(vm_name, str) and NAME_RE.fullmatch(vm_name) else None
     if handle is not None:
