@@ -172,22 +172,6 @@ def ensure_state(manager, name, state, stop_timeout=30, check_mode=False):
     return Outcome(handle, True, actions, diff)
 
 
-DEFAULT_DEADLINE = {"tcg": 600, "kvm": 300}  # seconds for the SSH wait; Lima waits up to 10 minutes, Vagrant 5
-
-
-def default_deadline(handle):
-    """The overall deadline for a VM: 10 minutes under emulation (TCG), 5 with hardware acceleration."""
-    if handle.backend == "propolis":
-        return DEFAULT_DEADLINE["kvm"]
-    if handle.backend != "qemu":
-        return DEFAULT_DEADLINE["tcg"]
-    from ansible_collections.vmctl.core.plugins.module_utils.backends.qemu.backend import resolve_accel
-    try:
-        return DEFAULT_DEADLINE[resolve_accel(handle.accel)]
-    except Exception:  # an unusable accel setting fails at start, not here
-        return DEFAULT_DEADLINE["tcg"]
-
-
 def ssh_wait_wanted(handle, wanted=None, deadline=None, stall=None):
     """Whether to wait for the VM to accept SSH (and finish cloud-init) after a start; the limits are checked.
 

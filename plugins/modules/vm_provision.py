@@ -28,9 +28,11 @@ options:
     type: str
     required: true
   step:
-    description: One element of C(provisions) returned by M(vmctl.core.vmfile) - C(step), C(type), and C(inline), C(script) or C(source) and C(destination).
+    description:
+      - One element of C(provisions) returned by M(vmctl.core.vmfile) - C(step), C(type), and C(inline), C(script) or
+        C(source) and C(destination).
+      - Either this or O(record) is required.
     type: dict
-    required: true
   total:
     description: Number of steps, for the log's C(step N/M) headers.
     type: int
@@ -63,8 +65,9 @@ requirements:
   - Python package C(paramiko) on the controller (the C(vmctl.core.vm_ssh) connection)
 attributes:
   check_mode:
-    description: Not supported for a step, which always runs; O(record) changes nothing in check mode.
+    description: Supported for O(record), which changes nothing in check mode.
     support: partial
+    details: A step always runs, also in check mode.
   diff_mode:
     description: Not supported.
     support: none

@@ -172,7 +172,7 @@ def _run(module):
         # the wait itself is the action plugin's, on the controller: its login is the session later tasks reuse
         if reconcile.ssh_wait_wanted(outcome.handle, p["wait_for_ssh"], p["wait_timeout"], p["stall_timeout"]):
             # the default deadline is worked out here, where the VM runs (TCG or KVM)
-            result["wait_for_ssh"] = {"deadline": p["wait_timeout"] or reconcile.default_deadline(outcome.handle),
+            result["wait_for_ssh"] = {"deadline": p["wait_timeout"] or manager.backend(outcome.handle).ssh_deadline(outcome.handle),
                                       "stall": p["stall_timeout"]}
     if module._diff:
         result["diff"] = outcome.diff

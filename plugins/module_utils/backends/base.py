@@ -18,6 +18,9 @@ from ansible_collections.vmctl.core.plugins.module_utils.errors import ConsoleFa
 from ansible_collections.vmctl.core.plugins.module_utils.model import VmState
 from ansible_collections.vmctl.core.plugins.module_utils.store import atomic_write
 
+# The SSH wait's default deadline, in seconds, by how the guest's CPU runs: Lima waits up to 10 minutes, Vagrant 5.
+SSH_DEADLINE = {"tcg": 600, "kvm": 300}
+
 # kind: "unix" (path), "websocket" (url) or "none"
 ConsoleEndpoint = collections.namedtuple("ConsoleEndpoint", "kind address")
 
@@ -85,6 +88,10 @@ class Backend:
     def pid(self, handle):
         """The VM's live process id, as far as this backend knows one (the stored one by default)."""
         return handle.pid
+
+    def ssh_deadline(self, handle):
+        """The default deadline of the SSH wait for this VM (an emulated CPU's, unless the backend knows better)."""
+        return SSH_DEADLINE["tcg"]
 
     def alive(self, handle):
         """Whether the VM still runs, as cheaply as the backend can tell (a wait asks every few seconds)."""

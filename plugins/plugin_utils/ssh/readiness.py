@@ -20,7 +20,7 @@ import select
 import time
 
 from ansible_collections.vmctl.core.plugins.module_utils.checks import check_wait_limits
-from ansible_collections.vmctl.core.plugins.module_utils.reconcile import DEFAULT_DEADLINE, default_deadline
+from ansible_collections.vmctl.core.plugins.module_utils.backends.base import SSH_DEADLINE as DEFAULT_DEADLINE
 from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, InvalidState, SshWaitTimeout, WaitStalled
 
 DEFAULT_STALL = 120  # seconds without any sign of progress
@@ -67,6 +67,12 @@ def _size(path):
         return os.stat(path).st_size
     except (OSError, TypeError):
         return 0
+
+
+def default_deadline(handle):
+    """The overall deadline for a VM: 10 minutes under emulation (TCG), 5 with hardware acceleration."""
+    from ansible_collections.vmctl.core.plugins.module_utils.backends.router import backend_for
+    return backend_for(handle.backend).ssh_deadline(handle)
 
 
 class ReadinessWait:

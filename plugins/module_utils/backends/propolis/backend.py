@@ -29,7 +29,7 @@ import uuid
 from ansible_collections.vmctl.core.plugins.module_utils import paths
 from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import websocket
-from ansible_collections.vmctl.core.plugins.module_utils.backends.base import Backend, ConsoleEndpoint, prepare_cloud_init
+from ansible_collections.vmctl.core.plugins.module_utils.backends.base import SSH_DEADLINE, Backend, ConsoleEndpoint, prepare_cloud_init
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     IllumosCommandFailed, InvalidSpec, IoFailed, IpDiscoveryTimeout, PropolisApiError, PropolisCreateFailed, PropolisError,
     PropolisForeignVm, PropolisNoNetwork, PropolisNoSettings, PropolisTimeout, PropolisUnreachable, PropolisUnsupported,
@@ -402,6 +402,10 @@ class PropolisBackend(Backend):
         paths.remove_vm_dir(handle.work_dir, handle.name)
         if os.path.lexists(handle.work_dir):
             raise IoFailed("VM %s: could not remove %s" % (handle.name, handle.work_dir))
+
+    def ssh_deadline(self, handle):
+        """bhyve guests run on the hardware: the shorter deadline."""
+        return SSH_DEADLINE["kvm"]
 
     def state(self, handle):
         try:

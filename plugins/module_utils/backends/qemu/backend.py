@@ -31,7 +31,7 @@ from ansible_collections.vmctl.core.plugins.module_utils.guest import network_co
 from ansible_collections.vmctl.core.plugins.module_utils.guest import host_keys
 from ansible_collections.vmctl.core.plugins.module_utils.images import qemu_img
 from ansible_collections.vmctl.core.plugins.module_utils.backends.base import (
-    Backend, ConsoleEndpoint, prepare_cloud_init, write_known_hosts,
+    SSH_DEADLINE, Backend, ConsoleEndpoint, prepare_cloud_init, write_known_hosts,
 )
 from ansible_collections.vmctl.core.plugins.module_utils.errors import (
     InvalidAccel, InvalidSpec, InvalidState, IoFailed, IpDiscoveryTimeout, MonitorNotAnswering, PortInUse, QmpError,
@@ -473,6 +473,13 @@ class QemuBackend(Backend):
     def alive(self, handle):
         """QEMU runs (its proven pid; no monitor round trip): a guest that powers off ends QEMU."""
         return self._process(handle).pid() is not None
+
+    def ssh_deadline(self, handle):
+        """10 minutes under emulation (TCG), 5 with KVM: decided here, where the VM runs."""
+        try:
+            return SSH_DEADLINE[resolve_accel(handle.accel)]
+        except Exception:  # an unusable accel setting fails at start, not here
+            return SSH_DEADLINE["tcg"]
 
     def state(self, handle):
         """The live state; raises MonitorNotAnswering for a live QEMU whose monitor fails."""
