@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.vmctl.core.plugins.module_utils.errors import UnsafePath
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, UnsafePath
 
 
 def data_dir():
@@ -100,9 +100,25 @@ def _private_dir_nofollow(path):
     return path
 
 
+# A UNIX socket's path must fit sockaddr_un.sun_path (108 bytes with its NUL): QEMU's sockets are in the VM's folder.
+MAX_SOCKET_PATH = 107
+
+
+def check_socket_room(work_dir):
+    """Refuse a VM folder too deep for its sockets (QEMU would fail to start with "UNIX socket path is too long")."""
+    longest = max((name for name in VM_FILES.values() if name.endswith(".sock")), key=len)
+    path = os.path.join(work_dir, longest)
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise InvalidSpec("the VM's folder %s is too deep for its sockets: %s is %d bytes, and a UNIX socket path "
+                          "holds at most %d" % (work_dir, path, len(os.fsencode(path)), MAX_SOCKET_PATH),
+                          hint="Use a shorter VM name, or a data directory with a shorter path (XDG_DATA_HOME)",
+                          path=path)
+
+
 def make_vm_dir(work_dir):
     """Create ``<data_dir>/vms/<name>`` (0700) refusing symlinks at every level below the data dir, and
     refusing a VM file inside that is a symlink; returns ``work_dir``."""
+    check_socket_room(work_dir)
     vms = os.path.dirname(work_dir)
     os.makedirs(os.path.dirname(vms), mode=0o700, exist_ok=True)  # the data dir itself may be a link (a moved home)
     _private_dir_nofollow(vms)

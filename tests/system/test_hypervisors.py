@@ -324,6 +324,43 @@ def test_one_vmfile_places_vms_on_two_hypervisors_up_and_down(hypervisors, place
         shutil.rmtree(shared, ignore_errors=True)
 
 
+def test_with_hv1_unreachable_its_vm_fails_naming_it_and_hv2s_comes_up(hypervisors, test_images, tmp_path):
+    """Bad input: hv1's sshd is down. up fails t1 with an error naming hv1 (not a bare "unreachable" that drops the
+    VM from the play), and t2 on hv2 still comes up; once hv1 answers again, up converges and down removes both."""
+    hv1, hv2 = hypervisors
+    shared = tempfile.mkdtemp(prefix="vmctl-hvdisk-")
+    try:
+        os.chmod(shared, 0o755)
+        disk = os.path.join(shared, "tiny.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
+        os.chmod(disk, 0o644)
+        tiny = test_images["tiny"]
+        vm = ('vm "%s" {\n  image "%s"\n  memory 256\n  hypervisor "%s"\n  kernel "%s" {\n    initrd "%s"\n'
+              '    append "console=ttyS0"\n  }\n}\n')
+        vmfile = tmp_path / "VMFile.kdl"
+        vmfile.write_text("".join(vm % (name, disk, hv, tiny["kernel"], tiny["initrd"]) for name, hv in (("u1", "hv1"), ("u2", "hv2"))))
+        hosts = tmp_path / "hosts.yml"
+        hosts.write_text(yaml.safe_dump(ansible_inventory(hypervisors)))
+        hv1.stop_sshd()
+        try:
+            up = vmfile_playbook(hosts, "up", vmfile)
+        finally:
+            hv1.start_sshd()
+        assert up.returncode != 0
+        assert "u1: FAILED - u1: its hypervisor hv1 is unreachable" in up.stdout, up.stdout[-4000:]
+        assert '"msg": "u2: ok"' in up.stdout, up.stdout[-4000:]
+        assert hv2.run(["pgrep", "-f", "-u", hv2.user, "qemu-system-x86_64 -name u2"]).returncode == 0
+        again = vmfile_playbook(hosts, "up", vmfile)
+        assert again.returncode == 0, again.stdout[-4000:]
+        assert hv1.run(["pgrep", "-f", "-u", hv1.user, "qemu-system-x86_64 -name u1"]).returncode == 0
+        down = vmfile_playbook(hosts, "down", vmfile, "-e", "destroy=true")
+        assert down.returncode == 0, down.stdout[-4000:]
+        for name, hv in (("u1", hv1), ("u2", hv2)):
+            assert not os.path.exists(os.path.join(hv.data_dir, "vms", name))
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
 DEBIAN_ON_HV2 = """vm "deb2" {
     image "%(image)s"
     memory 768

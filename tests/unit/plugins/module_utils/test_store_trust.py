@@ -212,3 +212,16 @@ def test_vm_state_absent_destroys_a_vm_with_a_bad_record_from_its_name(tmp_path)
     assert done.changed and not os.path.exists(handle.work_dir) and VmManager().find("broken") is None
     assert_untouched(decoy)
     assert not reconcile.ensure_absent(VmManager(), "broken").changed
+
+
+def test_a_vm_folder_too_deep_for_its_sockets_is_refused_before_anything_is_made(tmp_path, monkeypatch):
+    """Bad input: a data directory so deep that <vms>/<name>/console.sock passes the 107 bytes of a UNIX socket path.
+    create says so (the path, its length, the hint to shorten the name or XDG_DATA_HOME), and nothing is made."""
+    deep = tmp_path / ("d" * (100 - len(str(tmp_path))))
+    monkeypatch.setenv("XDG_DATA_HOME", str(deep))
+    with pytest.raises(VmctlError) as exc:
+        make_vm(tmp_path, "a-rather-long-vm-name")
+    assert exc.value.code == "vmctl.vm.invalid_spec" and "too deep for its sockets" in exc.value.message
+    assert "console.sock" in exc.value.message and "XDG_DATA_HOME" in exc.value.hint
+    assert VmManager().find("a-rather-long-vm-name") is None
+    assert not os.path.exists(os.path.join(data_dir(), "vms", "a-rather-long-vm-name"))
