@@ -137,9 +137,10 @@ examples:
   vmctl ssh myvm -- uname -a
   vmctl ssh web --inventory fleet.vmctl.yml -- hostname    # a VM on another hypervisor, through it
 
-With --inventory, NAME is looked up in the stores of that vms inventory file's hypervisors (localhost and
-mappings, as ansible-inventory reads them); a VM on another hypervisor is reached through it (ProxyJump), the
-hypervisor's host key checked against its known_hosts_file and the VM's against its pins, copied from there.
+With --inventory, NAME is looked up in the stores of that vms inventory file's hypervisors (localhost
+and mappings, parsed as the vms inventory parses them). A VM on another hypervisor is reached through
+it (ProxyJump): the hypervisor's host key is checked against its known_hosts_file, the VM's against
+its pins, copied from the hypervisor with its key (see vmctl ssh-config --help).
 """)
 def _ssh_args(p):
     p.add_argument("name", metavar="NAME", nargs="?", help="VM name (default: the only VM of the VMFile)")
