@@ -292,6 +292,9 @@ def ready_session(target, deadline=None, stall=None, on_progress=None, store_pat
     """
     from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
     from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
+    if target.jump:  # a VM on another hypervisor: its record and its console are there; the target says it all
+        wait = ReadinessWait(None, deadline=deadline, stall=stall, on_progress=on_progress, target=target)
+        return wait.session(), wait.elapsed()
     manager = VmManager(VmStore(store_path) if store_path else None)
     handle = manager.get(target.vm)
     wait = ReadinessWait(handle, deadline=deadline, stall=stall, on_progress=on_progress, target=target,
