@@ -121,7 +121,7 @@ from ansible.plugins.loader import connection_loader
 from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
-from ansible_collections.vmctl.core.plugins.plugin_utils.hypervisors import HYPERVISOR_KEYS, LOCAL, Hypervisor
+from ansible_collections.vmctl.core.plugins.plugin_utils.hypervisors import LOCAL, Hypervisor, from_entry
 from ansible_collections.vmctl.core.plugins.plugin_utils.inventory import CONNECTION, vm_records
 
 
@@ -174,18 +174,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         """The O(hypervisors) as Hypervisor objects, names looked up in the inventory read so far."""
         found = []
         for entry in self.get_option("hypervisors") or [LOCAL]:
-            if isinstance(entry, dict):
-                unknown = sorted(set(entry) - set(HYPERVISOR_KEYS))
-                if unknown or not isinstance(entry.get("name"), str):
-                    raise AnsibleParserError("vmctl.core.vms: a hypervisor mapping needs a name and knows only %s; got %s"
-                                             % (", ".join(HYPERVISOR_KEYS), ", ".join(unknown) or "no name"))
-                found.append(Hypervisor(**entry))
-            elif entry == LOCAL:
-                found.append(Hypervisor(LOCAL, data_dir=data_dir))
-            elif isinstance(entry, str):
-                found.extend(self._inventory_hypervisors(entry))
-            else:
-                raise AnsibleParserError("vmctl.core.vms: a hypervisor is a name or a mapping, not %r" % (entry,))
+            try:
+                hypervisor = from_entry(entry, data_dir)
+            except VmctlError as err:
+                raise AnsibleParserError("vmctl.core.vms: %s" % err)
+            found.extend([hypervisor] if hypervisor else self._inventory_hypervisors(entry))
         return found
 
     def _inventory_hypervisors(self, name):

@@ -22,7 +22,7 @@ import shlex
 import zipfile
 
 from ansible_collections.vmctl.core.plugins.module_utils import hypervisor_view
-from ansible_collections.vmctl.core.plugins.module_utils.errors import VmctlError
+from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidSpec, VmctlError
 from ansible_collections.vmctl.core.plugins.module_utils.manager import VmManager
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore, record_handle
 from ansible_collections.vmctl.core.plugins.module_utils.checks import validate_name
@@ -83,6 +83,23 @@ class Hypervisor:
                 "ansible_vmctl_hypervisor_user": self.user,
                 "ansible_vmctl_hypervisor_private_key_file": self.private_key_file,
                 "ansible_vmctl_hypervisor_known_hosts_file": self.known_hosts_file}
+
+
+def from_entry(entry, data_dir=None):
+    """The Hypervisor of one element of the ``vms`` inventory's ``hypervisors`` option that is ``localhost`` (this
+    host's store, under ``data_dir``) or a mapping; ``None`` for a name of another inventory source (the plugin looks
+    those up in the inventory read so far). InvalidSpec for anything else."""
+    if isinstance(entry, dict):
+        unknown = sorted(set(entry) - set(HYPERVISOR_KEYS))
+        if unknown or not isinstance(entry.get("name"), str):
+            raise InvalidSpec("a hypervisor mapping needs a name and knows only %s; got %s"
+                              % (", ".join(HYPERVISOR_KEYS), ", ".join(unknown) or "no name"))
+        return Hypervisor(**entry)
+    if entry == LOCAL:
+        return Hypervisor(LOCAL, data_dir=data_dir)
+    if isinstance(entry, str):
+        return None
+    raise InvalidSpec("a hypervisor is a name or a mapping, not %r" % (entry,))
 
 
 def payload():

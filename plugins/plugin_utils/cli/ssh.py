@@ -43,7 +43,13 @@ def cmd_ssh(args):
         checks.validate_login_user(args.user)  # it reaches ssh's argv: never an option
     name = args.name or args.name_option or _vm_from_vmfile(args.file)
     manager = vm_manager()
-    handle = manager.get(name)
+    handle = None
+    if args.inventory:
+        located = _locate(args.inventory, [name])[0]
+        if not located.local:
+            return _ssh_through_hypervisor(args, located)
+        handle = located.handle
+    handle = handle or manager.get(name)
     ssh.require_running(handle)
     key = args.key or handle.private_key_path or next(
         (k for k in (os.path.expanduser(p) for p in DEFAULT_KEYS) if os.path.isfile(k)), None)
@@ -64,6 +70,39 @@ def cmd_ssh(args):
     sys.stderr.flush()
     os.execv(argv[0], argv)
     return EXIT_FAILED  # not reached
+
+
+def _locate(inventory_path, names):
+    from ansible_collections.vmctl.core.plugins.plugin_utils import remote_vms
+    return remote_vms.locate(remote_vms.read_inventory(inventory_path), names)
+
+
+def _ssh_through_hypervisor(args, located):
+    """The system ssh with a config file (in the VM's cache folder) of the hypervisor's stanza and the VM's, ProxyJump."""
+    from ansible_collections.vmctl.core.plugins.module_utils.proc import find_tool
+    from ansible_collections.vmctl.core.plugins.plugin_utils import remote_vms
+    located.require_running()
+    if args.wait > 0:  # the readiness wait of vmctl up, through the hypervisor
+        from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import readiness
+        readiness.login(located.target(), args.wait, on_progress=note).close()
+    files = remote_vms.fetch_logins([located])[located.name]
+    _require_pins(located, files["known_hosts"])
+    text = _remote_config([located], {located.name: dict(files, private_key=args.key or files["private_key"])}, args.user)
+    config = remote_vms.write_private(os.path.join(located.cache_dir(), "ssh_config"), text.encode("utf-8"))
+    argv = [find_tool("ssh"), "-F", config, "--", located.name] + args.remote_command
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+    return EXIT_FAILED  # not reached
+
+
+def _require_pins(located, known_hosts):
+    from ansible_collections.vmctl.core.plugins.module_utils.guest import host_keys
+    if not host_keys.pinned_keys(known_hosts):
+        raise errors.HostKeyUnknown(
+            "VM %s on hypervisor %s: no host key pinned in its known_hosts there yet" % (located.name, located.hypervisor.name),
+            hint="Wait for it to finish booting (vmctl ssh --wait SECONDS), or reach it once with vmctl.core.vm_ssh",
+            name=located.name)
 
 
 def _host_key_checking(target):
@@ -96,6 +135,12 @@ examples:
   vmctl ssh myvm
   vmctl ssh myvm --user root --key ~/.ssh/special_key
   vmctl ssh myvm -- uname -a
+  vmctl ssh web --inventory fleet.vmctl.yml -- hostname    # a VM on another hypervisor, through it
+
+With --inventory, NAME is looked up in the stores of that vms inventory file's hypervisors (localhost
+and mappings, parsed as the vms inventory parses them). A VM on another hypervisor is reached through
+it (ProxyJump): the hypervisor's host key is checked against its known_hosts_file, the VM's against
+its pins, copied from the hypervisor with its key (see vmctl ssh-config --help).
 """)
 def _ssh_args(p):
     p.add_argument("name", metavar="NAME", nargs="?", help="VM name (default: the only VM of the VMFile)")
@@ -105,7 +150,14 @@ def _ssh_args(p):
     p.add_argument("--file", metavar="PATH", help="VMFile to find NAME in (default ./VMFile.kdl)")
     p.add_argument("--wait", type=int, default=30, metavar="SECONDS",
                    help="wait this long for the guest to accept SSH and finish cloud-init (default 30; 0: do not wait)")
+    _inventory_arg(p)
     return cmd_ssh
+
+
+def _inventory_arg(p):
+    p.add_argument("-i", "--inventory", metavar="FILE",
+                   help="a vms inventory file (plugin: vmctl.core.vms): find VMs in the stores of its hypervisors "
+                        "(localhost and mappings of its hypervisors option) and reach those on other hosts through them")
 
 
 # --- ssh-config ----------------------------------------------------------------------------------------
@@ -115,46 +167,129 @@ def _ssh_args(p):
 _UNSAFE_PATH = re.compile(r'["\\$\x00-\x1f\x7f]')
 
 
-def config_path(path, what, vm):
+def config_path(path, what, vm, hypervisor=None):
     """``path`` as an ssh_config value: absolute, quoted, nothing that could end the value or expand."""
     if not isinstance(path, str) or not os.path.isabs(path) or _UNSAFE_PATH.search(path):
-        raise InvalidSpec("VM %s: its %s path %r cannot go into an ssh_config file" % (vm, what, path),
-                          hint="It must be absolute, without '\"', '\\', '$' or control characters; "
-                               "check the VM's record (vmctl status %s)" % vm, name=vm, path=path)
+        where = "check the hypervisor's mapping in the inventory file" if hypervisor else \
+            "check the VM's record (vmctl status %s)" % vm
+        raise InvalidSpec("%s %s: its %s path %r cannot go into an ssh_config file" % (
+            "hypervisor" if hypervisor else "VM", hypervisor or vm, what, path),
+            hint="It must be absolute, without '\"', '\\', '$' or control characters; " + where, name=vm, path=path)
     return '"%s"' % path.replace("%", "%%")
 
 
-def stanza(name, host, port, user, identity_file, known_hosts):
-    """The ``Host`` stanza of one VM, as text; every value is validated or quoted."""
+def stanza(name, host, port, user, identity_file, known_hosts, proxy_jump=None):
+    """The ``Host`` stanza of one VM, as text; every value is validated or quoted. With ``proxy_jump`` (the alias of
+    its hypervisor's stanza) the address is on that host."""
     checks.validate_name(name)
-    checks.validate_login_user(user)
     host = str(ipaddress.ip_address(host))  # an address from the store or a lease, never an option
-    port = checks.whole_number("SSH port of VM %s" % name, port, 1, 65535)
-    lines = ["Host %s" % name, "  HostName %s" % host, "  Port %d" % port, "  User %s" % user]
+    extra = ["  ProxyJump %s" % checks.check_hypervisor(proxy_jump)] if proxy_jump else []
+    return _stanza(name, None, host, port, user, identity_file, known_hosts, extra)
+
+
+def hypervisor_stanza(hypervisor):
+    """The ``Host`` stanza of a hypervisor, named after it, for its VMs' ProxyJump: its own key and known_hosts."""
+    name = checks.check_hypervisor(hypervisor.name)
+    try:
+        host = str(ipaddress.ip_address(hypervisor.host))
+    except ValueError:
+        host = checks.validate_hostname(hypervisor.host)  # a DNS name, never an option
+    return _stanza(name, name, host, hypervisor.port, hypervisor.user, hypervisor.private_key_file,
+                   hypervisor.known_hosts_file, [])
+
+
+def _stanza(alias, hypervisor, host, port, user, identity_file, known_hosts, extra):
+    checks.validate_login_user(user)
+    port = checks.whole_number("SSH port of %s %s" % ("hypervisor" if hypervisor else "VM", alias), port, 1, 65535)
+    lines = ["Host %s" % alias, "  HostName %s" % host, "  Port %d" % port, "  User %s" % user]
     if identity_file:
-        lines.append("  IdentityFile %s" % config_path(identity_file, "private key", name))
-    lines += ["  UserKnownHostsFile %s" % config_path(known_hosts, "known_hosts", name),
+        lines.append("  IdentityFile %s" % config_path(identity_file, "private key", alias, hypervisor))
+    lines += ["  UserKnownHostsFile %s" % config_path(known_hosts, "known_hosts", alias, hypervisor),
               "  GlobalKnownHostsFile /dev/null", "  StrictHostKeyChecking yes", "  IdentitiesOnly yes",
-              "  LogLevel ERROR"]
+              "  LogLevel ERROR"] + extra
     return "\n".join(lines) + "\n"
+
+
+def _no_stanza(handle, host):
+    """The comment line saying why a VM has no stanza, or None."""
+    if not handle.ssh_user or handle.network.type not in ("user", "tap"):
+        return "# %s: no SSH settings (created without cloud-init or networking)\n" % handle.name
+    if host is None:
+        return "# %s: no address yet (a TAP guest without a DHCP lease); run vmctl ssh-config again once it has booted\n" % handle.name
+    if not handle.known_hosts:
+        return "# %s: no known_hosts file pinned for it; use vmctl ssh %s\n" % (handle.name, handle.name)
+    return None
 
 
 def _stanza_of(manager, handle):
     """A VM's stanza, or a comment line saying why it has none."""
     from ansible_collections.vmctl.core.plugins.plugin_utils.ssh import target as ssh
-    if not handle.ssh_user or handle.network.type not in ("user", "tap"):
-        return "# %s: no SSH settings (created without cloud-init or networking)\n" % handle.name
-    host, port = manager.endpoint(handle)
-    if host is None:
-        return "# %s: no address yet (a TAP guest without a DHCP lease); run vmctl ssh-config again once it has booted\n" % handle.name
-    if not handle.known_hosts:
-        return "# %s: no known_hosts file pinned for it; use vmctl ssh %s\n" % (handle.name, handle.name)
+    host, port = manager.endpoint(handle) if handle.ssh_user and handle.network.type in ("user", "tap") else (None, None)
+    why = _no_stanza(handle, host)
+    if why:
+        return why
     target = ssh.target_for(handle, host=host)
     target.pin_console_keys()  # what its console printed since it started (as vmctl ssh does)
     return stanza(handle.name, host, port, target.user, target.private_key_path, target.known_hosts)
 
 
+def _remote_config(located, files, user=None):
+    """Each hypervisor's stanza once, then its VMs' with ProxyJump to it, the VMs' files from ``files`` (fetched)."""
+    names = {vm.name for vm in located}
+    texts, done = [], set()
+    for vm in located:
+        hv = vm.hypervisor
+        if hv.name in names:
+            raise InvalidSpec("hypervisor %s has the name of a VM: their Host stanzas would clash" % hv.name,
+                              hint="Name the hypervisor's mapping in the inventory file otherwise", name=hv.name)
+        if hv.name not in done:
+            done.add(hv.name)
+            texts.append(hypervisor_stanza(hv))
+        texts.append(stanza(vm.name, vm.view["host"], vm.view["port"], user or vm.handle.ssh_user,
+                            files[vm.name]["private_key"], files[vm.name]["known_hosts"], proxy_jump=hv.name))
+    return "\n".join(texts)
+
+
+def _remote_stanzas(located):
+    """The stanzas of VMs on other hypervisors (their key and pins fetched, one login per hypervisor), or comments."""
+    from ansible_collections.vmctl.core.plugins.module_utils.guest import host_keys
+    from ansible_collections.vmctl.core.plugins.plugin_utils import remote_vms
+    by_hypervisor, comments = {}, []
+    for vm in located:
+        why = _no_stanza(vm.handle, vm.view["host"] if vm.view["port"] else None)
+        if why:
+            comments.append(why.replace(": ", " on %s: " % vm.hypervisor.name, 1))
+        else:
+            by_hypervisor.setdefault(vm.hypervisor.name, []).append(vm)
+    usable, files = [], {}
+    for vms in by_hypervisor.values():
+        files.update(remote_vms.fetch_logins(vms))
+        for vm in vms:
+            if host_keys.pinned_keys(files[vm.name]["known_hosts"]):
+                usable.append(vm)
+            else:
+                comments.append("# %s on %s: no host key pinned there yet; run vmctl ssh-config again once it has booted\n"
+                                % (vm.name, vm.hypervisor.name))
+    return ([_remote_config(usable, files)] if usable else []) + comments
+
+
+def _ssh_config_with_inventory(args):
+    from ansible_collections.vmctl.core.plugins.plugin_utils import remote_vms
+    inventory = remote_vms.read_inventory(args.inventory)
+    if args.names:
+        located = remote_vms.locate(inventory, args.names)
+    else:
+        located = [vm for vm in remote_vms.read_all(inventory, warn=note) if vm.handle.ssh_user]
+    manager = vm_manager()
+    texts = [_stanza_of(manager, vm.handle) for vm in located if vm.local]
+    return texts + _remote_stanzas([vm for vm in located if not vm.local])
+
+
 def cmd_ssh_config(args):
+    if args.inventory:
+        sys.stdout.write("\n".join(_ssh_config_with_inventory(args)))
+        sys.stdout.flush()
+        return EXIT_OK
     manager = vm_manager()
     if args.names:
         found = manager.find_all(args.names)
@@ -179,12 +314,20 @@ examples:
   vmctl ssh-config web > ~/.ssh/vmctl.conf && ssh -F ~/.ssh/vmctl.conf web hostname
   ssh -F <(vmctl ssh-config) web
   rsync -e "ssh -F $HOME/.ssh/vmctl.conf" -a ./src/ web:src/
+  vmctl ssh-config --inventory fleet.vmctl.yml > ~/.ssh/fleet.conf && ssh -F ~/.ssh/fleet.conf web
+
+With --inventory, the VMs are those of that vms inventory file's hypervisors (localhost and mappings). A VM
+on another hypervisor gets ProxyJump to a Host stanza of its hypervisor (its address, user, key and its own
+known_hosts, StrictHostKeyChecking yes); the VM's key and known_hosts are copied from the hypervisor, over
+its checked login, to $XDG_DATA_HOME/vmctl/hypervisors/HV/VM/ (0600), refreshed each time. Write the
+config to a file: ProxyJump's second ssh reads it again (a <(...) pipe is read only once).
 """
 
 
 @command("ssh-config", "Print OpenSSH Host stanzas for VMs", SSH_CONFIG_HELP)
 def _ssh_config_args(p):
     p.add_argument("names", metavar="NAME", nargs="*", help="VMs (default: every VM with SSH settings)")
+    _inventory_arg(p)
     return cmd_ssh_config
 
 
@@ -212,9 +355,14 @@ def cmd_cp(args):
     name = src_vm or dst_vm
     if src_vm is None:
         copy.check_local_source(src, args.recursive)  # before any connection
-    handle = vm_manager().get(name)
-    ssh.require_running(handle)
-    target = ssh.target_for(handle, guest_ip_timeout=args.wait)
+    located = _locate(args.inventory, [name])[0] if args.inventory else None
+    if located is not None and not located.local:
+        located.require_running()
+        target = located.target()  # through the hypervisor
+    else:
+        handle = located.handle if located is not None else vm_manager().get(name)
+        ssh.require_running(handle)
+        target = ssh.target_for(handle, guest_ip_timeout=args.wait)
     session = readiness.login(target, max(1, args.wait))
     begin = time.monotonic()
     try:
@@ -240,6 +388,7 @@ examples:
   vmctl cp web:/var/log/syslog .
   vmctl cp -r ./site web:site
   vmctl cp -r web:/etc/nginx ./nginx-conf
+  vmctl cp --inventory fleet.vmctl.yml ./app.conf web:/tmp/    # a VM on another hypervisor, through it
 """
 
 
@@ -250,4 +399,5 @@ def _cp_args(p):
                    help="wait this long for the guest to accept SSH (default 30)")
     p.add_argument("source", metavar="SRC", help="local path or NAME:PATH")
     p.add_argument("destination", metavar="DST", help="local path or NAME:PATH")
+    _inventory_arg(p)
     return cmd_cp
