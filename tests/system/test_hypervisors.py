@@ -96,6 +96,24 @@ def placed(hypervisors, test_images, tmp_path_factory):
     return {"inventory": inventory, "base": base, "output": proc.stdout}
 
 
+@pytest.fixture
+def tiny_vm(test_images):
+    """``tiny_vm(name, hypervisor)``: a VMFile block of the tiny guest on a scratch disk that the hypervisors'
+    users can read (pytest's tmp is not), placed on ``hypervisor``; the disk goes after the test."""
+    shared = tempfile.mkdtemp(prefix="vmctl-hvdisk-")
+    os.chmod(shared, 0o755)
+    disk = os.path.join(shared, "tiny.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
+    os.chmod(disk, 0o644)
+    tiny = test_images["tiny"]
+
+    def block(name, hypervisor):
+        return ('vm "%s" {\n  image "%s"\n  memory 256\n  hypervisor "%s"\n  kernel "%s" {\n    initrd "%s"\n'
+                '    append "console=ttyS0"\n  }\n}\n') % (name, disk, hypervisor, tiny["kernel"], tiny["initrd"])
+    yield block
+    shutil.rmtree(shared, ignore_errors=True)
+
+
 def inventory_source(path, hypervisors, **options):
     config = {"plugin": "vmctl.core.vms", "hypervisors": hypervisors}
     config.update(options)
@@ -268,97 +286,73 @@ def test_ansible_runs_copies_and_fetches_on_a_vm_through_its_hypervisor(hypervis
     assert open(remote_vm["log"]).read().count("Accepted publickey") > vm_logins
 
 
-def test_one_vmfile_places_vms_on_two_hypervisors_up_and_down(hypervisors, placed, test_images, tmp_path):
+def test_one_vmfile_places_vms_on_two_hypervisors_up_and_down(hypervisors, placed, tiny_vm, tmp_path):
     """hypervisor "hv1"/"hv2" in one VMFile: up creates and starts each VM on its hypervisor (the image, vm and
     vm_state tasks delegated there over Ansible's ssh connection); a second up leaves both alone; the inventory
     lists them with their hypervisors; down -e destroy=true removes them from both. A VM placed on a hypervisor the
     inventory does not know is refused with a clear error, before anything is created."""
     hv1, hv2 = hypervisors
-    shared = tempfile.mkdtemp(prefix="vmctl-hvdisk-")  # readable by the hypervisors' users (pytest's tmp is not)
-    try:
-        os.chmod(shared, 0o755)
-        disk = os.path.join(shared, "tiny.qcow2")
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
-        os.chmod(disk, 0o644)
-        tiny = test_images["tiny"]
-        vm = ('vm "%s" {\n  image "%s"\n  memory 256\n  hypervisor "%s"\n  kernel "%s" {\n    initrd "%s"\n'
-              '    append "console=ttyS0"\n  }\n}\n')
-        vmfile = tmp_path / "VMFile.kdl"
-        vmfile.write_text("".join(vm % (name, disk, hv, tiny["kernel"], tiny["initrd"])
-                                  for name, hv in (("t1", "hv1"), ("t2", "hv2"))))
-        hosts = tmp_path / "hosts.yml"
-        hosts.write_text(yaml.safe_dump(ansible_inventory(hypervisors)))
+    vmfile = tmp_path / "VMFile.kdl"
+    vmfile.write_text(tiny_vm("t1", "hv1") + tiny_vm("t2", "hv2"))
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(yaml.safe_dump(ansible_inventory(hypervisors)))
 
-        def playbook(name, *extra):
-            return vmfile_playbook(hosts, name, vmfile, *extra)
+    def playbook(name, *extra):
+        return vmfile_playbook(hosts, name, vmfile, *extra)
 
-        up = playbook("up")
-        assert up.returncode == 0, up.stdout[-5000:] + up.stderr[-2000:]
-        for name, hv in (("t1", hv1), ("t2", hv2)):
-            assert hv.run(["pgrep", "-f", "-u", hv.user, "qemu-system-x86_64 -name %s" % name]).returncode == 0, name
-        again = playbook("up")
-        assert again.returncode == 0, again.stdout[-3000:]
-        lines = recap(again.stdout, "t1", "t2")
-        assert len(lines) == 2 and all(" changed=0 " in line for line in lines), again.stdout.split("PLAY RECAP")[-1]
-        source = inventory_source(tmp_path / "fleet.vmctl.yml", [hv1.mapping(), hv2.mapping()], states=["running"])
-        proc, data = listing(source)
-        assert proc.returncode == 0, proc.stderr
-        assert data["_meta"]["hostvars"]["t1"]["vmctl_hypervisor"] == "hv1"
-        assert data["_meta"]["hostvars"]["t2"]["vmctl_hypervisor"] == "hv2"
+    up = playbook("up")
+    assert up.returncode == 0, up.stdout[-5000:] + up.stderr[-2000:]
+    for name, hv in (("t1", hv1), ("t2", hv2)):
+        assert hv.run(["pgrep", "-f", "-u", hv.user, "qemu-system-x86_64 -name %s" % name]).returncode == 0, name
+    again = playbook("up")
+    assert again.returncode == 0, again.stdout[-3000:]
+    lines = recap(again.stdout, "t1", "t2")
+    assert len(lines) == 2 and all(" changed=0 " in line for line in lines), again.stdout.split("PLAY RECAP")[-1]
+    source = inventory_source(tmp_path / "fleet.vmctl.yml", [hv1.mapping(), hv2.mapping()], states=["running"])
+    proc, data = listing(source)
+    assert proc.returncode == 0, proc.stderr
+    assert data["_meta"]["hostvars"]["t1"]["vmctl_hypervisor"] == "hv1"
+    assert data["_meta"]["hostvars"]["t2"]["vmctl_hypervisor"] == "hv2"
 
-        down = playbook("down", "-e", "destroy=true")
-        assert down.returncode == 0, down.stdout[-5000:] + down.stderr[-2000:]
-        for name, hv in (("t1", hv1), ("t2", hv2)):
-            assert hv.run(["pgrep", "-f", "-u", hv.user, "qemu-system-x86_64 -name %s" % name]).returncode != 0, name
-            assert not os.path.exists(os.path.join(hv.data_dir, "vms", name))
-        proc, data = listing(source)
-        assert not {"t1", "t2"} & set(data["_meta"]["hostvars"])
+    down = playbook("down", "-e", "destroy=true")
+    assert down.returncode == 0, down.stdout[-5000:] + down.stderr[-2000:]
+    for name, hv in (("t1", hv1), ("t2", hv2)):
+        assert hv.run(["pgrep", "-f", "-u", hv.user, "qemu-system-x86_64 -name %s" % name]).returncode != 0, name
+        assert not os.path.exists(os.path.join(hv.data_dir, "vms", name))
+    proc, data = listing(source)
+    assert not {"t1", "t2"} & set(data["_meta"]["hostvars"])
 
-        vmfile.write_text(vm % ("t3", disk, "hv1", tiny["kernel"], tiny["initrd"])
-                          + vm % ("t3b", disk, "hv9", tiny["kernel"], tiny["initrd"]))
-        refused = playbook("up")
-        assert refused.returncode != 0
-        assert "t3b: it is placed on hypervisor hv9, which is not in the inventory" in refused.stdout, refused.stdout[-3000:]
-        assert not os.path.exists(os.path.join(hv1.data_dir, "vms", "t3"))
-    finally:
-        shutil.rmtree(shared, ignore_errors=True)
+    vmfile.write_text(tiny_vm("t3", "hv1") + tiny_vm("t3b", "hv9"))
+    refused = playbook("up")
+    assert refused.returncode != 0
+    assert "t3b: it is placed on hypervisor hv9, which is not in the inventory" in refused.stdout, refused.stdout[-3000:]
+    assert not os.path.exists(os.path.join(hv1.data_dir, "vms", "t3"))
 
 
-def test_with_hv1_unreachable_its_vm_fails_naming_it_and_hv2s_comes_up(hypervisors, test_images, tmp_path):
-    """Bad input: hv1's sshd is down. up fails t1 with an error naming hv1 (not a bare "unreachable" that drops the
-    VM from the play), and t2 on hv2 still comes up; once hv1 answers again, up converges and down removes both."""
+def test_with_hv1_unreachable_its_vm_fails_naming_it_and_hv2s_comes_up(hypervisors, tiny_vm, tmp_path):
+    """Bad input: hv1's sshd is down. up fails u1 with an error naming hv1 (not a bare "unreachable" that drops the
+    VM from the play), and u2 on hv2 still comes up; once hv1 answers again, up converges and down removes both."""
     hv1, hv2 = hypervisors
-    shared = tempfile.mkdtemp(prefix="vmctl-hvdisk-")
-    try:
-        os.chmod(shared, 0o755)
-        disk = os.path.join(shared, "tiny.qcow2")
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
-        os.chmod(disk, 0o644)
-        tiny = test_images["tiny"]
-        vm = ('vm "%s" {\n  image "%s"\n  memory 256\n  hypervisor "%s"\n  kernel "%s" {\n    initrd "%s"\n'
-              '    append "console=ttyS0"\n  }\n}\n')
-        vmfile = tmp_path / "VMFile.kdl"
-        vmfile.write_text("".join(vm % (name, disk, hv, tiny["kernel"], tiny["initrd"]) for name, hv in (("u1", "hv1"), ("u2", "hv2"))))
-        hosts = tmp_path / "hosts.yml"
-        hosts.write_text(yaml.safe_dump(ansible_inventory(hypervisors)))
-        hv1.stop_sshd()
-        try:  # its own ssh ControlPath folder: no master connection left by an earlier test reaches hv1
-            up = vmfile_playbook(hosts, "up", vmfile, env={"ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path / "cp")})
-        finally:
-            hv1.start_sshd()
-        assert up.returncode != 0
-        assert "u1: FAILED - u1: its hypervisor hv1 is unreachable" in up.stdout, up.stdout[-4000:]
-        assert '"msg": "u2: ok"' in up.stdout, up.stdout[-4000:]
-        assert hv2.run(["pgrep", "-f", "-u", hv2.user, "qemu-system-x86_64 -name u2"]).returncode == 0
-        again = vmfile_playbook(hosts, "up", vmfile)
-        assert again.returncode == 0, again.stdout[-4000:]
-        assert hv1.run(["pgrep", "-f", "-u", hv1.user, "qemu-system-x86_64 -name u1"]).returncode == 0
-        down = vmfile_playbook(hosts, "down", vmfile, "-e", "destroy=true")
-        assert down.returncode == 0, down.stdout[-4000:]
-        for name, hv in (("u1", hv1), ("u2", hv2)):
-            assert not os.path.exists(os.path.join(hv.data_dir, "vms", name))
+    vmfile = tmp_path / "VMFile.kdl"
+    vmfile.write_text(tiny_vm("u1", "hv1") + tiny_vm("u2", "hv2"))
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(yaml.safe_dump(ansible_inventory(hypervisors)))
+    hv1.stop_sshd()
+    try:  # its own ssh ControlPath folder: no master connection left by an earlier test reaches hv1
+        up = vmfile_playbook(hosts, "up", vmfile, env={"ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path / "cp")})
     finally:
-        shutil.rmtree(shared, ignore_errors=True)
+        hv1.start_sshd()
+    assert up.returncode != 0
+    assert "u1: FAILED - u1: its hypervisor hv1 is unreachable" in up.stdout, up.stdout[-4000:]
+    assert '"msg": "u2: ok"' in up.stdout, up.stdout[-4000:]
+    assert hv2.run(["pgrep", "-f", "-u", hv2.user, "qemu-system-x86_64 -name u2"]).returncode == 0
+    again = vmfile_playbook(hosts, "up", vmfile)
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert hv1.run(["pgrep", "-f", "-u", hv1.user, "qemu-system-x86_64 -name u1"]).returncode == 0
+    down = vmfile_playbook(hosts, "down", vmfile, "-e", "destroy=true")
+    assert down.returncode == 0, down.stdout[-4000:]
+    for name, hv in (("u1", hv1), ("u2", hv2)):
+        assert not os.path.exists(os.path.join(hv.data_dir, "vms", name))
 
 
 DEBIAN_ON_HV2 = """vm "deb2" {
