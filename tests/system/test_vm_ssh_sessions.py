@@ -206,3 +206,20 @@ def test_concurrent_starters_start_one_daemon(sshd, vmctl_data_home, control_dir
     with open(ControlPaths(control_dir).log) as f:
         assert f.read().count("session daemon listening") == 1
     assert alive(daemon["pid"])
+
+
+def test_one_daemon_serves_a_second_data_dir(sshd, tmp_path, vmctl_data_home, control_dir, monkeypatch):
+    """Bad input: a daemon started from one data dir (another $XDG_DATA_HOME: two runs side by side, or a user who
+    switches) is asked to wait for a VM of another. It gets: the wait reads the asking side's store and logs in to
+    that VM (it once read the daemon's own store and failed with 'VM two not found in <first>/vms.json')."""
+    sshd.store_vm("one", None)
+    assert client("one", control_dir).wait_ready(deadline=60) >= 0
+    other = tmp_path / "other-data"
+    other.mkdir()
+    monkeypatch.setenv("XDG_DATA_HOME", str(other))
+    sshd.store_vm("two", None)
+    mux = client("two", control_dir)
+    assert mux.wait_ready(deadline=60) >= 0
+    assert run(mux, "echo two")[2] == b"two\n"
+    (daemon,) = daemons(control_dir)
+    assert sorted(s["vm"] for s in daemon["sessions"]) == ["one", "two"]

@@ -54,6 +54,7 @@ import sys
 import threading
 import time
 
+from ansible_collections.vmctl.core.plugins.module_utils import paths
 from ansible_collections.vmctl.core.plugins.module_utils.errors import SessionDaemonFailed
 from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.protocol import (
     ACCEPT_TIMEOUT, ACCEPTED, DEFAULT_CONTROL_DIR, DONE, ERROR, EXIT, IO_CHUNK, PROGRESS, REQUEST, SOCKET_PATH_MAX, STDERR,
@@ -189,6 +190,7 @@ class MuxClient:
         was already open (the VM was ready before).
         """
         self.waited = None
+        store_path = store_path or paths.store_path()  # the daemon's own environment may name another data dir
         if not self.persistent:
             from ansible_collections.vmctl.core.plugins.plugin_utils.ssh.readiness import ready_session
             self.close()
