@@ -23,8 +23,10 @@ def test_frames_round_trip_at_every_length_encoding(size, mask):
     frame = websocket.encode_frame(websocket.OP_BINARY, payload, mask=mask)
     fin, opcode, data, masked = websocket.read_frame(io.BytesIO(frame))
     assert (fin, opcode, data, masked) == (True, websocket.OP_BINARY, payload, mask)
-    if mask and size:
-        assert payload not in frame  # masked on the wire
+    if mask and size:  # masked on the wire: the frame carries the payload XORed with the 4-byte key before it
+        key, wire = frame[-size - 4:-size], frame[-size:]
+        assert wire == bytes(byte ^ key[i % 4] for i, byte in enumerate(payload))
+        assert frame[1] & 0x80  # the MASK bit
 
 
 def test_close_frames_carry_code_and_reason():
