@@ -12,7 +12,7 @@ name: staged
 short_description: Where a VM record's controller files go on its hypervisor
 version_added: "0.1.0"
 description:
-  - Lists the files that one VM record of M(vmctl.core.vmfile) names on the controller - the local O(_input.image),
+  - Lists the files that one VM record of M(vmctl.core.vmfile) names on the controller - the local image,
     the direct-boot kernel and initrd, cloud-init's user-data and ssh-key, and the ssh block's private-key - with
     where each is staged on another hypervisor, C(<data_dir>/staged/<vm>/<node>/<file name>), and returns the record
     with those fields naming the copies, for M(vmctl.core.vm) there.
@@ -32,7 +32,7 @@ options:
   made:
     description:
       - Whether the VM exists on the hypervisor already. Its disk is an overlay on its base image, so the copy of the
-        image is then never replaced (C(force) V(false)): a changed image reaches the hypervisor when the VM is made again.
+        image is then never replaced (C(force) V(false)); a changed image reaches the hypervisor when the VM is made again.
     type: bool
     default: false
 author:
@@ -65,9 +65,10 @@ _value:
       description: The VM's staging folder on the hypervisor, C(<data_dir>/staged/<vm>).
       type: str
     files:
-      description: One entry per file, each with C(node) (its VMFile node, e.g. V(user-data)), C(src) (its path on the
+      description: >-
+        One entry per file, each with C(node) (its VMFile node, e.g. V(user-data)), C(src) (its path on the
         controller), C(folder) (its own folder on the hypervisor), C(path) (the copy's path), C(mode) and C(force)
-        (V(false): a copy there is kept as it is).
+        (V(false) keeps a copy there as it is).
       type: list
       elements: dict
     record:

@@ -6,7 +6,8 @@ hypervisor's Debian python3 and no vmctl or Ansible installed there; QEMU really
 Then the ``vms`` inventory reads both stores (one SSH command each) and this host's. Bad inputs and what they
 get: an unreachable hypervisor is a warning naming it while the other still lists (``strict``: an error); a
 tampered hypervisor host key is refused; a forged answer (a record naming a path outside the hypervisor's
-store) is checked here as any store is.
+store) is checked here as any store is. A VM whose files the hypervisor's user cannot read is made from copies
+staged there by up (once, by checksum), which its destroy removes.
 """
 
 import json
