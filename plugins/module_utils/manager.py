@@ -266,12 +266,14 @@ class VmManager:
     def resume(self, name):
         return self._operate(name, lambda b, h: b.resume(h))
 
-    def destroy(self, name):
+    def destroy(self, name, staged=True):
         """Stop and remove everything; returns the old handle, or None when there was no such VM.
 
         A VM whose record is unusable (BadRecord) is removed too, from what its name alone gives: the backend
         ends the process that proves to run from the VM's own directory, the directory and the entry go, and
         the BadRecord is returned instead of a handle. Nothing named in the bad record is touched.
+        With ``staged``, the files a controller staged here for the VM go too (``has_staged``); a VM made
+        again at once from them (``recreate``) keeps them.
         """
         with self.vm_lock(name):
             try:
@@ -281,13 +283,20 @@ class VmManager:
                 self.backend_factory(default_backend_tag()).reap(work_dir)
                 paths.remove_vm_dir(work_dir, name)
                 self.store.remove(name)
-                return err
-            if handle is None:
-                paths.remove_vm_dir(self.store.vm_dir(name), name)  # leftovers of a crashed create
-                return None
-            self.backend(handle).destroy(handle)
-            self.store.remove(name)
+                handle = err
+            else:
+                if handle is None:
+                    paths.remove_vm_dir(self.store.vm_dir(name), name)  # leftovers of a crashed create
+                else:
+                    self.backend(handle).destroy(handle)
+                    self.store.remove(name)
+            if staged:
+                paths.remove_staged_dir(self.store.data_dir, name)
             return handle
+
+    def has_staged(self, name):
+        """Whether a controller staged files here for VM ``name`` (``<data_dir>/staged/<name>``, see vmfile/staging.py)."""
+        return os.path.lexists(paths.staged_dir_in(self.store.data_dir, validate_name(name)))
 
     def record_provision(self, name, digest, completed):
         """Record that VM ``name``'s provision plan ``digest`` started (``completed`` False) or completed."""

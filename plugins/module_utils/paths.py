@@ -144,15 +144,35 @@ def remove_vm_dir(work_dir, name):
     A symlink (at ``vms/`` or ``vms/<name>``) or any other path is refused with an error and left alone.
     Returns True when something was removed.
     """
+    return _remove_own_dir(work_dir, "vms", name)
+
+
+def staged_dir_in(data_dir_path, name):
+    """``<data_dir>/staged/<name>``: the copies of VM ``name``'s files from the controller that sent it here
+    (``name`` must be validated by the caller; see vmfile/staging.py)."""
+    return os.path.join(data_dir_path, STAGED, name)
+
+
+def remove_staged_dir(data_dir_path, name):
+    """Remove VM ``name``'s staged files (``<data_dir>/staged/<name>``), refusing a symlink as ``remove_vm_dir`` does;
+    True when something was removed."""
+    return _remove_own_dir(staged_dir_in(data_dir_path, name), STAGED, name)
+
+
+STAGED = "staged"
+
+
+def _remove_own_dir(path, parent, name):
+    """Remove ``<data_dir>/<parent>/<name>`` after checking that ``path`` is that folder and resolves to it."""
     import shutil
-    vms = os.path.dirname(work_dir)
-    if os.path.basename(work_dir) != name or os.path.basename(vms) != "vms":
-        _refuse(work_dir, "is not the directory of VM %s" % name, hint="Nothing was removed")
-    if not os.path.lexists(work_dir):
+    above = os.path.dirname(path)
+    if os.path.basename(path) != name or os.path.basename(above) != parent:
+        _refuse(path, "is not the %s directory of VM %s" % (parent, name), hint="Nothing was removed")
+    if not os.path.lexists(path):
         return False
-    expected = os.path.join(os.path.realpath(os.path.dirname(vms)), "vms", name)
-    if os.path.islink(vms) or os.path.islink(work_dir) or os.path.realpath(work_dir) != expected:
-        _refuse(work_dir, "is a symbolic link or resolves to %s, not %s; nothing was removed"
-                % (os.path.realpath(work_dir), expected), hint="Remove the link by hand after checking where it points")
-    shutil.rmtree(work_dir, ignore_errors=True)  # rmtree does not follow symlinks inside the tree
-    return not os.path.lexists(work_dir)
+    expected = os.path.join(os.path.realpath(os.path.dirname(above)), parent, name)
+    if os.path.islink(above) or os.path.islink(path) or os.path.realpath(path) != expected:
+        _refuse(path, "is a symbolic link or resolves to %s, not %s; nothing was removed"
+                % (os.path.realpath(path), expected), hint="Remove the link by hand after checking where it points")
+    shutil.rmtree(path, ignore_errors=True)  # rmtree does not follow symlinks inside the tree
+    return not os.path.lexists(path)

@@ -89,7 +89,7 @@ def ensure_present(manager, spec, recreate=False, check_mode=False):
         actions = ["destroy", "create"]
         if check_mode:
             return Outcome(live, True, actions, diff)
-        manager.destroy(spec.name)
+        manager.destroy(spec.name, staged=False)  # the new VM is made from the files staged for it
         handle = manager.create(spec)[0]
         return Outcome(handle, True, actions, diff)
     if not boot and grow is None:
@@ -119,9 +119,11 @@ def ensure_absent(manager, name, check_mode=False):
             manager.destroy(name)
         return Outcome(None, True, ["destroy"], {"before": {"name": name, "bad_record": err.message}, "after": {}})
     if existing is None:
+        # files staged for a VM that was never made (an up that failed after the copy) go, and that is a change
+        staged = manager.has_staged(name)
         if not check_mode:
             manager.destroy(name)  # sweeps leftovers of an interrupted create
-        return Outcome(None, False, [], {"before": {}, "after": {}})
+        return Outcome(None, staged, ["remove staged files"] if staged else [], {"before": {}, "after": {}})
     diff = {"before": handle_view(existing), "after": {}}
     if check_mode:
         return Outcome(existing, True, ["destroy"], diff)

@@ -37,7 +37,10 @@ options:
       - Keys of the record that do not describe the VM (its provision steps, current state, wait limits) are ignored.
     type: dict
   state:
-    description: V(present) creates the VM if needed; V(absent) stops and destroys it with its disk.
+    description:
+      - V(present) creates the VM if needed; V(absent) stops and destroys it with its disk, and removes the files a
+        controller staged for it on this host (C(<data dir>/staged/<name>/), see P(vmctl.core.staged#filter)), also
+        when the VM itself was never made.
     type: str
     choices: [present, absent]
     default: present

@@ -51,6 +51,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+data_dir:
+  description:
+    - The vmctl data directory of the host the module ran on (its store, VM folders, image cache, and in
+      C(staged/<vm>/) the files a controller staged there for a VM; see the P(vmctl.core.staged#filter) filter).
+  returned: always
+  type: str
+  sample: /home/me/.local/share/vmctl
 vms:
   description: One entry per VM, sorted by name.
   returned: always
@@ -131,7 +138,7 @@ def main():
 def _run(module):
     manager = VmManager()
     names = [module.params["name"]] if module.params["name"] else manager.list()
-    return dict(changed=False, vms=[manager.describe(name) for name in sorted(names)])
+    return dict(changed=False, vms=[manager.describe(name) for name in sorted(names)], data_dir=manager.store.data_dir)
 
 
 if __name__ == "__main__":

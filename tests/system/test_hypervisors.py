@@ -6,11 +6,13 @@ hypervisor's Debian python3 and no vmctl or Ansible installed there; QEMU really
 Then the ``vms`` inventory reads both stores (one SSH command each) and this host's. Bad inputs and what they
 get: an unreachable hypervisor is a warning naming it while the other still lists (``strict``: an error); a
 tampered hypervisor host key is refused; a forged answer (a record naming a path outside the hypervisor's
-store) is checked here as any store is.
+store) is checked here as any store is. A VM whose files the hypervisor's user cannot read is made from copies
+staged there by up (once, by checksum), which its destroy removes.
 """
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -327,6 +329,76 @@ def test_one_vmfile_places_vms_on_two_hypervisors_up_and_down(hypervisors, place
     assert refused.returncode != 0
     assert "t3b: it is placed on hypervisor hv9, which is not in the inventory" in refused.stdout, refused.stdout[-3000:]
     assert not os.path.exists(os.path.join(hv1.data_dir, "vms", "t3"))
+
+
+def task_lines(output, task):
+    """The result lines of the task named ``task`` in a default-callback run (up to the next TASK or PLAY)."""
+    part = output.split("TASK [%s]" % task, 1)[1] if "TASK [%s]" % task in output else ""
+    return [line for line in part.split("\nTASK [")[0].split("\nPLAY")[0].splitlines()
+            if line.startswith(("ok:", "changed:", "skipping:", "failed:", "fatal:"))]
+
+
+def test_a_vms_files_hv2_cannot_read_are_staged_there_once_and_removed_with_it(hypervisors, test_images, tmp_path):
+    """The tiny guest on hv2, with its disk image, kernel and initrd in a folder of root's (0700) that hv2's user cannot
+    read (namespaces share the filesystem: without the copy, QEMU on hv2 could not open them). up --check copies and
+    makes nothing and says so; up copies the three files into hv2's staged/<vm>/ (folders 0700, files 0600, hv2's user's)
+    and QEMU boots the copies; after a stop, up copies nothing (each file ok, by checksum) though the image changed on
+    the controller (an existing VM's base image is never replaced under its disk); down -e destroy=true removes the
+    staging folder with the VM."""
+    hv2 = hypervisors[1]
+    secret = tmp_path / "secret"  # root's, 0700: hv2's user cannot even look inside
+    secret.mkdir(mode=0o700)
+    tiny = test_images["tiny"]
+    kernel = shutil.copy(tiny["kernel"], secret / "vmlinuz")
+    shutil.copy(tiny["initrd"], secret / "initrd.gz")
+    disk = secret / "tiny.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
+    assert hv2.run(["head", "-c1", kernel]).returncode != 0  # the hypervisor's user cannot read the VMFile's files
+    vmfile = tmp_path / "VMFile.kdl"
+    vmfile.write_text('vm "st2" {\n  image "secret/tiny.qcow2"\n  memory 256\n  hypervisor "hv2"\n'
+                      '  kernel "secret/vmlinuz" { initrd "secret/initrd.gz"; append "console=ttyS0"; }\n}\n')
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(yaml.safe_dump(ansible_inventory(hypervisors)))
+    staged = os.path.join(hv2.data_dir, "staged", "st2")
+    copies = {"image": os.path.join(staged, "image", "tiny.qcow2"), "kernel": os.path.join(staged, "kernel", "vmlinuz"),
+              "initrd": os.path.join(staged, "initrd", "initrd.gz")}
+    stage_task = "vmctl.core.vm_up : Stage the files of st2"
+    try:
+        check = vmfile_playbook(hosts, "up", vmfile, "--check")
+        assert check.returncode == 0, check.stdout[-5000:] + check.stderr[-2000:]
+        assert [line.split()[0] for line in task_lines(check.stdout, stage_task)] == ["changed:"] * 3
+        assert "st2: its files would be staged on hv2 first" in check.stdout, check.stdout[-4000:]
+        assert not os.path.exists(staged) and not os.path.exists(os.path.join(hv2.data_dir, "vms", "st2"))
+
+        up = vmfile_playbook(hosts, "up", vmfile)
+        assert up.returncode == 0, up.stdout[-5000:] + up.stderr[-2000:]
+        assert [line.split()[0] for line in task_lines(up.stdout, stage_task)] == ["changed:"] * 3
+        uid = pwd.getpwnam(hv2.user).pw_uid
+        for node, path in copies.items():
+            for folder in (os.path.dirname(path), staged):
+                assert (os.stat(folder).st_mode & 0o777, os.stat(folder).st_uid) == (0o700, uid), folder
+            assert (os.stat(path).st_mode & 0o777, os.stat(path).st_uid) == (0o600, uid), path
+        with open(copies["kernel"], "rb") as a, open(kernel, "rb") as b:
+            assert a.read() == b.read()
+        qemu = hv2.run(["pgrep", "-a", "-f", "-u", hv2.user, "qemu-system-x86_64 -name st2"])
+        assert qemu.returncode == 0 and "-kernel %s" % copies["kernel"] in qemu.stdout, qemu.stdout
+        assert str(secret) not in qemu.stdout
+        image_before = open(copies["image"], "rb").read()
+
+        stop = vmfile_playbook(hosts, "down", vmfile)
+        assert stop.returncode == 0, stop.stdout[-4000:]
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "32M"], check=True)  # changed here
+        again = vmfile_playbook(hosts, "up", vmfile)
+        assert again.returncode == 0, again.stdout[-5000:] + again.stderr[-2000:]
+        assert [line.split()[0] for line in task_lines(again.stdout, stage_task)] == ["ok:"] * 3
+        assert open(copies["image"], "rb").read() == image_before  # the VM's disk is an overlay on it
+        assert hv2.run(["pgrep", "-f", "-u", hv2.user, "qemu-system-x86_64 -name st2"]).returncode == 0
+    finally:
+        down = vmfile_playbook(hosts, "down", vmfile, "-e", "destroy=true")
+    assert down.returncode == 0, down.stdout[-4000:] + down.stderr[-2000:]
+    assert not os.path.exists(staged) and not os.path.exists(os.path.join(hv2.data_dir, "vms", "st2"))
+    assert os.path.isdir(os.path.join(hv2.data_dir, "staged"))  # only the VM's own folder goes
+    assert hv2.run(["pgrep", "-f", "-u", hv2.user, "qemu-system-x86_64 -name st2"]).returncode != 0
 
 
 def test_with_hv1_unreachable_its_vm_fails_naming_it_and_hv2s_comes_up(hypervisors, tiny_vm, tmp_path):
