@@ -200,3 +200,29 @@ def test_failing_zone_commands_fail_the_vm_naming_it_and_its_hypervisor(fleet, s
     assert illumos_state(fleet)["zones"] == {}
     assert not qemu_runs(hvq, "tb")
     assert server.contract_errors == []
+
+
+def test_a_second_propolis_vm_on_one_hypervisor_is_refused_naming_the_first(fleet, scratch_disk, tmp_path):
+    """Bad input: two propolis VMs on hvp, whose propolis-server address is host-wide (its sshd's environment). One
+    comes up; the other fails, its summary naming the address, the VM that holds it and hvp, and no zone of its
+    own is made. down -e destroy=true removes the one that came up and passes over the other."""
+    hvp, server = fleet["hvp"], fleet["server"]
+    vmfile = tmp_path / "VMFile.kdl"
+    vmfile.write_text(PROPOLIS_VM % {"name": "pa", "image": scratch_disk} + PROPOLIS_VM % {"name": "pc", "image": scratch_disk})
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(yaml.safe_dump(ansible_inventory([hvp])))
+    up = vmfile_playbook(hosts, "up", vmfile)
+    assert up.returncode != 0
+    zones = illumos_state(fleet)["zones"]
+    assert len(zones) == 1, zones
+    first = list(zones)[0][len("vmctl-"):]
+    second = {"pa": "pc", "pc": "pa"}[first]
+    refused = '"msg": "%s: FAILED - VM %s: propolis-server address 127.0.0.1:12400 is already used by VM %s' % (second, second, first)
+    lines = [line for line in up.stdout.splitlines() if refused in line]
+    assert len(lines) == 1 and lines[0].endswith('(on hypervisor hvp)"'), up.stdout[-4000:]
+    assert '"msg": "%s: ok"' % first in up.stdout
+    assert server.state()[1] == "Running"
+    down = vmfile_playbook(hosts, "down", vmfile, "-e", "destroy=true")
+    assert down.returncode == 0, down.stdout[-5000:]
+    assert illumos_state(fleet)["zones"] == {}
+    assert not os.path.exists(os.path.join(hvp.data_dir, "vms", first))
