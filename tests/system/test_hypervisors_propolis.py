@@ -26,10 +26,12 @@ import yaml
 
 from support.hypervisors import NetnsHypervisor
 from support.propolis_fake import FakeIllumos, FakePropolis
-from test_hypervisors import _netns_works, ansible_inventory, inventory_source, listing, recap, tiny_vm, vmfile_playbook  # noqa: F401  pylint: disable=unused-import
+import test_hypervisors
+from test_hypervisors import _netns_works, ansible_inventory, inventory_source, listing, recap, vmfile_playbook
 
 pytestmark = [pytest.mark.slow]
 
+tiny_vm = test_hypervisors.tiny_vm  # the tiny guest's VMFile block (a fixture), shared with test_hypervisors
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support", "propolis_fake.py")
 PROPOLIS_VM = """vm "%(name)s" {
   image "%(image)s"
