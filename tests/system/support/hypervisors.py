@@ -6,6 +6,8 @@ on the pair), a system user ``vmhv<index>-<pid>`` whose home is a fresh director
 tmp is root's 0700), and a real OpenSSH sshd inside the namespace on the namespace end, port 22, with its own
 host key. The controller logs in with ``user_key`` and checks the host key with ``known_hosts``. ``stop()``
 removes the namespace, the user and the home. ``run(argv)`` runs a command in the namespace as the user.
+``NetnsHypervisor(index, name="hvp", env={...})`` names it otherwise and gives every SSH session of its user those
+environment variables (sshd ``SetEnv``); ``in_netns(function)`` binds sockets inside it from this process.
 """
 
 import ctypes
