@@ -185,9 +185,9 @@ def test_failing_zone_commands_fail_the_vm_naming_it_and_its_hypervisor(fleet, s
     finally:
         set_failing(fleet, {})
     assert up.returncode != 0
-    summary = [line for line in up.stdout.splitlines() if '"msg": "pb: FAILED - zonecfg -z vmctl-pb ' in line]
+    summary = [line for line in up.stdout.splitlines() if '"msg": "pb: FAILED - zonecfg -z vmctl-pb <' in line]
     assert len(summary) == 1, up.stdout[-5000:]
-    assert "failed (exit 1): zonecfg: permission denied (injected) (hint: " in summary[0], summary[0]
+    assert " characters> failed (exit 1): zonecfg: permission denied (injected) (hint: " in summary[0], summary[0]
     assert "vmctl needs root or the matching RBAC profiles" in summary[0], summary[0]
     assert summary[0].endswith(' (on hypervisor hvp)"'), summary[0]
     assert '"msg": "tb: ok"' in up.stdout, up.stdout[-4000:]

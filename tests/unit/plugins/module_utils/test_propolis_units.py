@@ -102,6 +102,11 @@ def test_host_runner_prefixes_commands_and_names_failures():
         runner(["sh", "-c", "echo 'zoneadm: zone not found' >&2; exit 3"])
     assert err.value.details["rc"] == 3 and "zone not found" in err.value.message
     assert err.value.details["argv"][:2] == ["env", "LC_ALL=C"]
+    assert err.value.message.startswith("sh -c echo 'zoneadm: zone not found' >&2; exit 3 failed (exit 3): "), err.value.message
+    with pytest.raises(IllumosCommandFailed) as err:  # the prefix is not named, a long argument (zonecfg's script) neither
+        runner(["sh", "-c", "exit 4 # " + "x" * 100])
+    assert err.value.message == "sh -c <109 characters> failed (exit 4): ", err.value.message
+    assert err.value.details["argv"][-1] == "exit 4 # " + "x" * 100
     with pytest.raises(ToolMissing):
         IllumosRunner()(["zoneadm-does-not-exist", "list"])
 
