@@ -184,6 +184,11 @@ def ssh_wait_wanted(handle, wanted=None, deadline=None, stall=None):
     reachable = bool(handle.ssh_user and handle.private_key_path and handle.network.type in ("user", "tap"))
     if wanted is False or (wanted is None and not reachable):
         return False
+    if not reachable and handle.ssh_user and handle.private_key_path:  # a login, but no way to the guest
+        raise InvalidState("VM %s: vmctl has no SSH route to a guest on %s networking (only user and tap)"
+                           % (handle.name, handle.network.type),
+                           hint="Give it no ssh block (a propolis VM on a VNIC: reach it by its address yourself), "
+                                "or set wait_for_ssh: false", name=handle.name)
     if not reachable:
         raise InvalidState("VM %s has no SSH settings to wait for" % handle.name,
                            hint="Give it an ssh user and key (the ssh option of vmctl.core.vm), or set wait_for_ssh: false",

@@ -151,6 +151,14 @@ vms:
     kernel_append:
       description: The C(kernel) node's C(append) (the kernel command line), or null.
       type: str
+    hypervisor:
+      description: The C(hypervisor) node (the inventory host that runs the VM), or null for this host.
+      type: str
+    backend:
+      description: >-
+        The C(backend) node - V(auto) (default; the platform of the host that runs the VM decides: QEMU on Linux,
+        Propolis on illumos), V(qemu) or V(propolis).
+      type: str
 problems:
   description: On failure, every problem with C(file), C(line), C(col), C(message), C(hint), C(node_path).
   returned: failure

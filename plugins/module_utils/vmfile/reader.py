@@ -31,6 +31,7 @@ MAX_STRING = 64 * 1024        # every string value but an inline script
 MAX_EXCERPT = 120             # characters of a source line shown in an error
 TAP_DEFAULT_BRIDGE = "br0"
 NETWORK_TYPES = ("user", "tap", "vnic", "none")
+VMFILE_BACKENDS = ("auto", "qemu", "propolis")  # noop is the modules' test backend, not a VMFile's
 PROVISION_TYPES = ("shell", "file")
 _CHECKSUM = re.compile(r"sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128}|https?://\S+")
 _URL = re.compile(r"(https?|file)://\S+")
@@ -123,6 +124,7 @@ VM_NODES.update({
     "share": Field("block", multi=True, arg=Field("str"), children=SHARE_NODES, props=SHARE_NODES),
     "firmware": Field("choice", choices=FIRMWARES),
     "hypervisor": Field("str", check=checks.check_hypervisor),  # issue 16: the inventory host that runs the VM
+    "backend": Field("choice", choices=VMFILE_BACKENDS),  # issue 16: auto is the hypervisor's platform's
     "kernel": Field("block", arg=Field("path", must_exist=True), children=KERNEL_NODES),
 })
 UNITS = {"vcpus": "", "memory": " MB", "disk": " GB"}
@@ -381,7 +383,7 @@ class _Checker:
             "accel": fields.get("accel", DEFAULTS["accel"]), "cpu": fields.get("cpu"), "machine": fields.get("machine"),
             "private_networks": self.check_private_networks(name, npath, fields.get("private-network", []), cloud_init),
             **self.device_fields(name, npath, fields, seen, network),
-            "hypervisor": fields.get("hypervisor"),
+            "hypervisor": fields.get("hypervisor"), "backend": fields.get("backend", DEFAULTS["backend"]),
             "provisions": [dict(p, description=describe(p)) for p in provisions if p is not None],
             "provision_digest": plan_digest([p for p in provisions if p is not None]),
         }

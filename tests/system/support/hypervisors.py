@@ -6,8 +6,11 @@ on the pair), a system user ``vmhv<index>-<pid>`` whose home is a fresh director
 tmp is root's 0700), and a real OpenSSH sshd inside the namespace on the namespace end, port 22, with its own
 host key. The controller logs in with ``user_key`` and checks the host key with ``known_hosts``. ``stop()``
 removes the namespace, the user and the home. ``run(argv)`` runs a command in the namespace as the user.
+``NetnsHypervisor(index, name="hvp", env={...})`` names it otherwise and gives every SSH session of its user those
+environment variables (sshd ``SetEnv``); ``in_netns(function)`` binds sockets inside it from this process.
 """
 
+import ctypes
 import ipaddress
 import json
 import os
@@ -16,11 +19,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from support.sshd_server import SFTP_SERVER, SSHD, keygen, logins, stop_process, wait_listening
 
 BASE = ipaddress.ip_network("10.216.0.0/16")
+CLONE_NEWNET = 0x40000000
 STORE_PUT = """
 import json, sys
 from ansible_collections.vmctl.core.plugins.module_utils.store import VmStore
@@ -56,9 +61,10 @@ def free_subnet(start=0):
 
 
 class NetnsHypervisor:
-    def __init__(self, index):
+    def __init__(self, index, name=None, env=None):
         self.index = index
-        self.name = "hv%d" % index
+        self.name = name or "hv%d" % index
+        self.env = dict(env or {})  # sshd's SetEnv: what every session of the user gets, as an admin would set it
         tag = "%d-%d" % (index, os.getpid())
         self.netns = "vmctl-hv" + tag
         self.user = "vmhv" + tag
@@ -110,7 +116,8 @@ class NetnsHypervisor:
                 "Port 22", "ListenAddress %s" % self.address, "HostKey %s" % self.host_key,
                 "AuthorizedKeysFile .ssh/authorized_keys", "PermitRootLogin no", "AllowUsers %s" % self.user,
                 "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "PidFile none",
-                "Subsystem sftp %s" % SFTP_SERVER, "LogLevel VERBOSE", "MaxStartups 100:30:200", "MaxSessions 100", ""]))
+                "Subsystem sftp %s" % SFTP_SERVER, "LogLevel VERBOSE", "MaxStartups 100:30:200", "MaxSessions 100"]
+                + ['SetEnv "%s=%s"' % item for item in sorted(self.env.items())] + [""]))
         return self.start_sshd()
 
     def start_sshd(self):
@@ -154,6 +161,28 @@ class NetnsHypervisor:
 
     def logins(self):
         return logins(self.log)
+
+    def in_netns(self, function):
+        """``function()`` run by a thread that joined the namespace's network stack: a socket it binds listens
+        inside the namespace (threads it starts inherit the namespace), while this process stays outside."""
+        outcome = {}
+
+        def body():
+            fd = os.open("/run/netns/" + self.netns, os.O_RDONLY)
+            try:
+                if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns into %s" % self.netns)
+                outcome["value"] = function()
+            except BaseException as err:  # noqa: B902 - handed to the calling thread
+                outcome["error"] = err
+            finally:
+                os.close(fd)
+        thread = threading.Thread(target=body)
+        thread.start()
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
 
     def fake_vm(self, name, port=2222):
         """A stand-in VM on this hypervisor: an sshd inside the namespace on its 127.0.0.1:``port`` only, with the

@@ -39,8 +39,6 @@ import urllib.parse
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/system: run as a script too
-from support.openapi_contract import ApiDocument  # noqa: E402
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", ".cache", "collections"))
 from ansible_collections.vmctl.core.plugins.module_utils.backends.propolis import websocket  # noqa: E402
 
@@ -63,6 +61,8 @@ _DOCUMENT = None
 def document():
     global _DOCUMENT
     if _DOCUMENT is None:
+        # imported here: the ``illumos`` command mode needs only the standard library (it runs on a hypervisor's python3)
+        from support.openapi_contract import ApiDocument
         _DOCUMENT = ApiDocument()
     return _DOCUMENT
 
@@ -736,6 +736,7 @@ class CommandFailed(Exception):
 
 class FakeIllumos:
     """Answers illumos commands like a host with zones and VNICs; ``calls`` lists every argv.
+    ``state["failing"]`` (``{command: stderr}``) makes every run of a command fail with that message.
 
     ``servers`` maps listen addresses to FakePropolis objects to start when the zone's
     propolis-server service is enabled (and stop when the zone halts). ``state`` is JSON-able.
@@ -770,6 +771,9 @@ class FakeIllumos:
 
     def answer(self, argv):
         cmd = argv[0]
+        failing = self.state.get("failing", {}).get(cmd)  # a test hook: {"zoneadm": "its stderr"} fails every zoneadm
+        if failing:
+            raise CommandFailed(failing)
         if cmd == "zoneadm" and argv[1:] == ["list", "-cp"]:
             lines = ["0:global:running:/::ipkg:shared"]
             for i, (name, zone) in enumerate(sorted(self.state["zones"].items())):

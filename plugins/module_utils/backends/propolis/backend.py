@@ -111,7 +111,10 @@ class IllumosRunner:
 
     def __call__(self, argv, check=True, timeout=300):
         hint = "Check the command prefix (VMCTL_PROPOLIS_COMMAND_PREFIX)" if self.prefix else "This command exists on illumos hosts only"
-        return proc.run(self.prefix + list(argv), error=IllumosCommandFailed, check=check, timeout=timeout, missing_hint=hint)
+        # an error names the illumos command, not the prefix, and not a long argument (zonecfg's script): details have all
+        what = " ".join(arg if len(arg) <= 64 else "<%d characters>" % len(arg) for arg in argv)
+        return proc.run(self.prefix + list(argv), error=IllumosCommandFailed, what=what, check=check, timeout=timeout,
+                        missing_hint=hint)
 
 
 class PropolisBackend(Backend):

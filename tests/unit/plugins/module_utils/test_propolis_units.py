@@ -104,6 +104,11 @@ def test_host_runner_prefixes_commands_and_names_failures():
         runner(["sh", "-c", "echo 'zoneadm: zone not found' >&2; exit 3"])
     assert err.value.details["rc"] == 3 and "zone not found" in err.value.message
     assert err.value.details["argv"][:2] == ["env", "LC_ALL=C"]
+    assert err.value.message.startswith("sh -c echo 'zoneadm: zone not found' >&2; exit 3 failed (exit 3): "), err.value.message
+    with pytest.raises(IllumosCommandFailed) as err:  # the prefix is not named, a long argument (zonecfg's script) neither
+        runner(["sh", "-c", "exit 4 # " + "x" * 100])
+    assert err.value.message == "sh -c <109 characters> failed (exit 4): ", err.value.message
+    assert err.value.details["argv"][-1] == "exit 4 # " + "x" * 100
     with pytest.raises(ToolMissing):
         IllumosRunner()(["zoneadm-does-not-exist", "list"])
 
@@ -115,3 +120,19 @@ def test_router_and_environment_settings(monkeypatch):
     assert isinstance(backend, PropolisBackend) and backend.settings["address"] == "10.1.2.3:12401"
     assert backend.runner.prefix == ["ssh", "root@illumos host"] and backend.settings["brand"] == "sparse"
     assert backend_for("auto").tag == ("propolis" if platform.system() in ("SunOS", "illumos") else "qemu")
+
+
+def test_waiting_for_ssh_on_a_vnic_guest_is_refused_naming_the_network():
+    """Bad input: a propolis VM on a VNIC with an ssh login, asked to wait for SSH. vmctl has no route to such a
+    guest: the error says so (not "no SSH settings", which it has); without wait_for_ssh nothing is waited for."""
+    from ansible_collections.vmctl.core.plugins.module_utils.errors import InvalidState
+    from ansible_collections.vmctl.core.plugins.module_utils.model import NetworkConfig, VmHandle
+    from ansible_collections.vmctl.core.plugins.module_utils.reconcile import ssh_wait_wanted
+    handle = VmHandle(id="p1", name="pz", backend="propolis", network=NetworkConfig(type="vnic", name="vnic0"),
+                      ssh_user="vm", private_key_path="/nonexistent/id_ed25519")
+    with pytest.raises(InvalidState, match="VM pz: vmctl has no SSH route to a guest on vnic networking") as err:
+        ssh_wait_wanted(handle, True)
+    assert "no ssh block" in err.value.hint
+    assert ssh_wait_wanted(handle, None) is False
+    with pytest.raises(InvalidState, match="VM pz has no SSH settings to wait for"):
+        ssh_wait_wanted(handle.replace(ssh_user=None), True)

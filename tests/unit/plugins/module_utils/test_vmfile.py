@@ -372,6 +372,10 @@ BAD = [
     ('vm "a" {\n  image "disk.qcow2"\n  kernel "id" { initrd "nope" }\n}', 3, 24, "initrd nope does not exist", "relative"),
     ('vm "a" {\n  image "disk.qcow2"\n  kernel "id" { apend "x" }\n}', 3, 17, "unknown node apend in kernel", "did you mean `append`?"),
     ('vm "a" {\n  image "disk.qcow2"\n  kernel { initrd "id" }\n}', 3, 9, "kernel needs the kernel's path", 'kernel "path/vmlinuz"'),
+    # Issue 16: the backend of a VM on a hypervisor.
+    ('vm "a" {\n  image "disk.qcow2"\n  backend "bhyve"\n}', 3, 11, "unknown backend 'bhyve'",
+     "Use one of: auto, qemu, propolis"),
+    ('vm "a" {\n  image "disk.qcow2"\n  backend "noop"\n}', 3, 11, "unknown backend 'noop'", "auto, qemu, propolis"),
 ]
 
 
@@ -388,6 +392,15 @@ def test_each_mistake_names_line_col_and_hint(project, text, line, col, message,
     rendered = problem.render()
     assert rendered.startswith("%s:%d:%d: error: " % (path, line, col))
     assert rendered.splitlines()[2] == "    " + " " * (col - 1) + "^"  # the caret under the column
+
+
+def test_the_backend_node_is_recorded_and_defaults_to_the_hypervisors_platform(project):
+    """backend "propolis" (v1) and backend qemu (v2) are the record's backend; without the node it is auto, which the
+    host that runs the VM resolves (QEMU on Linux, Propolis on illumos). A wrong value gets the BAD list's error."""
+    path = write(project, 'vm "p" {\n  image "disk.qcow2"\n  backend "propolis"\n  network "vnic" { name "vnic0"; }\n}\n'
+                          'vm "q" { image "disk.qcow2"; backend qemu; }\nvm "a" { image "disk.qcow2"; }\n')
+    vms = {vm["name"]: vm for vm in vmfile.load(path)}
+    assert {name: vm["backend"] for name, vm in vms.items()} == {"p": "propolis", "q": "qemu", "a": "auto"}
 
 
 def test_all_problems_are_reported_in_one_run(project):
