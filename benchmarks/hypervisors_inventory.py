@@ -15,7 +15,9 @@ time is mostly ansible-inventory's own start-up. Each figure is the median of --
 cold run are counted from the hypervisors' logs (one each is the design).
 
 All hypervisors are namespaces of this one machine (2 shared cores), so their Python start-ups compete for the
-same CPUs: the spread between 1 and 4 hypervisors here is an upper bound of what separate machines would show.
+same CPUs: the spread between 1 and 4 hypervisors here is an upper bound of what separate machines would show. Last, the
+store reads alone (``read_views`` in this process, no ansible-inventory start-up), over 1, 2 and 4 stores and over 16
+and 32 (the namespaces read several times at once, past the pool of 16 threads): wall time and the controller's CPU.
 Nothing is extrapolated here; docs/scale.md reasons from these figures. Needs root (namespaces, users).
 
 Run: . scripts/env.sh && python benchmarks/hypervisors_inventory.py [--sizes 10,50] [--hypervisors 1,2,4] [--rounds 3]
@@ -37,6 +39,8 @@ sys.path.insert(0, HERE)
 
 from store_scale import populate  # noqa: E402
 from support.hypervisors import NetnsHypervisor  # noqa: E402
+
+from ansible_collections.vmctl.core.plugins.plugin_utils.hypervisors import Hypervisor, read_views  # noqa: E402
 
 
 def source(path, lines, cache_dir=None):
@@ -97,6 +101,25 @@ def measure(hvs, count, size, work, image, rounds):
     return results, logins
 
 
+def reads(hvs, count, expected, rounds):
+    """``(wall, controller CPU)`` medians, seconds, of ``read_views`` in this process over ``count`` hypervisor entries
+    (the namespaces taken in turn: more entries than namespaces read the same stores again, under other names),
+    checked to find ``expected`` VMs in all."""
+    entries = [Hypervisor("r%d" % i, **{k: v for k, v in hvs[i % len(hvs)].mapping().items() if k != "name"})
+               for i in range(count)]
+    walls, cpus = [], []
+    for _round in range(rounds):
+        wall, cpu = time.monotonic(), time.process_time()
+        results = read_views(entries)
+        walls.append(time.monotonic() - wall)
+        cpus.append(time.process_time() - cpu)
+        errors = [str(error) for _hv, _views, _bad, error in results if error]
+        found = sum(len(views) for _hv, views, _bad, _error in results)
+        if errors or found != expected:
+            raise SystemExit("read_views of %d entries found %d VMs, not %d: %s" % (count, found, expected, errors))
+    return statistics.median(walls), statistics.median(cpus)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--sizes", default="10,50", help="VMs per hypervisor (default %(default)s)")
@@ -104,7 +127,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    counts = [int(c) for c in args.hypervisors.split(",")]
+    counts = sorted(set(int(c) for c in args.hypervisors.split(",")))
     work = tempfile.mkdtemp(prefix="vmctl-bench-inv-")
     os.chmod(work, 0o755)
     image = os.path.join(work, "base.img")
@@ -123,6 +146,12 @@ def main():
                     count, size, results["cold"][0], results["cache"][0], results["local"][0],
                     "; ".join("%s %s" % (mode, ", ".join("%.2f" % t for t in results[mode][1]))
                               for mode in ("cold", "cache", "local"))), flush=True)
+        size = sizes[-1]
+        populated = hvs[:max(counts)]
+        first = reads(populated[:1], 1, size, 1)  # paramiko's import and the payload's zip: once per process
+        reading = []
+        for count in sorted(set(counts + [4 * max(counts), 8 * max(counts)])):
+            reading.append((count, reads(populated[:count], count, count * size, args.rounds)))
         print("load average after: %.2f %.2f %.2f" % os.getloadavg())
         print()
         print("%-12s %-8s %-6s %10s %10s %10s %14s %8s" % ("hypervisors", "VMs/hv", "total", "cold (s)", "cache (s)",
@@ -133,6 +162,14 @@ def main():
                                                                           cold - local, logins))
         print("(median of %d runs each; local: one controller store of the same total, no SSH, the same run; "
               "logins: sshd logins per cold run, all hypervisors)" % args.rounds)
+        print()
+        print("read_views in this process (no ansible-inventory start-up), %d VMs per store, pool of at most 16:" % size)
+        print("%-10s %10s %22s %18s" % ("stores", "wall (s)", "controller CPU (s)", "CPU per store (ms)"))
+        print("%-10s %10.2f %22.2f %18s" % ("1 (first)", first[0], first[1], "(paramiko import, zip)"))
+        for count, (wall, cpu) in reading:
+            print("%-10d %10.2f %22.2f %18.0f" % (count, wall, cpu, cpu * 1000 / count))
+        print("(more stores than the %d namespaces: each namespace read several times at once, under other names; "
+              "their sshd and Python run on this machine too)" % max(counts))
     finally:
         for hv in hvs:
             hv.stop()
