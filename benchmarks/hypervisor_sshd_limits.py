@@ -14,7 +14,9 @@ hypervisors.py):
   by the ``vms`` inventory and reached with vmctl.core.vm_ssh: one hypervisor login per VM session (a fresh
   session daemon each run).
 
-Printed: hosts ok / failed / unreachable per run, the hypervisor's sshd logins, and the first error. No QEMU.
+Printed: hosts ok / failed / unreachable per run, the hypervisor's sshd logins, and the first error; then, with the
+raised limits, the session daemon's RSS with 1, 10 and N VM sessions open through the hypervisor (two SSH transports
+each: the hop and the VM). No QEMU.
 Needs root (namespaces, users).
 
 Run: . scripts/env.sh && python benchmarks/hypervisor_sshd_limits.py [--vms 30] [--rounds 2]
@@ -36,7 +38,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "system"))
 
 from support.ansible_run import _env  # noqa: E402
 from support.hypervisors import NetnsHypervisor  # noqa: E402
-from support.vm_ssh_helpers import stop_daemons  # noqa: E402
+from support.vm_ssh_helpers import daemons, stop_daemons  # noqa: E402
+
+sys.path.insert(0, HERE)
+from session_memory import rss_kb  # noqa: E402
 
 LIMITS = {"OpenSSH defaults": None, "raised": ("MaxStartups 100:30:200", "MaxSessions 100")}
 
@@ -90,6 +95,24 @@ def run(argv, env):
             sum(1 for _h, u, f in recap if u != "0"), seconds, errors[0][:160] if errors else "")
 
 
+def hop_memory(fleet, work, count, total):
+    """``(sessions, daemons, RSS MB)`` of the session daemon after ``ansible -m raw`` on the first ``count`` stand-in
+    VMs, every session open through the hypervisor (idle timeout 600 s)."""
+    control = tempfile.mkdtemp(prefix="cpm-", dir=work)
+    env = _env({"ANSIBLE_VMCTL_CONTROL_PATH_DIR": control, "ANSIBLE_VMCTL_IDLE_TIMEOUT": "600"})
+    try:
+        ok = run(["all", "-i", fleet, "-m", "raw", "-a", "true", "-f", "10",
+                  "--limit", ",".join("f%02d" % i for i in range(min(count, total)))], env)[0]
+        if ok != count:
+            raise SystemExit("%d of %d stand-in VMs answered" % (ok, count))
+        time.sleep(1.0)
+        answering = daemons(control)
+        return (sum(len(d.get("sessions", ())) for d in answering), len(answering),
+                sum(rss_kb(d["pid"]) for d in answering) / 1024.0)
+    finally:
+        stop_daemons(control)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--vms", type=int, default=30)
@@ -126,6 +149,8 @@ def main():
                     rows.append(row)
                     print("round %d, %-16s %-9s ok %2d failed %2d unreachable %2d  %.1f s  hv logins %d  %s"
                           % ((round_ + 1,) + row[:6] + (row[7], row[6])), flush=True)
+        configure(hv, LIMITS["raised"])
+        memory = [(count, hop_memory(fleet, work, count, args.vms)) for count in sorted({1, 10, args.vms})]
         print()
         print("%-16s %-9s %12s %s" % ("sshd limits", "load", "ok of %d" % args.vms, "(each run; hv logins)"))
         for label in LIMITS:
@@ -133,6 +158,12 @@ def main():
                 mine = [row for row in rows if row[:2] == (label, kind)]
                 print("%-16s %-9s %12s %s" % (label, kind, "/".join(str(row[2]) for row in mine),
                                               "; ".join("%d logins" % row[7] for row in mine)))
+        print()
+        print("session daemon memory, every VM session through the hypervisor (raised limits):")
+        print("%-6s %9s %8s %10s %12s" % ("VMs", "sessions", "daemons", "RSS (MB)", "MB per +VM"))
+        for count, (sessions, daemon_count, rss) in memory:
+            extra = "%.2f" % ((rss - memory[0][1][2]) / (count - 1)) if count > 1 else ""
+            print("%-6d %9d %8d %10.1f %12s" % (count, sessions, daemon_count, rss, extra))
     finally:
         if hv:
             hv.stop()
