@@ -16,7 +16,7 @@ hypervisors.py):
 
 Printed: hosts ok / failed / unreachable per run, the hypervisor's sshd logins, and the first error; then, with the
 raised limits, the session daemon's RSS with 1, 10 and N VM sessions open through the hypervisor (two SSH transports
-each: the hop and the VM). No QEMU.
+each: the hop and the VM), and the PSS of the hypervisor's sshd processes for those hop logins. No QEMU.
 Needs root (namespaces, users).
 
 Run: . scripts/env.sh && python benchmarks/hypervisor_sshd_limits.py [--vms 30] [--rounds 2]
@@ -95,9 +95,39 @@ def run(argv, env):
             sum(1 for _h, u, f in recap if u != "0"), seconds, errors[0][:160] if errors else "")
 
 
-def hop_memory(fleet, work, count, total):
-    """``(sessions, daemons, RSS MB)`` of the session daemon after ``ansible -m raw`` on the first ``count`` stand-in
-    VMs, every session open through the hypervisor (idle timeout 600 s)."""
+def descendants(pid):
+    """Pids of every process under ``pid``."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                parents.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def pss_kb(pid):
+    """The proportional set size of ``pid`` (its shared pages divided among their users), KB."""
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def hop_memory(hv, fleet, work, count, total):
+    """``(sessions, daemons, RSS MB, hypervisor sshd RSS MB)`` after ``ansible -m raw`` on the first ``count``
+    stand-in VMs, every session open through the hypervisor (idle timeout 600 s): the controller's session daemon,
+    and the processes under the hypervisor's sshd (one per hop login)."""
     control = tempfile.mkdtemp(prefix="cpm-", dir=work)
     env = _env({"ANSIBLE_VMCTL_CONTROL_PATH_DIR": control, "ANSIBLE_VMCTL_IDLE_TIMEOUT": "600"})
     try:
@@ -108,7 +138,8 @@ def hop_memory(fleet, work, count, total):
         time.sleep(1.0)
         answering = daemons(control)
         return (sum(len(d.get("sessions", ())) for d in answering), len(answering),
-                sum(rss_kb(d["pid"]) for d in answering) / 1024.0)
+                sum(rss_kb(d["pid"]) for d in answering) / 1024.0,
+                sum(pss_kb(pid) for pid in descendants(hv.proc.pid)) / 1024.0)
     finally:
         stop_daemons(control)
 
@@ -150,7 +181,7 @@ def main():
                     print("round %d, %-16s %-9s ok %2d failed %2d unreachable %2d  %.1f s  hv logins %d  %s"
                           % ((round_ + 1,) + row[:6] + (row[7], row[6])), flush=True)
         configure(hv, LIMITS["raised"])
-        memory = [(count, hop_memory(fleet, work, count, args.vms)) for count in sorted({1, 10, args.vms})]
+        memory = [(count, hop_memory(hv, fleet, work, count, args.vms)) for count in sorted({1, 10, args.vms})]
         print()
         print("%-16s %-9s %12s %s" % ("sshd limits", "load", "ok of %d" % args.vms, "(each run; hv logins)"))
         for label in LIMITS:
@@ -160,10 +191,12 @@ def main():
                                               "; ".join("%d logins" % row[7] for row in mine)))
         print()
         print("session daemon memory, every VM session through the hypervisor (raised limits):")
-        print("%-6s %9s %8s %10s %12s" % ("VMs", "sessions", "daemons", "RSS (MB)", "MB per +VM"))
-        for count, (sessions, daemon_count, rss) in memory:
+        print("%-6s %9s %8s %10s %12s %24s" % ("VMs", "sessions", "daemons", "RSS (MB)", "MB per +VM",
+                                               "hypervisor sshd PSS (MB)"))
+        for count, (sessions, daemon_count, rss, hv_rss) in memory:
             extra = "%.2f" % ((rss - memory[0][1][2]) / (count - 1)) if count > 1 else ""
-            print("%-6d %9d %8d %10.1f %12s" % (count, sessions, daemon_count, rss, extra))
+            print("%-6d %9d %8d %10.1f %12s %24.1f" % (count, sessions, daemon_count, rss, extra, hv_rss))
+        print("(hypervisor sshd PSS: the processes under its listening sshd, one or two per hop login, shared pages divided)")
     finally:
         if hv:
             hv.stop()
