@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "system"))
 sys.path.insert(0, HERE)
 
 from store_scale import populate  # noqa: E402
-from support.hypervisors import NetnsHypervisor  # noqa: E402
+from support.hypervisors import running  # noqa: E402
 
 from ansible_collections.vmctl.core.plugins.plugin_utils.hypervisors import Hypervisor, read_views  # noqa: E402
 
@@ -132,47 +132,43 @@ def main():
     os.chmod(work, 0o755)
     image = os.path.join(work, "base.img")
     open(image, "wb").close()
-    hvs = []
     print("load average before: %.2f %.2f %.2f" % os.getloadavg(), flush=True)
     try:
-        for index in range(1, max(counts) + 1):
-            hvs.append(NetnsHypervisor(index).start())
-        rows = []
-        for size in sizes:
-            for count in counts:
-                results, logins = measure(hvs, count, size, work, image, args.rounds)
-                rows.append((count, size, results, logins))
-                print("  %d hypervisor(s) x %d VMs: cold %.2f s, cache %.2f s, local %.2f s (runs: %s)" % (
-                    count, size, results["cold"][0], results["cache"][0], results["local"][0],
-                    "; ".join("%s %s" % (mode, ", ".join("%.2f" % t for t in results[mode][1]))
-                              for mode in ("cold", "cache", "local"))), flush=True)
-        size = sizes[-1]
-        populated = hvs[:max(counts)]
-        first = reads(populated[:1], 1, size, 1)  # paramiko's import and the payload's zip: once per process
-        reading = []
-        for count in sorted(set(counts + [4 * max(counts), 8 * max(counts)])):
-            reading.append((count, reads(populated[:count], count, count * size, args.rounds)))
-        print("load average after: %.2f %.2f %.2f" % os.getloadavg())
-        print()
-        print("%-12s %-8s %-6s %10s %10s %10s %14s %8s" % ("hypervisors", "VMs/hv", "total", "cold (s)", "cache (s)",
-                                                         "local (s)", "cold - local", "logins"))
-        for count, size, results, logins in rows:
-            cold, cache, local = (results[mode][0] for mode in ("cold", "cache", "local"))
-            print("%-12d %-8d %-6d %10.2f %10.2f %10.2f %12.2f s %8.1f" % (count, size, count * size, cold, cache, local,
-                                                                          cold - local, logins))
-        print("(median of %d runs each; local: one controller store of the same total, no SSH, the same run; "
-              "logins: sshd logins per cold run, all hypervisors)" % args.rounds)
-        print()
-        print("read_views in this process (no ansible-inventory start-up), %d VMs per store, pool of at most 16:" % size)
-        print("%-10s %10s %22s %18s" % ("stores", "wall (s)", "controller CPU (s)", "CPU per store (ms)"))
-        print("%-10s %10.2f %22.2f %18s" % ("1 (first)", first[0], first[1], "(paramiko import, zip)"))
-        for count, (wall, cpu) in reading:
-            print("%-10d %10.2f %22.2f %18.0f" % (count, wall, cpu, cpu * 1000 / count))
-        print("(more stores than the %d namespaces: each namespace read several times at once, under other names; "
-              "their sshd and Python run on this machine too)" % max(counts))
+        with running(max(counts)) as hvs:
+            rows = []
+            for size in sizes:
+                for count in counts:
+                    results, logins = measure(hvs, count, size, work, image, args.rounds)
+                    rows.append((count, size, results, logins))
+                    print("  %d hypervisor(s) x %d VMs: cold %.2f s, cache %.2f s, local %.2f s (runs: %s)" % (
+                        count, size, results["cold"][0], results["cache"][0], results["local"][0],
+                        "; ".join("%s %s" % (mode, ", ".join("%.2f" % t for t in results[mode][1]))
+                                  for mode in ("cold", "cache", "local"))), flush=True)
+            size = sizes[-1]
+            populated = hvs[:max(counts)]
+            first = reads(populated[:1], 1, size, 1)  # paramiko's import and the payload's zip: once per process
+            reading = []
+            for count in sorted(set(counts + [4 * max(counts), 8 * max(counts)])):
+                reading.append((count, reads(populated[:count], count, count * size, args.rounds)))
+            print("load average after: %.2f %.2f %.2f" % os.getloadavg())
+            print()
+            print("%-12s %-8s %-6s %10s %10s %10s %14s %8s" % ("hypervisors", "VMs/hv", "total", "cold (s)", "cache (s)",
+                                                             "local (s)", "cold - local", "logins"))
+            for count, size, results, logins in rows:
+                cold, cache, local = (results[mode][0] for mode in ("cold", "cache", "local"))
+                print("%-12d %-8d %-6d %10.2f %10.2f %10.2f %12.2f s %8.1f" % (count, size, count * size, cold, cache, local,
+                                                                              cold - local, logins))
+            print("(median of %d runs each; local: one controller store of the same total, no SSH, the same run; "
+                  "logins: sshd logins per cold run, all hypervisors)" % args.rounds)
+            print()
+            print("read_views in this process (no ansible-inventory start-up), %d VMs per store, pool of at most 16:" % size)
+            print("%-10s %10s %22s %18s" % ("stores", "wall (s)", "controller CPU (s)", "CPU per store (ms)"))
+            print("%-10s %10.2f %22.2f %18s" % ("1 (first)", first[0], first[1], "(paramiko import, zip)"))
+            for count, (wall, cpu) in reading:
+                print("%-10d %10.2f %22.2f %18.0f" % (count, wall, cpu, cpu * 1000 / count))
+            print("(more stores than the %d namespaces: each namespace read several times at once, under other names; "
+                  "their sshd and Python run on this machine too)" % max(counts))
     finally:
-        for hv in hvs:
-            hv.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "system"))
 
-from support.hypervisors import NetnsHypervisor  # noqa: E402
+from support.hypervisors import running  # noqa: E402
 
 VM = ('vm "%s" {\n  image "%s"\n  memory 256\n  hypervisor "%s"\n  kernel "%s" {\n    initrd "%s"\n'
       '    append "console=ttyS0"\n  }\n}\n')
@@ -75,40 +75,37 @@ def main():
     if not spreads or any(c not in (1, 2, 4) for c in spreads):
         parser.error("--hypervisors takes 1, 2 and 4")
     tiny = images()["tiny"]
-    hvs = []
     work = tempfile.mkdtemp(prefix="vmctl-bench-hv-")
     os.chmod(work, 0o755)
     try:
-        hvs = [NetnsHypervisor(index).start() for index in range(1, max(spreads) + 1)]
-        disk = os.path.join(work, "tiny.qcow2")
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
-        os.chmod(disk, 0o644)
-        hosts = os.path.join(work, "hosts.yml")
-        inventory(hvs, hosts)
-        layouts = {"4 VMs on %d hypervisor%s" % (c, "s" if c > 1 else ""): ["hv%d" % (i % c + 1) for i in range(4)]
-                   for c in spreads}
-        times = {name: [] for name in layouts}
-        for round_ in range(args.rounds):
-            for name, placement in (list(layouts.items()) if round_ % 2 == 0 else list(layouts.items())[::-1]):
-                vmfile = os.path.join(work, "VMFile.kdl")
-                with open(vmfile, "w") as f:
-                    f.write("".join(VM % ("b%d" % i, disk, hv, tiny["kernel"], tiny["initrd"])
-                                    for i, hv in enumerate(placement)))
-                seconds = playbook(hosts, vmfile, "up")
-                playbook(hosts, vmfile, "down", "-e", "destroy=true")
-                times[name].append(seconds)
-                print("round %d, %s: up %.1f s" % (round_ + 1, name, seconds), flush=True)
-        reference = list(layouts)[0]
-        print()
-        print("%-26s %-30s %s" % ("layout", "up wall time (median of %d)" % args.rounds, "/ %s" % reference))
-        for name in layouts:
-            median = statistics.median(times[name])
-            print("%-26s %-30s %.2fx" % (name, "%.1f s  (%s)" % (median, ", ".join("%.1f" % t for t in times[name])),
-                                         median / statistics.median(times[reference])))
-        print("(reference: %s, measured in the same session)" % reference)
+        with running(max(spreads)) as hvs:
+            disk = os.path.join(work, "tiny.qcow2")
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
+            os.chmod(disk, 0o644)
+            hosts = os.path.join(work, "hosts.yml")
+            inventory(hvs, hosts)
+            layouts = {"4 VMs on %d hypervisor%s" % (c, "s" if c > 1 else ""): ["hv%d" % (i % c + 1) for i in range(4)]
+                       for c in spreads}
+            times = {name: [] for name in layouts}
+            for round_ in range(args.rounds):
+                for name, placement in (list(layouts.items()) if round_ % 2 == 0 else list(layouts.items())[::-1]):
+                    vmfile = os.path.join(work, "VMFile.kdl")
+                    with open(vmfile, "w") as f:
+                        f.write("".join(VM % ("b%d" % i, disk, hv, tiny["kernel"], tiny["initrd"])
+                                        for i, hv in enumerate(placement)))
+                    seconds = playbook(hosts, vmfile, "up")
+                    playbook(hosts, vmfile, "down", "-e", "destroy=true")
+                    times[name].append(seconds)
+                    print("round %d, %s: up %.1f s" % (round_ + 1, name, seconds), flush=True)
+            reference = list(layouts)[0]
+            print()
+            print("%-26s %-30s %s" % ("layout", "up wall time (median of %d)" % args.rounds, "/ %s" % reference))
+            for name in layouts:
+                median = statistics.median(times[name])
+                print("%-26s %-30s %.2fx" % (name, "%.1f s  (%s)" % (median, ", ".join("%.1f" % t for t in times[name])),
+                                             median / statistics.median(times[reference])))
+            print("(reference: %s, measured in the same session)" % reference)
     finally:
-        for hv in hvs:
-            hv.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -6,8 +6,10 @@ on the pair), a system user ``vmhv<index>-<pid>`` whose home is a fresh director
 tmp is root's 0700), and a real OpenSSH sshd inside the namespace on the namespace end, port 22, with its own
 host key. The controller logs in with ``user_key`` and checks the host key with ``known_hosts``. ``stop()``
 removes the namespace, the user and the home. ``run(argv)`` runs a command in the namespace as the user.
+``with running(count) as hvs:`` starts hv1 .. hv<count> and stops every one that started.
 """
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -53,6 +55,19 @@ def free_subnet(start=0):
         if index >= start and not any(subnet.overlaps(net) for net in used):
             return subnet
     raise RuntimeError("no free /30 in %s" % BASE)
+
+
+@contextlib.contextmanager
+def running(count):
+    """``count`` started hypervisors (indexes 1 .. count), each one that started stopped at the end."""
+    started = []
+    try:
+        for index in range(1, count + 1):
+            started.append(NetnsHypervisor(index).start())
+        yield started
+    finally:
+        for hv in started:
+            hv.stop()
 
 
 class NetnsHypervisor:
