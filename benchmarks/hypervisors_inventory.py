@@ -152,12 +152,12 @@ def main():
                 reading.append((count, reads(populated[:count], count, count * size, args.rounds)))
             print("load average after: %.2f %.2f %.2f" % os.getloadavg())
             print()
-            print("%-12s %-8s %-6s %10s %10s %10s %14s %8s" % ("hypervisors", "VMs/hv", "total", "cold (s)", "cache (s)",
-                                                             "local (s)", "cold - local", "logins"))
+            print("%-12s %-8s %-6s %10s %10s %10s %14s %8s"
+                  % ("hypervisors", "VMs/hv", "total", "cold (s)", "cache (s)", "local (s)", "cold - local", "logins"))
             for count, size, results, logins in rows:
                 cold, cache, local = (results[mode][0] for mode in ("cold", "cache", "local"))
-                print("%-12d %-8d %-6d %10.2f %10.2f %10.2f %12.2f s %8.1f" % (count, size, count * size, cold, cache, local,
-                                                                              cold - local, logins))
+                print("%-12d %-8d %-6d %10.2f %10.2f %10.2f %12.2f s %8.1f"
+                      % (count, size, count * size, cold, cache, local, cold - local, logins))
             print("(median of %d runs each; local: one controller store of the same total, no SSH, the same run; "
                   "logins: sshd logins per cold run, all hypervisors)" % args.rounds)
             print()
