@@ -99,10 +99,10 @@ def main():
                     print("round %d, %s: up %.1f s" % (round_ + 1, name, seconds), flush=True)
             reference = list(layouts)[0]
             print()
-            print("%-26s %-30s %s" % ("layout", "up wall time (median of %d)" % args.rounds, "/ %s" % reference))
+            print("%-26s %-36s %s" % ("layout", "up wall time (median of %d)" % args.rounds, "/ %s" % reference))
             for name in layouts:
                 median = statistics.median(times[name])
-                print("%-26s %-30s %.2fx" % (name, "%.1f s  (%s)" % (median, ", ".join("%.1f" % t for t in times[name])),
+                print("%-26s %-36s %.2fx" % (name, "%.1f s  (%s)" % (median, ", ".join("%.1f" % t for t in times[name])),
                                              median / statistics.median(times[reference])))
             print("(reference: %s, measured in the same session)" % reference)
     finally:
