@@ -2,18 +2,19 @@
 # Copyright: vmctl.core developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Placement across hypervisors: wall time of ``ansible-playbook vmctl.core.up`` for 4 tiny-guest VMs (no SSH)
-placed on two hypervisors (2 + 2), beside the same 4 VMs on one hypervisor, in alternating runs of one session.
+placed on two hypervisors (2 + 2) and on four (1 each), beside the same 4 VMs on one hypervisor, in alternating
+runs of one session (``--hypervisors 1,2`` for the first two layouts only).
 
 The hypervisors are network namespaces with their own sshd, user and data directory (tests/system/support/
 hypervisors.py); the up playbook delegates each VM's vm and vm_state tasks to its hypervisor over Ansible's ssh
 connection, and QEMU runs inside the namespace. Every run starts from nothing (``down -e destroy=true`` after
 each, not timed). Needs root (namespaces, users).
 
-Both hypervisors are namespaces of this one 2-core machine, so two hypervisors do not add CPUs: what the figure
-shows is the cost of the placement itself (a second SSH connection, delegation to two hosts) and whether the two
+All hypervisors are namespaces of this one 2-core machine, so more hypervisors do not add CPUs: what the figure
+shows is the cost of the placement itself (more SSH connections, delegation to more hosts) and whether the
 hosts' tasks run in parallel, not the speed-up of real separate machines.
 
-Run: . scripts/env.sh && python benchmarks/hypervisors_up.py [--rounds 2]
+Run: . scripts/env.sh && python benchmarks/hypervisors_up.py [--rounds 2] [--hypervisors 1,2,4]
 """
 
 import argparse
@@ -30,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "system"))
 
-from support.hypervisors import NetnsHypervisor  # noqa: E402
+from support.hypervisors import running  # noqa: E402
 
 VM = ('vm "%s" {\n  image "%s"\n  memory 256\n  hypervisor "%s"\n  kernel "%s" {\n    initrd "%s"\n'
       '    append "console=ttyS0"\n  }\n}\n')
@@ -67,39 +68,44 @@ def playbook(hosts, vmfile, name, *extra):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--hypervisors", default="1,2,4", help="layouts: the 4 VMs spread over this many hypervisors "
+                        "(each a divisor of 4; the first is the reference; default %(default)s)")
     args = parser.parse_args()
+    spreads = [int(c) for c in args.hypervisors.split(",")]
+    if not spreads or any(c not in (1, 2, 4) for c in spreads):
+        parser.error("--hypervisors takes 1, 2 and 4")
     tiny = images()["tiny"]
-    hvs = []
     work = tempfile.mkdtemp(prefix="vmctl-bench-hv-")
     os.chmod(work, 0o755)
     try:
-        hvs = [NetnsHypervisor(1).start(), NetnsHypervisor(2).start()]
-        disk = os.path.join(work, "tiny.qcow2")
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
-        os.chmod(disk, 0o644)
-        hosts = os.path.join(work, "hosts.yml")
-        inventory(hvs, hosts)
-        layouts = {"4 VMs on 1 hypervisor": ["hv1"] * 4, "4 VMs on 2 hypervisors": ["hv1", "hv2"] * 2}
-        times = {name: [] for name in layouts}
-        for round_ in range(args.rounds):
-            for name, placement in (list(layouts.items()) if round_ % 2 == 0 else list(layouts.items())[::-1]):
-                vmfile = os.path.join(work, "VMFile.kdl")
-                with open(vmfile, "w") as f:
-                    f.write("".join(VM % ("b%d" % i, disk, hv, tiny["kernel"], tiny["initrd"])
-                                    for i, hv in enumerate(placement)))
-                seconds = playbook(hosts, vmfile, "up")
-                playbook(hosts, vmfile, "down", "-e", "destroy=true")
-                times[name].append(seconds)
-                print("round %d, %s: up %.1f s" % (round_ + 1, name, seconds), flush=True)
-        one, two = (statistics.median(times[name]) for name in layouts)
-        print()
-        print("%-26s %s" % ("layout", "up wall time (median of %d)" % args.rounds))
-        for name in layouts:
-            print("%-26s %.1f s  (%s)" % (name, statistics.median(times[name]), ", ".join("%.1f" % t for t in times[name])))
-        print("2 hypervisors / 1 hypervisor: %.2fx (reference: the 1-hypervisor run, measured in the same session)" % (two / one))
+        with running(max(spreads)) as hvs:
+            disk = os.path.join(work, "tiny.qcow2")
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
+            os.chmod(disk, 0o644)
+            hosts = os.path.join(work, "hosts.yml")
+            inventory(hvs, hosts)
+            layouts = {"4 VMs on %d hypervisor%s" % (c, "s" if c > 1 else ""): ["hv%d" % (i % c + 1) for i in range(4)]
+                       for c in spreads}
+            times = {name: [] for name in layouts}
+            for round_ in range(args.rounds):
+                for name, placement in (list(layouts.items()) if round_ % 2 == 0 else list(layouts.items())[::-1]):
+                    vmfile = os.path.join(work, "VMFile.kdl")
+                    with open(vmfile, "w") as f:
+                        f.write("".join(VM % ("b%d" % i, disk, hv, tiny["kernel"], tiny["initrd"])
+                                        for i, hv in enumerate(placement)))
+                    seconds = playbook(hosts, vmfile, "up")
+                    playbook(hosts, vmfile, "down", "-e", "destroy=true")
+                    times[name].append(seconds)
+                    print("round %d, %s: up %.1f s" % (round_ + 1, name, seconds), flush=True)
+            reference = list(layouts)[0]
+            print()
+            print("%-26s %-36s %s" % ("layout", "up wall time (median of %d)" % args.rounds, "/ %s" % reference))
+            for name in layouts:
+                median = statistics.median(times[name])
+                print("%-26s %-36s %.2fx" % (name, "%.1f s  (%s)" % (median, ", ".join("%.1f" % t for t in times[name])),
+                                             median / statistics.median(times[reference])))
+            print("(reference: %s, measured in the same session)" % reference)
     finally:
-        for hv in hvs:
-            hv.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -71,13 +71,14 @@ def run(checkout, scratch, data_home, args, what):
     return proc.stdout, elapsed
 
 
-def populate(data_home, count, image):
-    """A store of ``count`` noop VMs, written directly as the guide's vms.json (with their directories)."""
+def populate(data_home, count, image, prefix="vm"):
+    """A store of ``count`` noop VMs named ``<prefix>00001`` on, written directly as the guide's vms.json (with
+    their directories)."""
     vmctl = os.path.join(data_home, "vmctl")
     os.makedirs(os.path.join(vmctl, "vms"), exist_ok=True)
     records = {}
     for i in range(1, count + 1):
-        name = "vm%05d" % i
+        name = "%s%05d" % (prefix, i)
         work = os.path.join(vmctl, "vms", name)
         os.makedirs(work, exist_ok=True)
         records[name] = {

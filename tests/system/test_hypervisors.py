@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from support.ansible_run import _env
-from support.hypervisors import NetnsHypervisor
+from support.hypervisors import running
 from test_inventory_vms import plain
 
 pytestmark = [pytest.mark.slow]
@@ -39,14 +39,8 @@ def _netns_works():
 def hypervisors():
     if os.geteuid() != 0 or not _netns_works():
         pytest.skip("network namespaces and users need root")
-    started = []
-    try:
-        for index in (1, 2):
-            started.append(NetnsHypervisor(index).start())
+    with running(2) as started:
         yield started
-    finally:
-        for hv in started:
-            hv.stop()
 
 
 def ansible_inventory(hvs):

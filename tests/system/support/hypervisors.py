@@ -8,8 +8,10 @@ host key. The controller logs in with ``user_key`` and checks the host key with 
 removes the namespace, the user and the home. ``run(argv)`` runs a command in the namespace as the user.
 ``NetnsHypervisor(index, name="hvp", env={...})`` names it otherwise and gives every SSH session of its user those
 environment variables (sshd ``SetEnv``); ``in_netns(function)`` binds sockets inside it from this process.
+``with running(count) as hvs:`` starts hv1 .. hv<count> and stops every one that started.
 """
 
+import contextlib
 import ctypes
 import ipaddress
 import json
@@ -58,6 +60,19 @@ def free_subnet(start=0):
         if index >= start and not any(subnet.overlaps(net) for net in used):
             return subnet
     raise RuntimeError("no free /30 in %s" % BASE)
+
+
+@contextlib.contextmanager
+def running(count):
+    """``count`` started hypervisors (indexes 1 .. count), each one that started stopped at the end."""
+    started = []
+    try:
+        for index in range(1, count + 1):
+            started.append(NetnsHypervisor(index).start())
+        yield started
+    finally:
+        for hv in started:
+            hv.stop()
 
 
 class NetnsHypervisor:
