@@ -439,7 +439,8 @@ def test_a_debian_vm_on_hv2_is_provisioned_copied_to_and_fetched_from_through_hv
     """The real Debian guest, placed on hv2 by its VMFile: up creates it there (QEMU runs in hv2's namespace as
     hv2's user), waits for SSH and cloud-init through hv2, and runs a shell and a file provision step through hv2;
     the plan's progress is in hv2's store and the log on this host. A second up leaves it alone. Then the vms
-    inventory lists it and a playbook runs a command, a copy and a fetch on it; down -e destroy=true removes it."""
+    inventory lists it and a playbook runs a command, a copy, a fetch and a become task on it, without and with
+    pipelining; down -e destroy=true removes it."""
     hv1, hv2 = hypervisors
     project = tmp_path / "project"
     project.mkdir()
@@ -474,15 +475,21 @@ def test_a_debian_vm_on_hv2_is_provisioned_copied_to_and_fetched_from_through_hv
             {"name": "copy", "ansible.builtin.copy": {"content": "copied through hv2\n", "dest": "/tmp/copied.txt"}},
             {"name": "fetch", "ansible.builtin.fetch": {"src": "/tmp/copied.txt", "dest": str(tmp_path / "back.txt"),
                                                         "flat": True}},
-            {"name": "show", "ansible.builtin.debug": {"msg": "USER={{ who.stdout }} SEEN={{ seen.stdout_lines }}"}},
+            {"name": "root", "ansible.builtin.command": "id -un", "become": True, "register": "root",
+             "changed_when": False},
+            {"name": "show", "ansible.builtin.debug": {"msg": "USER={{ who.stdout }} ROOT={{ root.stdout }} "
+                                                               "SEEN={{ seen.stdout_lines }}"}},
         ]}]
         playbook = tmp_path / "on-deb2.yml"
         playbook.write_text(yaml.safe_dump(play, sort_keys=False))
-        proc = subprocess.run(["ansible-playbook", "-i", str(source), str(playbook)], capture_output=True, text=True,
-                              env=_env(None), timeout=300, check=False)
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-        assert "USER=u SEEN=['provisioned-on-deb2 as u', 'from the controller']" in proc.stdout, proc.stdout[-3000:]
-        assert (tmp_path / "back.txt").read_text() == "copied through hv2\n"
+        for pipelining in ("False", "True"):  # modules as files, then on stdin; become both ways
+            (tmp_path / "back.txt").unlink(missing_ok=True)
+            proc = subprocess.run(["ansible-playbook", "-i", str(source), str(playbook)], capture_output=True, text=True,
+                                  env=_env({"ANSIBLE_PIPELINING": pipelining}), timeout=300, check=False)
+            assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+            assert "USER=u ROOT=root SEEN=['provisioned-on-deb2 as u', 'from the controller']" in proc.stdout, \
+                proc.stdout[-3000:]
+            assert (tmp_path / "back.txt").read_text() == "copied through hv2\n"
     finally:
         down = vmfile_playbook(hosts, "down", vmfile, "-e", "destroy=true")
     assert down.returncode == 0, down.stdout[-4000:] + down.stderr[-2000:]
