@@ -192,7 +192,13 @@ def interrupt_when(cwd, env, pattern, timeout=1200):
             if re.search(pattern, line, re.M):
                 proc.send_signal(signal.SIGINT)
                 break
-        rest = proc.communicate(timeout=timeout)[0]
+        try:
+            rest = proc.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            # once in several CI runs ansible-playbook did not exit after one SIGINT in the readiness wait (cause
+            # not found yet); a user presses Ctrl-C again, and the next up must converge all the same
+            proc.send_signal(signal.SIGINT)
+            rest = proc.communicate(timeout=timeout)[0]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -477,8 +477,8 @@ def test_a_debian_vm_on_hv2_is_provisioned_copied_to_and_fetched_from_through_hv
                                                         "flat": True}},
             {"name": "root", "ansible.builtin.command": "id -un", "become": True, "register": "root",
              "changed_when": False},
-            {"name": "show", "ansible.builtin.debug": {"msg": "USER={{ who.stdout }} ROOT={{ root.stdout }} "
-                                                               "SEEN={{ seen.stdout_lines }}"}},
+            {"name": "show", "ansible.builtin.debug": {
+                "msg": "USER={{ who.stdout }} ROOT={{ root.stdout }} SEEN={{ seen.stdout_lines }}"}},
         ]}]
         playbook = tmp_path / "on-deb2.yml"
         playbook.write_text(yaml.safe_dump(play, sort_keys=False))
