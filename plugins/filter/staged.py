@@ -46,7 +46,7 @@ EXAMPLES = r"""
     dest: "{{ item.folder }}/"
     mode: "{{ item.mode }}"
     force: "{{ item.force }}"
-    directory_mode: "0700"
+    directory_mode: "{{ item.folder_mode }}"
   loop: "{{ (vm_record | vmctl.core.staged(hv_info.data_dir)).files }}"
   delegate_to: hv1
 
@@ -67,7 +67,8 @@ _value:
     files:
       description: >-
         One entry per file, each with C(node) (its VMFile node, e.g. V(user-data)), C(src) (its path on the
-        controller), C(folder) (its own folder on the hypervisor), C(path) (the copy's path), C(mode) and C(force)
+        controller), C(folder) (its own folder on the hypervisor), C(path) (the copy's path), C(mode), C(folder_mode)
+        (of the folders that hold the copies) and C(force)
         (V(false) keeps a copy there as it is).
       type: list
       elements: dict

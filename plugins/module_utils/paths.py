@@ -147,6 +147,9 @@ def remove_vm_dir(work_dir, name):
     return _remove_own_dir(work_dir, "vms", name)
 
 
+STAGED = "staged"  # <data_dir>/staged/<vm>/: what a controller copied here for a VM (vmfile/staging.py)
+
+
 def staged_dir_in(data_dir_path, name):
     """``<data_dir>/staged/<name>``: the copies of VM ``name``'s files from the controller that sent it here
     (``name`` must be validated by the caller; see vmfile/staging.py)."""
@@ -157,9 +160,6 @@ def remove_staged_dir(data_dir_path, name):
     """Remove VM ``name``'s staged files (``<data_dir>/staged/<name>``), refusing a symlink as ``remove_vm_dir`` does;
     True when something was removed."""
     return _remove_own_dir(staged_dir_in(data_dir_path, name), STAGED, name)
-
-
-STAGED = "staged"
 
 
 def _remove_own_dir(path, parent, name):

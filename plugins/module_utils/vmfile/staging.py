@@ -62,7 +62,8 @@ def local_files(record):
 def staged(record, data_dir, made=False):
     """Where ``record``'s controller files go on a hypervisor whose vmctl data directory is ``data_dir``.
 
-    Returns ``{"folder": <data_dir>/staged/<vm>, "files": [{"node", "src", "folder", "path", "mode", "force"}],
+    Returns ``{"folder": <data_dir>/staged/<vm>, "files": [{"node", "src", "folder", "path", "mode", "folder_mode",
+    "force"}],
     "record": the record with each of those fields naming its copy}``. Each file keeps its name, in a folder of
     its own named after its node (``image/disk.qcow2``, ``user-data/cloud.yaml``): two files of one name never
     meet. ``force`` is false for a file in ``KEPT`` when the VM is ``made`` already: a copy there stays as it is.
@@ -80,6 +81,6 @@ def staged(record, data_dir, made=False):
         where = os.path.join(folder, node)
         path = os.path.join(where, os.path.basename(src))
         (out[block] if block else out)[field] = path
-        files.append({"node": node, "src": src, "folder": where, "path": path, "mode": FILE_MODE,
+        files.append({"node": node, "src": src, "folder": where, "path": path, "mode": FILE_MODE, "folder_mode": FOLDER_MODE,
                       "force": not (made and node in KEPT)})
     return {"folder": folder, "files": files, "record": out}

@@ -78,6 +78,7 @@ def test_each_controller_file_of_a_vmfile_record_is_staged_and_nothing_else(proj
     folder = DATA + "/staged/web"
     assert plan["folder"] == folder
     assert all(f["force"] for f in plan["files"])  # a VM to make: every copy is brought up to date
+    assert {f["folder_mode"] for f in plan["files"]} == {"0700"}  # the folders that hold the copies
     assert [(f["node"], f["src"], f["folder"], f["path"], f["mode"]) for f in plan["files"]] == [
         ("image", str(project / "disk.qcow2"), folder + "/image", folder + "/image/disk.qcow2", "0600"),
         ("kernel", str(project / "boot/vmlinuz"), folder + "/kernel", folder + "/kernel/vmlinuz", "0600"),
